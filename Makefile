@@ -1,0 +1,39 @@
+# Hashgrid: the two commands are `make up` and `make test`; both run `make setup` first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+FORGE := node_modules/.bin/forge
+ARGS ?=
+
+.PHONY: help setup up down test test-contracts test-python bugs bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: ## install whatever is missing (idempotent; a second run takes seconds)
+	@bash scripts/setup.sh
+
+up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers 5 ...")
+	@$(PY) -m scripts.demo $(ARGS)
+
+down: ## stop anything `make up` left running (ARGS="--wipe" removes its state)
+	@$(PY) -m hashgrid.cli down $(ARGS) 2>/dev/null || true
+
+test: setup test-contracts test-python bugs ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest
+
+test-contracts: ## forge unit, fuzz and invariant tests
+	@$(FORGE) test
+
+test-python: ## pytest against real anvil, Docker, wasmtime, Redis, PostgreSQL
+	@$(PY) -m pytest
+
+bugs: ## prove each invariant can fail: apply each planted bug and expect forge to catch it
+	@bash scripts/check_planted_bugs.sh
+
+bench: setup ## run every benchmark (each prints a table and updates docs/)
+	@$(PY) -m bench.gas && $(PY) -m bench.runtime
+
+lint: ## ruff and mypy
+	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider
+
+clean: ## remove build outputs (keeps .venv and node_modules)
+	@rm -rf build/forge build/forge-cache build/solc

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title ITaskEscrow
+/// @notice Errors, events and entry points of the task escrow.
+/// @dev A task's life: the customer posts it, locking `maxReplicas * maxPricePerReplica` plus the protocol fee
+/// on that amount; the matcher assigns k distinct staked providers (and later extra replicas, up to
+/// `maxReplicas`, to replace no-shows or to escalate a disagreement: each assign opens a new commit/reveal round);
+/// each provider commits keccak256(abi.encode(resultHash, salt, provider)) before the commit deadline and reveals
+/// once every replica has committed or the commit deadline has passed; the settler finalizes after every committed
+/// replica revealed or the reveal deadline passed. Finalize counts the quorum on chain: with `quorum` equal
+/// revealed hashes the task is Settled (agreeing replicas paid the settler's metered amount, capped per replica;
+/// dissenters and no-shows slashed; protocol fee on what was paid to the treasury; the rest refunded), without it
+/// the task is Failed (no-shows slashed, everything refunded). The customer may cancel before assignment;
+/// anyone may expire a task whose deadline passed a grace period ago, refunding it, so no funds are ever stuck.
+/// NOTE: revealed hashes are public, so replicas assigned in a later round can see earlier reveals; the
+/// verifier picks escalation replicas among trusted providers (see docs/verification.md).
+interface ITaskEscrow {
+    enum TaskState {
+        None, // 0: no such task
+        Posted, // 1: funds locked, waiting for assignment
+        Assigned, // 2: replicas working (commit / reveal rounds)
+        Settled, // 3: quorum reached, paid and refunded
+        Failed, // 4: no quorum, refunded
+        Cancelled, // 5: cancelled by the customer before assignment
+        Expired // 6: deadline + grace passed without settlement, refunded
+    }
+
+    enum ReplicaState {
+        None, // 0
+        Assigned, // 1: waiting for its commit
+        Committed, // 2: commitment recorded
+        Revealed, // 3: result hash revealed
+        Agreed, // 4: finalized, agreed with the accepted result (paid)
+        Dissented, // 5: finalized, revealed another hash (slashed)
+        NoShow, // 6: finalized, never committed or never revealed (slashed)
+        Released // 7: finalized without quorum or expired, neither paid nor slashed
+    }
+
+    /// @notice One task as stored.
+    struct Task {
+        address customer;
+        uint96 maxPricePerReplica;
+        bytes32 specHash;
+        uint64 deadline; // unix time after which the task may be expired (after the grace period)
+        uint64 commitDeadline; // current round
+        uint64 revealDeadline; // current round
+        uint8 replicas; // k: replicas wanted in the first round
+        uint8 quorum; // q: equal revealed hashes needed
+        uint8 maxReplicas; // replicas paid for in escrow (>= replicas), room for replacements and escalation
+        uint8 assigned; // replicas assigned so far (all rounds)
+        uint16 feeBps; // protocol fee rate fixed at post time
+        TaskState state;
+        bytes32 resultHash; // accepted result, once Settled
+    }
+
+    /// @notice One replica (a provider's run of a task) as stored.
+    struct Replica {
+        address provider;
+        ReplicaState state;
+        bytes32 commitment; // the commitment, replaced by the revealed result hash on reveal
+    }
+
+    // ------------------------------------------------------------------ errors
+    error EscrowTaskNotFound(uint256 taskId);
+    /// @notice The task is in `state`, which does not allow this action.
+    error EscrowTaskNotInState(uint256 taskId, TaskState state);
+    /// @notice Replica counts do not make sense: need 1 <= quorum <= replicas <= maxReplicas <= 16.
+    error EscrowInvalidReplication(uint8 replicas, uint8 quorum, uint8 maxReplicas);
+    error EscrowZeroPrice();
+    error EscrowZeroSpecHash();
+    /// @notice The deadline `deadline` is not after now (`nowTime`) plus the commit and reveal windows.
+    error EscrowDeadlineTooSoon(uint64 deadline, uint64 earliest);
+    /// @notice Only the task's customer may do this; `caller` is not it.
+    error EscrowNotCustomer(uint256 taskId, address caller);
+    /// @notice Assigning `count` more replicas would exceed `maxReplicas` (already `assigned`).
+    error EscrowTooManyReplicas(uint256 taskId, uint256 assigned, uint256 count, uint8 maxReplicas);
+    /// @notice The first round must assign exactly `replicas` providers; `count` were given.
+    error EscrowWrongReplicaCount(uint256 taskId, uint256 count, uint8 replicas);
+    /// @notice `provider` already holds a replica of this task.
+    error EscrowDuplicateProvider(uint256 taskId, address provider);
+    /// @notice `provider`'s stake is below the registry minimum.
+    error EscrowProviderNotStaked(uint256 taskId, address provider);
+    /// @notice `caller` holds no replica of this task.
+    error EscrowNotAssigned(uint256 taskId, address caller);
+    /// @notice The replica of `provider` is in `state`, which does not allow this action.
+    error EscrowReplicaNotInState(uint256 taskId, address provider, ReplicaState state);
+    /// @notice The commit window closed at `commitDeadline`; it is `nowTime`.
+    error EscrowCommitWindowClosed(uint256 taskId, uint64 commitDeadline, uint64 nowTime);
+    /// @notice Reveals open once every replica committed or at `commitDeadline`; it is `nowTime`.
+    error EscrowRevealNotOpen(uint256 taskId, uint64 commitDeadline, uint64 nowTime);
+    /// @notice The replica of `provider` (index `replicaIndex`) belongs to an earlier round, which a later assign
+    /// (starting at index `roundStart`) closed: it may no longer commit. Added so that a replica that never
+    /// committed cannot commit after seeing the earlier round's public reveals.
+    error EscrowRoundClosed(uint256 taskId, address provider, uint256 replicaIndex, uint8 roundStart);
+    /// @notice The reveal window closed at `revealDeadline`; it is `nowTime`.
+    error EscrowRevealWindowClosed(uint256 taskId, uint64 revealDeadline, uint64 nowTime);
+    /// @notice The revealed hash and salt do not match the commitment.
+    error EscrowRevealMismatch(uint256 taskId, address provider, bytes32 expected, bytes32 computed);
+    /// @notice Finalize needs every committed replica revealed or the reveal deadline (`revealDeadline`) passed.
+    error EscrowRevealsPending(uint256 taskId, uint64 revealDeadline, uint64 nowTime);
+    /// @notice `payments` has `length` entries but the task has `assigned` replicas.
+    error EscrowPaymentsLength(uint256 taskId, uint256 length, uint256 assigned);
+    /// @notice Payment `amount` for a replica exceeds the per-replica cap `cap`.
+    error EscrowPaymentAboveCap(uint256 taskId, uint256 replicaIndex, uint256 amount, uint256 cap);
+    /// @notice A payment was set for a replica that did not agree with the accepted result.
+    error EscrowPaymentToNonAgreeing(uint256 taskId, uint256 replicaIndex, uint256 amount);
+    /// @notice The task may be expired only at `expiresAt`; it is `nowTime`.
+    error EscrowNotExpired(uint256 taskId, uint64 expiresAt, uint64 nowTime);
+    /// @notice Batch arrays have different lengths.
+    error EscrowBatchLengthMismatch(uint256 a, uint256 b);
+    /// @notice A parameter value is out of its allowed range.
+    error EscrowParameterOutOfRange(bytes32 name, uint256 value);
+
+    // ------------------------------------------------------------------ events
+    event TaskPosted(
+        uint256 indexed taskId,
+        address indexed customer,
+        bytes32 specHash,
+        uint8 replicas,
+        uint8 quorum,
+        uint8 maxReplicas,
+        uint96 maxPricePerReplica,
+        uint64 deadline,
+        uint256 escrowed
+    );
+    event TaskCancelled(uint256 indexed taskId, uint256 refunded);
+    /// @notice `provider` got replica `replicaIndex`; the round's windows close at the given deadlines.
+    event TaskAssigned(uint256 indexed taskId, address indexed provider, uint8 replicaIndex, uint64 commitDeadline, uint64 revealDeadline);
+    event ResultCommitted(uint256 indexed taskId, address indexed provider, bytes32 commitment);
+    event ResultRevealed(uint256 indexed taskId, address indexed provider, bytes32 resultHash);
+    /// @notice Quorum reached on `resultHash` with `agreeing` equal reveals.
+    event TaskSettled(uint256 indexed taskId, bytes32 resultHash, uint8 agreeing, uint256 paid, uint256 fee, uint256 refunded);
+    /// @notice No quorum; the customer got `refunded` back.
+    event TaskFailed(uint256 indexed taskId, uint256 refunded);
+    event TaskExpired(uint256 indexed taskId, uint256 refunded);
+    /// @notice `provider` was paid `amount` for its agreeing replica.
+    event ProviderPaid(uint256 indexed taskId, address indexed provider, uint256 amount);
+    /// @notice `provider`'s replica ended as `outcome` (Agreed, Dissented, NoShow or Released).
+    event ReplicaFinalized(uint256 indexed taskId, address indexed provider, ReplicaState outcome);
+    event EscrowParameterChanged(bytes32 indexed name, uint256 oldValue, uint256 newValue);
+
+    // ------------------------------------------------------------------ customer
+    /// @notice Post a task, pulling `maxReplicas * maxPricePerReplica` plus the fee with transferFrom.
+    /// @return taskId The new task's id (ids start at 1).
+    function postTask(
+        bytes32 specHash,
+        uint8 replicas,
+        uint8 quorum,
+        uint8 maxReplicas,
+        uint96 maxPricePerReplica,
+        uint64 deadline
+    ) external returns (uint256 taskId);
+
+    /// @notice Post a task, authorising the transfer with an EIP-2612 permit for exactly `escrowFor(...)`
+    /// (or more) signed by the caller.
+    function postTaskWithPermit(
+        bytes32 specHash,
+        uint8 replicas,
+        uint8 quorum,
+        uint8 maxReplicas,
+        uint96 maxPricePerReplica,
+        uint64 deadline,
+        uint256 permitValue,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external returns (uint256 taskId);
+
+    /// @notice Cancel a task that has not been assigned yet; refunds everything.
+    function cancelTask(uint256 taskId) external;
+
+    // ------------------------------------------------------------------ matcher (MATCHER_ROLE)
+    /// @notice Assign providers to a task. In Posted state exactly `replicas` providers; in Assigned state any
+    /// number of extra replicas up to `maxReplicas` (replacement or escalation), which opens a new round.
+    function assign(uint256 taskId, address[] calldata providers) external;
+
+    /// @notice Several assigns in one transaction.
+    function assignMany(uint256[] calldata taskIds, address[][] calldata providers) external;
+
+    // ------------------------------------------------------------------ provider
+    /// @notice Commit keccak256(abi.encode(resultHash, salt, msg.sender)) before the round's commit deadline.
+    function commit(uint256 taskId, bytes32 commitment) external;
+
+    function commitMany(uint256[] calldata taskIds, bytes32[] calldata commitments) external;
+
+    /// @notice Reveal the committed result once every replica committed or the commit deadline passed.
+    function reveal(uint256 taskId, bytes32 resultHash, bytes32 salt) external;
+
+    function revealMany(uint256[] calldata taskIds, bytes32[] calldata resultHashes, bytes32[] calldata salts) external;
+
+    // ------------------------------------------------------------------ settler (SETTLER_ROLE)
+    /// @notice Count the quorum and settle: `payments[i]` is what replica i earns (metered by billing), which
+    /// must be 0 for a replica that did not agree and at most `maxPricePerReplica`.
+    function finalize(uint256 taskId, uint96[] calldata payments) external;
+
+    function finalizeMany(uint256[] calldata taskIds, uint96[][] calldata payments) external;
+
+    // ------------------------------------------------------------------ anyone
+    /// @notice Refund a task whose deadline plus `expiryGrace` has passed and that is not yet settled.
+    function expire(uint256 taskId) external;
+
+    // ------------------------------------------------------------------ views
+    function getTask(uint256 taskId) external view returns (Task memory);
+    function getReplicas(uint256 taskId) external view returns (Replica[] memory);
+    function taskCount() external view returns (uint256);
+    /// @notice What postTask pulls for these terms at the current fee.
+    function escrowFor(uint8 maxReplicas, uint96 maxPricePerReplica) external view returns (uint256);
+    /// @notice Sum of what the escrow still owes (locked for Posted and Assigned tasks).
+    function totalLocked() external view returns (uint256);
+    function commitmentFor(bytes32 resultHash, bytes32 salt, address provider) external pure returns (bytes32);
+    function protocolFeeBps() external view returns (uint16);
+    function commitWindow() external view returns (uint64);
+    function revealWindow() external view returns (uint64);
+    function expiryGrace() external view returns (uint64);
+    function slashDissentBps() external view returns (uint16);
+    function slashNoShowBps() external view returns (uint16);
+    /// @notice Where protocol fees go (the DAO treasury, i.e. the Timelock).
+    function treasury() external view returns (address);
+
+    // ------------------------------------------------------------------ governance (DEFAULT_ADMIN_ROLE)
+    function setProtocolFeeBps(uint16 value) external;
+    function setCommitWindow(uint64 value) external;
+    function setRevealWindow(uint64 value) external;
+    function setExpiryGrace(uint64 value) external;
+    function setSlashDissentBps(uint16 value) external;
+    function setSlashNoShowBps(uint16 value) external;
+    function setTreasury(address value) external;
+}

@@ -1,0 +1,77 @@
+"""The `hashgrid` command: a thin root that dispatches to each part's own Typer app.
+
+Groups are named by module path and imported only when used, so `hashgrid provider ...` never pays for
+importing the marketplace, and the core package keeps no static import of the parts it dispatches to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+# group name -> ("module:attribute" of a typer.Typer, one-line help)
+GROUPS: dict[str, tuple[str, str]] = {
+    "chain": ("scripts.localnet:app", "Start or stop a local anvil chain and deploy the contracts."),
+    "deploy": ("scripts.deploy:app", "Deploy the contracts and write the deployment file."),
+    "dao": ("scripts.governance:app", "Governance: propose, vote, queue, execute, status."),
+    "explorer": ("scripts.explorer:app", "Read tasks and providers from chain events."),
+    "provider": ("provider.cli:app", "Sell this device's compute: init, stake, info, run, exec."),
+    "demo": ("scripts.demo:app", "Play the on-chain life of a few tasks on a fresh local chain."),
+}
+
+# root commands implemented elsewhere: name -> ("module:function", help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("scripts.up:up", "Run a local Hashgrid network end to end and print a summary."),
+    "down": ("scripts.up:down", "Stop what `hashgrid up` started (--wipe removes its state)."),
+}
+
+
+def _load(target: str) -> object:
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """Build the root app; with `only`, import just that group (the common case of one invocation)."""
+    app = typer.Typer(help="Hashgrid: an open compute marketplace.", no_args_is_help=True,
+                      add_completion=False, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root() -> None:
+        """Hashgrid: an open compute marketplace."""  # a callback keeps one-command apps in group mode
+
+    for name, (target, help_text) in GROUPS.items():
+        if only is not None and name != only:
+            continue
+        try:
+            sub = _load(target)
+        except ModuleNotFoundError as exc:
+            if only is not None:
+                raise
+            _ = exc  # a part not built yet simply has no group
+            continue
+        app.add_typer(sub, name=name, help=help_text)  # type: ignore[arg-type]
+    for name, (target, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        try:
+            function = _load(target)
+        except ModuleNotFoundError:
+            if only is not None:
+                raise
+            continue
+        app.command(name=name, help=help_text)(function)  # type: ignore[arg-type]
+    return app
+
+
+def main() -> None:
+    """Entry point of the `hashgrid` console script."""
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    only = first if first in GROUPS or first in COMMANDS else None
+    build_app(only)()
+
+
+if __name__ == "__main__":
+    main()
