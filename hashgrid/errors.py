@@ -116,7 +116,7 @@ class PolicyRefused(HashgridError):
 
 
 class ExecutionFailed(HashgridError):
-    """A task could not be run at all (no runtime, image missing, sandbox error): distinct from a non-zero exit."""
+    """A task could not run at all (no runtime, missing image, sandbox error), unlike a non-zero exit."""
 
     code = "execution_failed"
     component = "provider"

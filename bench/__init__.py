@@ -1,0 +1,1 @@
+"""Benchmarks: one program per measured path, each printing a table (`python -m bench.<name>`)."""

@@ -1,0 +1,163 @@
+"""Dev-network helpers shared by the demo, the tests and the gas benchmark: anvil's dev accounts in their
+roles, funding and staking them, and playing one task's on-chain life (post, assign, commit, reveal,
+finalize).
+
+DEV-ONLY: these use anvil's publicly known keys (hashgrid.config.ANVIL_DEV_KEYS).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3.types import TxReceipt
+
+from hashgrid.chain.contracts import Contracts, commitment_for
+from hashgrid.config import ANVIL_DEV_KEYS
+
+GRID = 10**18
+
+
+@dataclass(frozen=True)
+class DevAccounts:
+    """Key 0 deploys and acts as the marketplace (matcher, settler); key 1 is the customer; keys 2-5 the
+    providers; keys 6-9 are spare (never funded here: handy as an unstaked provider or a stranger)."""
+
+    deployer: LocalAccount
+    customer: LocalAccount
+    providers: tuple[LocalAccount, ...]
+    spare: tuple[LocalAccount, ...]
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[str] = ANVIL_DEV_KEYS, providers: int = 4) -> DevAccounts:
+        accounts = [Account.from_key(k) for k in keys]
+        return cls(
+            accounts[0], accounts[1], tuple(accounts[2 : 2 + providers]), tuple(accounts[2 + providers :])
+        )
+
+
+def fund(
+    contracts: Contracts,
+    accounts: DevAccounts,
+    *,
+    customer_amount: int = 100_000 * GRID,
+    provider_amount: int = 10_000 * GRID,
+) -> None:
+    """Send GRID from the deployer to the customer and each provider."""
+    token = contracts.token
+    token.transfer(accounts.customer.address, customer_amount, sender=accounts.deployer)
+    for provider in accounts.providers:
+        token.transfer(provider.address, provider_amount, sender=accounts.deployer)
+
+
+def stake_provider(
+    contracts: Contracts, provider: LocalAccount, amount: int, *, capabilities_uri: str = ""
+) -> None:
+    """Register a provider (as its own operator) and stake `amount` with approve + stake."""
+    uri = capabilities_uri or f"hashgrid://dev/{provider.address.lower()}"
+    contracts.registry.register(provider.address, keccak(text=uri), uri, sender=provider)
+    contracts.token.approve(contracts.registry.address, amount, sender=provider)
+    contracts.registry.stake(amount, sender=provider)
+
+
+def spec_hash_of(text: str) -> bytes:
+    """A stand-in spec hash for dev tasks (real specs hash their canonical JSON)."""
+    return keccak(text=text)
+
+
+@dataclass
+class ReplicaPlan:
+    """What one assigned provider does: the result hash it reveals and what billing pays it if it agrees."""
+
+    provider: LocalAccount
+    result_hash: bytes
+    payment: int = 0
+    salt: bytes = field(default_factory=lambda: os.urandom(32))
+
+
+@dataclass
+class TaskRun:
+    task_id: int
+    receipts: dict[str, list[TxReceipt]] = field(default_factory=dict)
+
+    def gas(self, step: str) -> int:
+        return sum(int(r["gasUsed"]) for r in self.receipts.get(step, []))
+
+
+def post(
+    contracts: Contracts,
+    customer: LocalAccount,
+    spec_hash: bytes,
+    *,
+    replicas: int,
+    quorum: int,
+    max_price: int,
+    max_replicas: int | None = None,
+    permit: bool = False,
+    deadline: int | None = None,
+) -> tuple[int, TxReceipt]:
+    """Post a task (approve then postTask, or postTaskWithPermit); returns its id and the post receipt."""
+    escrow = contracts.escrow
+    max_replicas = max_replicas or replicas
+    deadline = deadline or contracts.client.timestamp() + 24 * 3600
+    if permit:
+        receipt = escrow.post_task_with_permit(
+            contracts.token, spec_hash, replicas, quorum, max_replicas, max_price, deadline, sender=customer
+        )
+    else:
+        amount = escrow.escrow_for(max_replicas, max_price)
+        contracts.token.approve(escrow.address, amount, sender=customer)
+        receipt = escrow.post_task(
+            spec_hash, replicas, quorum, max_replicas, max_price, deadline, sender=customer
+        )
+    return escrow.task_id_of(receipt), receipt
+
+
+def play_task(
+    contracts: Contracts,
+    *,
+    customer: LocalAccount,
+    operator: LocalAccount,
+    spec_hash: bytes,
+    plans: Sequence[ReplicaPlan],
+    quorum: int,
+    max_price: int,
+    max_replicas: int | None = None,
+    permit: bool = False,
+) -> TaskRun:
+    """The whole life of one task with one transaction per step and per replica."""
+    escrow = contracts.escrow
+    task_id, post_receipt = post(
+        contracts,
+        customer,
+        spec_hash,
+        replicas=len(plans),
+        quorum=quorum,
+        max_price=max_price,
+        max_replicas=max_replicas,
+        permit=permit,
+    )
+    run = TaskRun(task_id, {"post": [post_receipt]})
+    run.receipts["assign"] = [escrow.assign(task_id, [p.provider.address for p in plans], sender=operator)]
+    run.receipts["commit"] = [
+        escrow.commit(task_id, commitment_for(p.result_hash, p.salt, p.provider.address), sender=p.provider)
+        for p in plans
+    ]
+    run.receipts["reveal"] = [escrow.reveal(task_id, p.result_hash, p.salt, sender=p.provider) for p in plans]
+    accepted = accepted_hash([p.result_hash for p in plans], quorum)
+    payments = [p.payment if p.result_hash == accepted else 0 for p in plans]
+    run.receipts["finalize"] = [escrow.finalize(task_id, payments, sender=operator)]
+    return run
+
+
+def accepted_hash(result_hashes: Sequence[bytes], quorum: int) -> bytes | None:
+    """The hash at least `quorum` replicas agree on (what finalize will accept), else None."""
+    counts: dict[bytes, int] = {}
+    for h in result_hashes:
+        counts[h] = counts.get(h, 0) + 1
+    best = max(counts.items(), key=lambda item: item[1], default=None)
+    return best[0] if best and best[1] >= quorum else None

@@ -1,0 +1,68 @@
+"""The chain client under load and failure: concurrent senders from one account, a receipt that never
+comes (automine off), a stale nonce, an unreachable RPC."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hashgrid.chain.client import ChainClient
+from hashgrid.chain.contracts import Contracts
+from hashgrid.errors import ChainError, TransactionTimeout
+from scripts.devnet import DevAccounts
+from scripts.localnet import free_port
+
+SENDS = 24
+
+
+def test_concurrent_senders_from_one_account_get_distinct_nonces(
+    contracts: Contracts, dev_accounts: DevAccounts
+) -> None:
+    sender, recipient = dev_accounts.deployer, dev_accounts.spare[1]
+    start_nonce = contracts.client.w3.eth.get_transaction_count(sender.address)
+    before = contracts.token.balance_of(recipient.address)
+
+    def send(i: int) -> dict:
+        return dict(contracts.token.transfer(recipient.address, i + 1, sender=sender))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        receipts = list(pool.map(send, range(SENDS)))
+
+    assert all(r["status"] == 1 for r in receipts)
+    nonces = sorted(contracts.client.w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
+    assert nonces == list(range(start_nonce, start_nonce + SENDS))
+    assert contracts.token.balance_of(recipient.address) - before == sum(range(1, SENDS + 1))
+
+
+def test_receipt_timeout_raises_transaction_timeout(contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    client = contracts.client
+    client.rpc("anvil_setAutomine", [False])
+    try:
+        with pytest.raises(TransactionTimeout) as caught:
+            client.transact(
+                contracts.token.fn("transfer", dev_accounts.spare[1].address, 1),
+                sender=dev_accounts.deployer,
+                timeout=0.5,
+            )
+        assert caught.value.retryable and caught.value.code == "transaction_timeout"
+    finally:
+        client.rpc("evm_mine")  # mine the stuck transaction so nothing is left in the pool
+        client.rpc("anvil_setAutomine", [True])
+
+
+def test_failed_send_resyncs_nonce_from_chain(contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    client, sender = contracts.client, dev_accounts.deployer
+    contracts.token.transfer(dev_accounts.spare[1].address, 1, sender=sender)
+    client.nonces._next[sender.address] = 0  # a stale cache, as after a restart elsewhere: nonce too low
+    with pytest.raises(ChainError):
+        contracts.token.transfer(dev_accounts.spare[1].address, 1, sender=sender)
+    receipt = contracts.token.transfer(dev_accounts.spare[1].address, 1, sender=sender)
+    assert receipt["status"] == 1
+
+
+def test_unreachable_rpc_is_a_retryable_chain_error() -> None:
+    client = ChainClient(f"http://127.0.0.1:{free_port()}", request_timeout=1.0)
+    with pytest.raises(ChainError) as caught:
+        client.block_number()
+    assert caught.value.retryable and "unreachable" in str(caught.value)
