@@ -1,0 +1,57 @@
+"""Usage of one run, in the units billing prices: cpu-seconds, memory GB-seconds, gpu-seconds, wall seconds.
+
+NOTE: memory GB-seconds are approximated as peak memory x wall time (an upper bound of the integral of
+memory over time: backends report the peak, not a time series). GPU-seconds are the GPUs reserved for the
+run times wall time: a reserved GPU is unavailable to others whether or not it is busy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from provider.runtimes.base import RunResult
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Metered usage of one replica, rounded to milliseconds so it can be signed and compared."""
+
+    wall_seconds: float
+    cpu_seconds: float
+    memory_gb_seconds: float
+    gpu_seconds: float
+    peak_memory_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ms(value: float) -> float:
+    return round(max(0.0, float(value)), 3)
+
+
+def meter(result: RunResult, *, gpus: int = 0) -> Usage:
+    """Usage from a backend's RunResult; `gpus` is what the spec reserved."""
+    wall = _ms(result.wall_seconds)
+    return Usage(
+        wall_seconds=wall,
+        cpu_seconds=_ms(result.cpu_seconds),
+        memory_gb_seconds=_ms(result.peak_memory_mb / 1024.0 * wall),
+        gpu_seconds=_ms(gpus * wall),
+        peak_memory_mb=_ms(result.peak_memory_mb),
+    )
+
+
+def price(usage: Usage, *, fixed: int, per_cpu_second: int, per_gb_second: int, per_gpu_second: int,
+          cap: int | None = None) -> int:
+    """A provider's ask for this usage in wei (rounded up), capped by the customer's max price per replica.
+
+    Billing settles the median usage of agreeing replicas with the same formula.
+    """
+    total = fixed
+    for amount, rate in ((usage.cpu_seconds, per_cpu_second), (usage.memory_gb_seconds, per_gb_second),
+                         (usage.gpu_seconds, per_gpu_second)):
+        # milli-units keep the arithmetic in integers (rates are wei per unit, amounts have 3 decimals)
+        total += -(-round(amount * 1000) * rate // 1000)
+    return min(total, cap) if cap is not None else total

@@ -1,0 +1,72 @@
+"""`hashgrid provider stake | unstake | withdraw | status | earnings` against a real anvil."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hashgrid.chain.client import ChainClient
+from hashgrid.chain.contracts import Contracts
+from hashgrid.chain.deployment import Deployment
+from scripts.devnet import GRID, DevAccounts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _provider(*args: str, chain: ChainClient, deployment: Deployment, tmp_path: Path,
+              key: str | None = None) -> subprocess.CompletedProcess[str]:
+    deployment_file = deployment.save(tmp_path / "deployment.json")
+    env = dict(os.environ, HASHGRID_STATE_DIR=str(tmp_path / "state"), HASHGRID_RPC_URL=chain.rpc_url,
+               HASHGRID_DEPLOYMENT_FILE=str(deployment_file), COLUMNS="200")
+    env.pop("HASHGRID_PROVIDER_KEY", None)
+    if key:
+        env["HASHGRID_PROVIDER_KEY"] = key
+    return subprocess.run([sys.executable, "-m", "hashgrid.cli", "provider", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=120)
+
+
+def test_stake_status_unstake_withdraw(chain: ChainClient, deployment: Deployment, contracts: Contracts,
+                                       dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    newcomer = dev_accounts.spare[0]
+    contracts.token.transfer(newcomer.address, 500 * GRID, sender=dev_accounts.deployer)
+    key = newcomer.key.hex()
+
+    staked = _provider("stake", "300GRID", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert staked.returncode == 0, staked.stderr
+    assert "registered" in staked.stdout and contracts.registry.stake_of(newcomer.address) == 300 * GRID
+    assert contracts.registry.operator_of(newcomer.address) == newcomer.address
+
+    shown = _provider("status", "--json", "--address", newcomer.address, chain=chain, deployment=deployment,
+                      tmp_path=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["stake"] == 300 * GRID and report["active_assignments"] == 0 and report["outcomes"] == {}
+
+    unstaked = _provider("unstake", "100GRID", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert unstaked.returncode == 0, unstaked.stderr
+    assert contracts.registry.unbonding_of(newcomer.address)[0] == 100 * GRID
+
+    early = _provider("withdraw", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert early.returncode == 2
+    assert "RegistryUnbondingNotReleased" in early.stderr and "releaseTime=" in early.stderr
+
+
+def test_stake_more_than_balance_is_a_clear_error(chain: ChainClient, deployment: Deployment,
+                                                  dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    broke = dev_accounts.spare[1]
+    failed = _provider("stake", "10GRID", chain=chain, deployment=deployment, tmp_path=tmp_path,
+                       key=broke.key.hex())
+    assert failed.returncode == 2 and "error" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_earnings_of_a_fresh_provider(chain: ChainClient, deployment: Deployment, dev_accounts: DevAccounts,
+                                      tmp_path: Path) -> None:
+    provider = dev_accounts.providers[0]
+    shown = _provider("earnings", "--json", "--address", provider.address, chain=chain, deployment=deployment,
+                      tmp_path=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {"address": provider.address, "entries": [], "net": 0}
