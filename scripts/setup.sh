@@ -146,5 +146,26 @@ else
     ok "docker engine ($(docker version --format '{{.Server.Version}}' 2>/dev/null), runsc registered)"
 fi
 
+# ---------------------------------------------------------------- 6. sample images, wasm modules, examples
+step "sample images (scripts/build_images.sh)"
+if [ "${HASHGRID_SKIP_DOCKER:-0}" = 1 ]; then
+    ok "sample images (skipped: HASHGRID_SKIP_DOCKER=1)"
+else
+    LOG="$ROOT/build/setup-images.log"; : >"$LOG"
+    bash "$ROOT/scripts/build_images.sh" >>"$LOG" 2>&1
+    ok "sample images ($(grep -c '"' "$ROOT/build/images.json" 2>/dev/null || echo 0) entries in build/images.json)"
+    LOG=""
+fi
+step "wasm modules (scripts/build_wasm.sh)"
+LOG="$ROOT/build/setup-wasm.log"; : >"$LOG"
+PYTHON="$VENV/bin/python" bash "$ROOT/scripts/build_wasm.sh" >>"$LOG" 2>&1
+ok "wasm modules"
+LOG=""
+step "examples (scripts/make_examples.py)"
+LOG="$ROOT/build/setup-examples.log"; : >"$LOG"
+"$VENV/bin/python" -m scripts.make_examples >>"$LOG" 2>&1
+ok "examples (examples/*.yaml)"
+LOG=""
+
 awk -v a="$START" -v b="$EPOCHREALTIME" \
     'BEGIN { printf "✓ setup done in %.1fs — tools: .venv/bin (source .venv/bin/activate)\n", b - a }'

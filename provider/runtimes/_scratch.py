@@ -1,0 +1,149 @@
+"""Per-run scratch directories and the size-capped /out area shared by the docker and wasm backends.
+
+/out is a tmpfs mounted on the host with `size=` one page above the cap: the kernel refuses writes past it
+(ENOSPC), so a task can never fill the provider's disk, and the files outlive the sandbox (a tmpfs inside a
+container vanishes with it) so they can be copied to the caller's output dir. Mounting needs CAP_SYS_ADMIN;
+without it the area is a plain directory whose size is only checked after the run (logged as a weaker mode).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from provider.runtimes.errors import InvalidRunRequest
+
+log = logging.getLogger(__name__)
+
+SCRATCH_PREFIX = "hashgrid-run-"
+PAGE = 4096
+MAX_OUTPUT_FILES = 65536  # tmpfs inode cap: empty files cost memory but no blocks
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MS_NOSUID, _MS_NODEV = 2, 4
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_warned_unmountable = False
+
+
+def scratch_root() -> Path:
+    """Where run dirs live: $HASHGRID_SCRATCH_DIR, else /dev/shm, else the system temp dir.
+
+    A memory filesystem by default because a run dir holds only mount points (the data is in its own capped
+    tmpfs) and making and removing dirs on this disk costs ~2 ms each, as much as a whole wasm run.
+    """
+    configured = os.environ.get("HASHGRID_SCRATCH_DIR")
+    if configured:
+        return Path(configured)
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids name containers, cgroups and directories, so they must be short and path-safe."""
+    if not _RUN_ID.match(run_id):
+        raise InvalidRunRequest(f"run id {run_id!r} must match {_RUN_ID.pattern}", run_id=run_id)
+    return run_id
+
+
+def leftover_scratch_dirs() -> list[Path]:
+    """Scratch dirs that still exist (tests assert none remain after a run)."""
+    return sorted(scratch_root().glob(SCRATCH_PREFIX + "*"))
+
+
+class OutputArea:
+    """A run's scratch dir holding `out/` (capped at `cap_bytes`) and whatever files the backend needs."""
+
+    def __init__(self, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int) -> None:
+        self.cap_bytes = cap_bytes
+        self.dir = Path(
+            tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{check_run_id(run_id)}-", dir=scratch_root())
+        )
+        self.out = self.dir / "out"
+        self.out.mkdir()
+        self.mounted = False
+        try:
+            self._mount(owner_uid, owner_gid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _mount(self, uid: int, gid: int) -> None:
+        global _warned_unmountable
+        size = (
+            self.cap_bytes + PAGE - 1
+        ) // PAGE * PAGE + PAGE  # one page over: going past the cap is visible
+        opts = f"size={size},nr_inodes={MAX_OUTPUT_FILES},uid={uid},gid={gid},mode=0700"
+        if (
+            _libc.mount(b"tmpfs", str(self.out).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode())
+            == 0
+        ):
+            self.mounted = True
+            return
+        err = ctypes.get_errno()
+        if not _warned_unmountable:
+            log.warning(
+                "cannot mount a tmpfs for /out (%s): output size is checked after the run only",
+                os.strerror(err),
+            )
+            _warned_unmountable = True
+        if os.geteuid() == 0:
+            os.chown(self.out, uid, gid)
+        else:
+            self.out.chmod(0o777)
+
+    def used_bytes(self) -> int:
+        """Bytes the task wrote to /out (tmpfs: pages in use; plain dir: sizes of what is there)."""
+        if self.mounted:
+            st = os.statvfs(self.out)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        total = 0
+        for root, dirs, files in os.walk(self.out):
+            for name in files + dirs:
+                total += os.lstat(os.path.join(root, name)).st_size
+        return total
+
+    def over_cap(self) -> bool:
+        return self.used_bytes() > self.cap_bytes
+
+    def export(self, dest: Path) -> None:
+        """Copy what the task wrote into `dest`: regular files and dirs, symlinks as links (never followed).
+
+        FIFOs, sockets and devices are skipped: they are not results, and opening a FIFO would block.
+        """
+        dest.mkdir(parents=True, exist_ok=True)
+        self._copy_tree(self.out, dest)
+
+    def _copy_tree(self, src: Path, dst: Path) -> None:
+        with os.scandir(src) as entries:
+            for entry in entries:
+                target = dst / entry.name
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    target.mkdir(exist_ok=True)
+                    self._copy_tree(Path(entry.path), target)
+                elif stat.S_ISREG(st.st_mode):
+                    shutil.copyfile(entry.path, target, follow_symlinks=False)
+                elif stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(entry.path), target)
+                else:
+                    log.info("skipping special file %s in the output", entry.path)
+
+    def close(self) -> None:
+        """Unmount and delete everything; safe to call twice and after partial setup."""
+        if self.mounted:
+            path = str(self.out).encode()
+            if _libc.umount2(path, 0) != 0 and _libc.umount2(path, 2) != 0:  # 2 = MNT_DETACH
+                log.error("cannot unmount %s: %s", self.out, os.strerror(ctypes.get_errno()))
+            else:
+                self.mounted = False
+        if not self.mounted:
+            shutil.rmtree(self.dir, ignore_errors=True)
