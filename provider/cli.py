@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -510,8 +511,72 @@ def earnings(address: AddressOption = None, json_output: Annotated[bool, typer.O
 
 
 @app.command()
-def run() -> None:
-    """The provider daemon (not yet available)."""
-    errors.print("`hashgrid provider run` (the daemon) is not yet available; `hashgrid provider exec` runs a "
-                 "spec locally today.", highlight=False)
-    raise typer.Exit(EXIT_CANNOT_RUN)
+def run(
+    config_path: ConfigOption = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Hashgrid state dir (default: HASHGRID_STATE_DIR); the journal and task logs go "
+                            "to <state_dir>/provider")] = None,
+    rpc: Annotated[str | None, typer.Option("--rpc", help="RPC URL (default: HASHGRID_RPC_URL)")] = None,
+    deployment: Annotated[Path | None, typer.Option(
+        "--deployment", help="deployment file (default: HASHGRID_DEPLOYMENT_FILE or "
+                             "<state_dir>/deployment.json)")] = None,
+    content_dir: Annotated[Path | None, typer.Option(
+        "--content-dir", help="content store with specs and inputs (default: the config's paths.content; "
+                              "in chain-only mode, the dir the customer uploads to)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="process what is pending, then exit")] = False,
+    max_parallel: Annotated[int | None, typer.Option(
+        "--max-parallel", min=1, help="tasks at once (default: the offered cores)")] = None,
+    poll_interval: Annotated[float, typer.Option(help="seconds between chain polls")] = 1.0,
+    grace: Annotated[float, typer.Option(help="seconds running tasks get to finish at shutdown")] = 30.0,
+    confirmations: Annotated[int, typer.Option(help="blocks an assignment must be buried under")] = 0,
+    fault: Annotated[str | None, typer.Option(
+        "--fault", help="TEST/DEMO FAULT INJECTION ONLY: dishonest (commit and reveal a wrong result hash) "
+                        "or crash-after-commit (exit right after a commit is mined, before journaling it)"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """The provider daemon: register, take assignments, run them, commit and reveal results on chain."""
+    import signal
+
+    from rich.logging import RichHandler
+
+    from hashgrid.config import get_settings
+    from provider.daemon import DaemonOptions, Fault, build_daemon
+
+    for name, value in (("HASHGRID_STATE_DIR", state_dir), ("HASHGRID_RPC_URL", rpc),
+                        ("HASHGRID_DEPLOYMENT_FILE", deployment)):
+        if value is not None:
+            os.environ[name] = str(value)
+    get_settings.cache_clear()
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", force=True,
+                        handlers=[RichHandler(console=errors, show_path=False, rich_tracebacks=True)])
+    for noisy in ("web3", "urllib3", "docker", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        chosen_fault = Fault(fault) if fault else None
+    except ValueError:
+        raise _fail(HashgridError(f"unknown --fault {fault!r}; known: "
+                                  f"{', '.join(f.value for f in Fault)}")) from None
+    try:
+        chain = _Chain(config_path, need_key=True)
+        settings = get_settings()
+        config = chain.config
+        options = DaemonOptions(state_dir=settings.state_dir / "provider",
+                                content_dir=content_dir or config.content_dir, workdir=config.workdir,
+                                max_parallel=max_parallel, poll_interval=poll_interval, grace_period=grace,
+                                confirmations=confirmations, fault=chosen_fault)
+        daemon = build_daemon(config=config, contracts=chain.contracts, private_key=chain.signer(),
+                              options=options)
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: daemon.request_stop())
+        signal.signal(signal.SIGINT, lambda _signum, _frame: daemon.request_stop())
+        code = daemon.run(once=once)
+        daemon.journal.close()
+    except HashgridError as exc:
+        raise _fail(exc) from None
+    # Everything is journaled and closed. Exit without interpreter finalization: after a wasm run was
+    # cancelled, wasmtime's tokio worker threads can abort the process while Python tears down (intermittent).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -130,11 +130,13 @@ def _stream_logs(runtime: Any, handle: str, on_log: Callable[[bytes], None]) -> 
 
 def execute(spec: TaskSpec, *, store: ContentStore, policy: Policy, workdir: Path,
             device: Mapping[str, Any] | None = None, available: Iterable[str] | None = None,
-            on_log: Callable[[bytes], None] | None = None, run_id: str | None = None) -> Execution:
+            on_log: Callable[[bytes], None] | None = None, run_id: str | None = None,
+            on_outputs: Callable[[Path], None] | None = None) -> Execution:
     """Run `spec` once and return its Execution.
 
     Raises PolicyRefused before anything runs, DigestMismatch / ContentMissing when an input or module is
-    wrong or missing, ExecutionFailed (or the backend's error) when the sandbox cannot run it. A task
+    wrong or missing, ExecutionFailed (or the backend's error) when the sandbox cannot run it. `on_outputs`
+    sees the output directory after hashing and before cleanup. A task
     that runs and fails (non-zero exit, killed) is not an error: it has a result hash like any other.
     """
     from provider.runtimes import get_runtime
@@ -167,6 +169,8 @@ def execute(spec: TaskSpec, *, store: ContentStore, policy: Policy, workdir: Pat
         killed = str(result.kill_reason) if result.kill_reason is not None else None
         digest = compute_result_hash(exit_code=result.exit_code, output_dir=output_dir, declared=spec.outputs,
                                      stdout=result.stdout if spec.include_stdout else None, killed=killed)
+        if on_outputs is not None:
+            on_outputs(output_dir)  # e.g. the daemon keeps the outputs before the scratch dir goes
         usage = meter(result, gpus=spec.resources.gpus)
         log.info("run %s (%s) exit %s result %s", run_id, runtime_name, result.exit_code, digest.hex)
         return Execution(spec_hash=spec_hash(spec), runtime=runtime_name, result_hash=digest,

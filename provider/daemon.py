@@ -1,0 +1,564 @@
+"""`hashgrid provider run`: the loop that turns assignments into committed and revealed results.
+
+Register capabilities, check stake, then repeat: take assignments from the feed into the journal, fetch and
+verify each spec, apply the policy, run tasks in worker threads within the offered cores and memory, sign
+the usage, commit (batched), reveal once reveals open (batched). The journal (provider/journal.py) and the
+chain are checked before every commit and reveal, so a restart resumes without committing twice.
+Design and crash-safety argument: docs/provider-daemon.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from hashgrid.canonical import canonical_json, to_hex32
+from hashgrid.chain.contracts import ReplicaState, TaskState
+from hashgrid.content import ContentStore
+from hashgrid.errors import (
+    ChainError,
+    ContentMissing,
+    ContractRevert,
+    HashgridError,
+    PolicyRefused,
+)
+from hashgrid.spec import TaskSpec, parse_spec_bytes, spec_hash
+from provider.chain_ops import ChainOps, CommitItem, TaskView
+from provider.config import ProviderConfig
+from provider.executor import execute
+from provider.feed import AssignmentFeed
+from provider.journal import Entry, Journal, Phase
+from provider.policy import check, choose_runtime
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.sqlite"
+FAULT_EXIT_CODE = 86  # the exit status of an injected crash, so a test can tell it from a real one
+
+
+class Fault(StrEnum):
+    """TEST/DEMO FAULTS ONLY: deliberate misbehaviour, to show the protocol catching it. Never in production.
+
+    dishonest: commit and reveal a wrong result hash (the verifier must see a dissent and slash it).
+    crash-after-commit: exit abruptly right after a commit transaction is mined, before the journal records
+    it (the journal is then behind the chain; the restart must notice and not commit again).
+    """
+
+    DISHONEST = "dishonest"
+    CRASH_AFTER_COMMIT = "crash-after-commit"
+
+
+class InsufficientStake(HashgridError):
+    """The provider's stake is under the registry's minimum: the matcher would never assign it work."""
+
+    code = "provider_stake_too_low"
+    component = "provider"
+    http_status = 409
+
+
+@dataclass
+class DaemonOptions:
+    """How one daemon runs; the CLI fills it from flags and the provider config."""
+
+    state_dir: Path  # the journal and task logs
+    content_dir: Path  # specs, inputs, modules in; outputs and usage reports out
+    workdir: Path  # run scratch dirs
+    max_parallel: int | None = None  # default: the offered cores
+    poll_interval: float = 1.0
+    grace_period: float = 30.0  # at shutdown, how long running tasks may finish before they are cancelled
+    confirmations: int = 0
+    capabilities_uri: str | None = None
+    heartbeat_interval: float = 30.0
+    fault: Fault | None = None
+
+
+@dataclass
+class _Running:
+    task_id: int
+    run_id: str
+    runtime: str
+    cpus: float
+    memory_mb: int
+    thread: threading.Thread | None = None
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+def usage_report(private_key: str, *, task_id: int, provider: str, usage: dict[str, Any],
+                 result_hash: bytes) -> dict[str, Any]:
+    """The signed usage report billing reads: an EIP-191 signature over the canonical JSON of
+    {task_id, provider, usage, result_hash}, so usage cannot be altered after the fact."""
+    document = {"task_id": task_id, "provider": provider.lower(), "usage": usage,
+                "result_hash": to_hex32(result_hash)}
+    signed = Account.sign_message(encode_defunct(primitive=canonical_json(document)), private_key)
+    signature = signed.signature.hex()
+    return {"report": document, "signature": signature if signature.startswith("0x") else "0x" + signature}
+
+
+def usage_report_signer(report: dict[str, Any]) -> str:
+    """The address that signed a usage report (compare it with report['report']['provider'])."""
+    message = encode_defunct(primitive=canonical_json(report["report"]))
+    return str(Account.recover_message(message, signature=report["signature"])).lower()
+
+
+def capabilities_uri_for(address: str) -> str:
+    return f"hashgrid://provider/{address.lower()}"
+
+
+class Daemon:
+    """One provider's loop. `run()` blocks until `request_stop()` (the CLI wires SIGTERM/SIGINT to it)."""
+
+    def __init__(self, *, config: ProviderConfig, ops: ChainOps, feed: AssignmentFeed, journal: Journal,
+                 store: ContentStore, options: DaemonOptions, private_key: str,
+                 device: dict[str, Any] | None = None,
+                 heartbeat: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.ops = ops
+        self.feed = feed
+        self.journal = journal
+        self.store = store
+        self.options = options
+        self._key = private_key
+        self.device = device
+        self._heartbeat_hook = heartbeat or (lambda beat: log.debug("heartbeat %s", beat))
+        self.max_parallel = options.max_parallel or config.offer.cores
+        self.logs_dir = options.state_dir / "logs"
+        self._running: dict[int, _Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._stop_at: float | None = None
+        self._last_beat = 0.0
+        self._waiting: set[int] = set()  # received tasks that cannot start yet (content not there)
+
+    # ------------------------------------------------------------------ start-up
+    def start(self) -> None:
+        """Bind the journal, requeue interrupted runs, register capabilities, check the stake."""
+        from provider.detect import capabilities_hash, detect
+
+        self.journal.bind("escrow", self.ops.escrow_address)
+        self.journal.bind("provider", self.ops.address)
+        for task_id in self.journal.requeue_interrupted():
+            log.info("task %d: was running when the daemon stopped; it will run again", task_id)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.options.workdir.mkdir(parents=True, exist_ok=True)
+        if self.device is None:
+            self.device = detect(self.options.workdir, volatile=False)
+        digest = capabilities_hash(self.device)
+        uri = self.options.capabilities_uri or capabilities_uri_for(self.ops.address)
+        if self.ops.ensure_registered(digest, uri):
+            log.info("registered %s: capabilities %s (%s)", self.ops.address, to_hex32(digest), uri)
+        stake, minimum = self.ops.stake()
+        if stake < minimum:
+            raise InsufficientStake(f"provider {self.ops.address} has {stake} wei staked, under the minimum "
+                                    f"{minimum}; stake more with `hashgrid provider stake`",
+                                    provider=self.ops.address, stake=stake, minimum=minimum)
+        log.info("provider %s: stake %d wei (minimum %d), runtimes %s, up to %d task(s) at once on %d "
+                 "core(s) / %d MB", self.ops.address, stake, minimum, ", ".join(self.device["runtimes"]),
+                 self.max_parallel, self.config.offer.cores, self.config.offer.memory_mb)
+
+    # ------------------------------------------------------------------ the loop
+    def request_stop(self) -> None:
+        """Stop taking work; running tasks get the grace period. A second request cancels them at once."""
+        if self._stop.is_set():
+            self._stop_at = time.monotonic()
+            log.warning("second stop request: cancelling running tasks now")
+        else:
+            self._stop_at = time.monotonic() + self.options.grace_period
+            log.info("stopping: no new work; %d running task(s) get %gs to finish", len(self._running),
+                     self.options.grace_period)
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, once: bool = False) -> int:
+        """Run until stopped (or, with `once`, until nothing pending can progress here); returns 0."""
+        self.start()
+        while True:
+            self._step_safely(once=once)
+            with self._lock:
+                running = len(self._running)
+            if self.stopping and running == 0:
+                self._step_safely(once=once)  # commit/reveal what finished during the grace period
+                break
+            if once and running == 0 and self._idle():
+                break
+            self._wake.wait(self.options.poll_interval)
+            self._wake.clear()
+        log.info("daemon stopped")
+        return 0
+
+    def _step_safely(self, *, once: bool) -> None:
+        """One pass; a chain outage only delays (the next pass retries)."""
+        try:
+            self.step()
+        except ChainError as exc:
+            log.warning("chain unavailable, retrying: %s", exc.message)
+
+    def step(self) -> None:
+        """One pass of the loop: intake, schedule, commit, reveal, heartbeat."""
+        if not self.stopping:
+            self._intake()
+            self._schedule()
+        elif self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self._cancel_running()
+        self._commit_ready()
+        self._reveal_ready()
+        self._heartbeat()
+
+    def _idle(self) -> bool:
+        """Nothing this daemon can do now: no runnable received task, nothing executed but uncommitted."""
+        received = [e for e in self.journal.in_phase(Phase.RECEIVED) if e.task_id not in self._waiting]
+        return not received and not self.journal.in_phase(Phase.EXECUTED)
+
+    # ------------------------------------------------------------------ intake
+    def _intake(self) -> None:
+        for assignment in self.feed.poll():
+            if self.journal.add(assignment.task_id, source=assignment.source, spec_hash=assignment.spec_hash):
+                log.info("task %d: assigned (%s)", assignment.task_id, assignment.source)
+            self.feed.ack(assignment)
+
+    # ------------------------------------------------------------------ scheduling and running
+    def _free(self) -> tuple[float, int]:
+        with self._lock:
+            cpus = sum(r.cpus for r in self._running.values())
+            memory = sum(r.memory_mb for r in self._running.values())
+        return self.config.offer.cores - cpus, self.config.offer.memory_mb - memory
+
+    def _schedule(self) -> None:
+        self._waiting.clear()
+        for entry in self.journal.in_phase(Phase.RECEIVED):
+            with self._lock:
+                if entry.task_id in self._running:
+                    continue
+                if len(self._running) >= self.max_parallel:
+                    return
+            spec = self._prepare(entry)
+            if spec is None:
+                continue
+            free_cpus, free_memory = self._free()
+            if spec.resources.cpus > free_cpus or spec.resources.memory_mb > free_memory:
+                log.debug("task %d: waiting for %.2g cores / %d MB (free %.2g / %d)", entry.task_id,
+                          spec.resources.cpus, spec.resources.memory_mb, free_cpus, free_memory)
+                self._waiting.add(entry.task_id)
+                continue
+            self._start(entry, spec)
+
+    def _prepare(self, entry: Entry) -> TaskSpec | None:
+        """Chain checks, spec fetch and verification, policy: the spec when the task may run, else None
+        (with the task failed, refused, or left received to retry)."""
+        task_id = entry.task_id
+        task = self.ops.task(task_id)
+        if task.state != TaskState.ASSIGNED:
+            self._fail(task_id, f"task is {task.state.name} on chain, not ASSIGNED")
+            return None
+        replica = self.ops.my_replica_state(task_id)
+        if replica != ReplicaState.ASSIGNED:
+            if replica in (ReplicaState.COMMITTED, ReplicaState.REVEALED):
+                self._fail(task_id, f"the chain has this provider's replica {replica.name} but the journal "
+                                    "has no result for it (journal lost?)")
+            else:
+                self._fail(task_id, f"this provider's replica is {replica.name} on chain")
+            return None
+        if self.ops.now() > task.commit_deadline:
+            self._fail(task_id, f"the commit window closed at {task.commit_deadline}")
+            return None
+        wanted = bytes.fromhex(entry.spec_hash) if entry.spec_hash else self.ops.spec_hash_of(task_id)
+        try:
+            raw = self.store.get_bytes(wanted.hex())
+        except ContentMissing:
+            self.journal.note(task_id, f"spec {to_hex32(wanted)} is not in the content store "
+                                       f"{self.store.root}")
+            log.info("task %d: spec %s not in %s yet; will retry", task_id, to_hex32(wanted), self.store.root)
+            self._waiting.add(task_id)
+            return None
+        except HashgridError as exc:
+            self._fail(task_id, f"spec {to_hex32(wanted)}: {exc.message}")
+            return None
+        try:
+            spec = parse_spec_bytes(raw, source=f"spec {to_hex32(wanted)}")
+        except HashgridError as exc:
+            self._fail(task_id, exc.message)
+            return None
+        if spec_hash(spec) != wanted:
+            self._fail(task_id, f"the spec blob {to_hex32(wanted)} is not in canonical form (its canonical "
+                                f"hash is {to_hex32(spec_hash(spec))})")
+            return None
+        try:
+            check(spec, self.config.policy, self.device)
+            offer = self.config.offer
+            if spec.resources.cpus > offer.cores or spec.resources.memory_mb > offer.memory_mb:
+                raise PolicyRefused(f"the task needs {spec.resources.cpus} cores / "
+                                    f"{spec.resources.memory_mb} MB; this provider offers {offer.cores} / "
+                                    f"{offer.memory_mb} MB")
+            choose_runtime(spec, self.config.policy, self._available())
+        except PolicyRefused as exc:
+            self.journal.refuse(task_id, exc.reason)
+            log.warning("task %d: refused: %s", task_id, exc.reason)
+            return None
+        return spec
+
+    def _available(self) -> list[str]:
+        assert self.device is not None
+        return list(self.device["runtimes"])
+
+    def _start(self, entry: Entry, spec: TaskSpec) -> None:
+        task_id = entry.task_id
+        if not self.journal.mark_running(task_id):
+            return
+        runtime = choose_runtime(spec, self.config.policy, self._available())
+        running = _Running(task_id=task_id, run_id=f"hg-t{task_id}-{uuid.uuid4().hex[:10]}", runtime=runtime,
+                           cpus=spec.resources.cpus, memory_mb=spec.resources.memory_mb)
+        running.thread = threading.Thread(target=self._work, args=(running, spec), name=f"task-{task_id}",
+                                          daemon=True)
+        with self._lock:
+            self._running[task_id] = running
+        log.info("task %d: running %s on %s (run %s, attempt %d)", task_id, spec.name, runtime,
+                 running.run_id, entry.runs + 1)
+        running.thread.start()
+
+    def _work(self, running: _Running, spec: TaskSpec) -> None:
+        """A worker thread: run the task, sign its usage, journal the result (never touches the chain)."""
+        task_id = running.task_id
+        log_path = self.logs_dir / f"task-{task_id}.log"
+        try:
+            with log_path.open("wb") as sink:
+
+                def on_log(chunk: bytes) -> None:
+                    sink.write(chunk)
+
+                execution = execute(spec, store=self.store, policy=self.config.policy,
+                                    workdir=self.options.workdir, device=self.device,
+                                    available=self._available(), on_log=on_log, run_id=running.run_id,
+                                    on_outputs=self._save_outputs)
+            if running.cancelled:
+                self.journal.requeue(task_id, "cancelled at shutdown")
+                log.info("task %d: cancelled; it stays received and runs again after a restart", task_id)
+                return
+            result_hash = execution.result_hash.digest
+            if self.options.fault == Fault.DISHONEST:
+                result_hash = hashlib.sha256(b"hashgrid fault: dishonest" + result_hash).digest()
+                log.warning("task %d: FAULT INJECTION (dishonest): will commit %s instead of %s", task_id,
+                            to_hex32(result_hash), execution.result_hash.hex)
+            usage = execution.usage.to_dict()
+            report = usage_report(self._key, task_id=task_id, provider=self.ops.address, usage=usage,
+                                  result_hash=result_hash)
+            report_sha = self.store.put_bytes(canonical_json(report), what=f"usage report of task {task_id}")
+            self.store.put_bytes(canonical_json(execution.result_hash.document),
+                                 what=f"result document of task {task_id}")
+            self.journal.record_execution(task_id, result_hash=result_hash, usage=usage,
+                                          log_path=str(log_path), report_sha256=report_sha)
+            status = f"exit {execution.exit_code}" + (f", killed: {execution.kill_reason}"
+                                                      if execution.kill_reason else "")
+            log.info("task %d: executed (%s) result %s, %.3fs wall, %.3f cpu-s", task_id, status,
+                     to_hex32(result_hash), usage["wall_seconds"], usage["cpu_seconds"])
+        except PolicyRefused as exc:
+            self.journal.refuse(task_id, exc.reason)
+            log.warning("task %d: refused: %s", task_id, exc.reason)
+        except HashgridError as exc:
+            if running.cancelled:
+                self.journal.requeue(task_id, "cancelled at shutdown")
+            else:
+                self._fail(task_id, f"{exc.code}: {exc.message}")
+        except Exception as exc:  # a bug or host problem: record it rather than kill the daemon
+            log.exception("task %d: unexpected error", task_id)
+            self._fail(task_id, f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._running.pop(task_id, None)
+            self._wake.set()
+
+    def _save_outputs(self, output_dir: Path) -> None:
+        """Put a run's output files into the content store (called by the executor before cleanup)."""
+        for path in sorted(Path(output_dir).rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                self.store.put_file(path, what=f"output {path.relative_to(output_dir)}")
+
+    def _cancel_running(self) -> None:
+        from provider.runtimes import get_runtime
+
+        with self._lock:
+            targets = [r for r in self._running.values() if not r.cancelled]
+        for running in targets:
+            running.cancelled = True
+            log.warning("task %d: grace period over, cancelling run %s", running.task_id, running.run_id)
+            try:
+                get_runtime(running.runtime).cancel(running.run_id)
+            except Exception as exc:  # the run may not have started yet or already ended
+                log.debug("cancel of %s: %s", running.run_id, exc)
+
+    # ------------------------------------------------------------------ commit and reveal
+    def _commit_ready(self) -> None:
+        ready: list[CommitItem] = []
+        for entry in self.journal.in_phase(Phase.EXECUTED):
+            item = self._commit_item(entry)
+            if item is not None:
+                ready.append(item)
+        if not ready:
+            return
+        try:
+            tx = self.ops.commit(ready)
+        except ContractRevert as exc:
+            if len(ready) == 1:
+                self._after_revert(ready[0].task_id, "commit", exc)
+                return
+            log.warning("commitMany of %d reverted (%s); committing one by one", len(ready), exc.message)
+            for item in ready:
+                try:
+                    self._committed([item], self.ops.commit([item]))
+                except ContractRevert as single:
+                    self._after_revert(item.task_id, "commit", single)
+            return
+        self._committed(ready, tx)
+
+    def _committed(self, items: list[CommitItem], tx: str) -> None:
+        if self.options.fault == Fault.CRASH_AFTER_COMMIT:
+            log.warning("FAULT INJECTION (crash-after-commit): exiting after %s, before journaling it", tx)
+            logging.shutdown()
+            os._exit(FAULT_EXIT_CODE)
+        for item in items:
+            self.journal.mark_committed(item.task_id, tx)
+            log.info("task %d: committed (tx %s)", item.task_id, tx)
+
+    def _commit_item(self, entry: Entry) -> CommitItem | None:
+        """The commit to send for an executed task, after checking the chain; None when the chain says
+        otherwise (already committed: the journal catches up; window closed or task over: failed)."""
+        task_id = entry.task_id
+        task = self.ops.task(task_id)
+        replica = self.ops.my_replica_state(task_id)
+        if replica in (ReplicaState.COMMITTED, ReplicaState.REVEALED) or (
+                replica != ReplicaState.ASSIGNED and self.ops.commit_tx_of(task_id)):
+            tx = self.ops.commit_tx_of(task_id)
+            self.journal.mark_committed(task_id, tx)
+            log.warning("task %d: already committed on chain (tx %s); the journal caught up", task_id, tx)
+            return None
+        if task.state != TaskState.ASSIGNED:
+            self._fail(task_id, f"task is {task.state.name} on chain; too late to commit")
+            return None
+        if replica != ReplicaState.ASSIGNED:
+            self._fail(task_id, f"this provider's replica is {replica.name} on chain; cannot commit")
+            return None
+        if self.ops.now() >= task.commit_deadline:
+            self._fail(task_id, f"the commit window closed at {task.commit_deadline}")
+            return None
+        assert entry.result_hash is not None
+        return CommitItem(task_id, entry.result_hash, entry.salt)
+
+    def _reveal_ready(self) -> None:
+        ready: list[CommitItem] = []
+        for entry in self.journal.in_phase(Phase.COMMITTED):
+            item = self._reveal_item(entry)
+            if item is not None:
+                ready.append(item)
+        if not ready:
+            return
+        try:
+            tx = self.ops.reveal(ready)
+        except ContractRevert as exc:
+            if len(ready) == 1:
+                self._after_revert(ready[0].task_id, "reveal", exc)
+                return
+            log.warning("revealMany of %d reverted (%s); revealing one by one", len(ready), exc.message)
+            for item in ready:
+                try:
+                    self._revealed([item], self.ops.reveal([item]))
+                except ContractRevert as single:
+                    self._after_revert(item.task_id, "reveal", single)
+            return
+        self._revealed(ready, tx)
+
+    def _revealed(self, items: list[CommitItem], tx: str) -> None:
+        for item in items:
+            self.journal.mark_revealed(item.task_id, tx)
+            log.info("task %d: revealed %s (tx %s)", item.task_id, to_hex32(item.result_hash), tx)
+
+    def _reveal_item(self, entry: Entry) -> CommitItem | None:
+        task_id = entry.task_id
+        replica = self.ops.my_replica_state(task_id)
+        if replica != ReplicaState.COMMITTED:
+            tx = self.ops.reveal_tx_of(task_id)
+            if tx is not None:
+                self.journal.mark_revealed(task_id, tx)
+                log.warning("task %d: already revealed on chain (tx %s); the journal caught up", task_id, tx)
+            else:
+                self._fail(task_id, f"this provider's replica is {replica.name} on chain, never revealed")
+            return None
+        task = self.ops.task(task_id)
+        if task.state != TaskState.ASSIGNED:
+            self._fail(task_id, f"task is {task.state.name} on chain; too late to reveal")
+            return None
+        if self.ops.now() >= task.reveal_deadline:
+            self._fail(task_id, f"the reveal window closed at {task.reveal_deadline}")
+            return None
+        if not self.ops.reveal_open(task):
+            self._note_waiting(task)
+            return None
+        assert entry.result_hash is not None
+        return CommitItem(task_id, entry.result_hash, entry.salt)
+
+    def _note_waiting(self, task: TaskView) -> None:
+        log.debug("task %d: committed; reveals open when every replica commits or at %d", task.task_id,
+                  task.commit_deadline)
+
+    def _after_revert(self, task_id: int, action: str, exc: ContractRevert) -> None:
+        """A commit/reveal reverted: re-read the chain; a reveal that is merely not open yet waits."""
+        if exc.error_name == "EscrowRevealNotOpen":
+            log.debug("task %d: reveal not open yet", task_id)
+            return
+        entry = self.journal.get(task_id)
+        if entry is not None:
+            recheck = self._commit_item if action == "commit" else self._reveal_item
+            if recheck(entry) is None:
+                return  # the chain check caught the journal up or failed the task with the reason
+        self._fail(task_id, f"{action} reverted: {exc.message}")
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _fail(self, task_id: int, reason: str) -> None:
+        if self.journal.fail(task_id, reason):
+            log.warning("task %d: failed: %s", task_id, reason)
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat < self.options.heartbeat_interval:
+            return
+        self._last_beat = now
+        free_cpus, free_memory = self._free()
+        with self._lock:
+            running = sorted(self._running)
+        self._heartbeat_hook({"provider": self.ops.address, "running": running, "free_cores": free_cpus,
+                              "free_memory_mb": free_memory, "stopping": self.stopping})
+
+
+def journal_path(state_dir: Path) -> Path:
+    return Path(state_dir) / JOURNAL_FILE
+
+
+def build_daemon(*, config: ProviderConfig, contracts: Any, private_key: str, options: DaemonOptions,
+                 device: dict[str, Any] | None = None) -> Daemon:
+    """Wire a daemon to the chain-event feed (chain-only mode, until the marketplace feed exists)."""
+    from provider.feed import ChainAssignmentFeed
+
+    ops = ChainOps(contracts, private_key)
+    journal = Journal(journal_path(options.state_dir))
+    cursor_key = f"feed.chain.{ops.escrow_address.lower()}"
+    feed = ChainAssignmentFeed(ops, load_cursor=lambda: journal.get_meta(cursor_key),
+                               save_cursor=lambda value: journal.set_meta(cursor_key, value),
+                               confirmations=options.confirmations,
+                               start_block=int(getattr(contracts.deployment, "start_block", 0) or 0))
+    return Daemon(config=config, ops=ops, feed=feed, journal=journal, store=ContentStore(options.content_dir),
+                  options=options, private_key=private_key, device=device)
