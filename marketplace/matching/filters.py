@@ -1,0 +1,318 @@
+"""The matcher's filters, one small predicate each, and `explain`: why a task cannot be placed, counted.
+
+The engine inlines the same checks in its hot loop; these are the reference the tests hold it to, and the
+funnel that turns "no candidates" into a sentence a customer can act on.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from marketplace.matching.models import (
+    MatchConfig,
+    ProviderView,
+    Resources,
+    TaskView,
+    Unplaced,
+    format_grid,
+)
+
+ProviderPredicate = Callable[[ProviderView, MatchConfig, float], bool]
+TaskPredicate = Callable[[ProviderView, TaskView], bool]
+
+
+# ------------------------------------------------------------ provider-level filters (same for every task)
+
+
+def heartbeat_fresh(p: ProviderView, config: MatchConfig, now: float) -> bool:
+    """Online: its last heartbeat is within the TTL."""
+    return now - p.last_heartbeat <= config.heartbeat_ttl
+
+
+def stake_enough(p: ProviderView, config: MatchConfig, now: float) -> bool:
+    """Staked at or above the minimum, so a slash can cover a lie."""
+    return p.stake >= config.min_stake
+
+
+def reputation_enough(p: ProviderView, config: MatchConfig, now: float) -> bool:
+    """Reputation at or above the floor."""
+    return p.reputation >= config.reputation_floor
+
+
+PROVIDER_FILTERS: tuple[tuple[str, ProviderPredicate], ...] = (
+    ("heartbeat", heartbeat_fresh),
+    ("stake", stake_enough),
+    ("reputation", reputation_enough),
+)
+
+
+# ------------------------------------------------------------ task-level filters (capability, policy, price)
+
+
+def runs_runtime(p: ProviderView, t: TaskView) -> bool:
+    return t.runtime in p.runtimes
+
+
+def has_arch(p: ProviderView, t: TaskView) -> bool:
+    return t.arch is None or p.arch == t.arch
+
+
+def has_gpus(p: ProviderView, t: TaskView) -> bool:
+    return p.total.gpus >= t.resources.gpus
+
+
+def has_gpu_model(p: ProviderView, t: TaskView) -> bool:
+    if t.resources.gpus == 0:
+        return True
+    return (t.gpu_model is None or p.gpu_model == t.gpu_model) and p.gpu_memory_mb >= t.min_gpu_memory_mb
+
+
+def large_enough(p: ProviderView, t: TaskView) -> bool:
+    """Its total capacity could ever hold one replica, and it meets the task's "high memory" requirement."""
+    return t.resources.fits_in(p.total) and p.total.memory_mb >= t.min_memory_mb
+
+
+def policy_network(p: ProviderView, t: TaskView) -> bool:
+    return not t.network or p.allows_network
+
+
+def policy_image(p: ProviderView, t: TaskView) -> bool:
+    return p.allowed_images is None or t.image_digest in p.allowed_images
+
+
+def policy_size(p: ProviderView, t: TaskView) -> bool:
+    return p.max_task is None or t.resources.fits_in(p.max_task)
+
+
+def not_assigned(p: ProviderView, t: TaskView) -> bool:
+    return p.address not in t.assigned
+
+
+def ask_within_budget(p: ProviderView, t: TaskView) -> bool:
+    return p.prices.ask(t.resources, t.timeout_s) <= t.budget
+
+
+TASK_FILTERS: tuple[tuple[str, TaskPredicate], ...] = (
+    ("runtime", runs_runtime),
+    ("arch", has_arch),
+    ("gpu", has_gpus),
+    ("gpu_model", has_gpu_model),
+    ("size", large_enough),
+    ("network", policy_network),
+    ("image", policy_image),
+    ("policy_size", policy_size),
+    ("assigned", not_assigned),
+    ("budget", ask_within_budget),
+)
+
+
+def fits_free(t: TaskView, free: Resources) -> bool:
+    """One replica fits in what the provider has free now."""
+    return t.resources.fits_in(free)
+
+
+def passes(p: ProviderView, t: TaskView, config: MatchConfig, now: float,
+           free: Resources | None = None) -> bool:
+    """Whether `p` may take one replica of `t`: every filter, free resources too (`free` overrides p.free)."""
+    return (all(pred(p, config, now) for _, pred in PROVIDER_FILTERS)
+            and all(pred(p, t) for _, pred in TASK_FILTERS)
+            and fits_free(t, p.free if free is None else free))
+
+
+# ---------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True, slots=True)
+class _Why:
+    code: str
+    reason: str
+    details: Mapping[str, int | float | str]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _operators(providers: Iterable[ProviderView]) -> int:
+    return len({p.operator for p in providers})
+
+
+def _filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config: MatchConfig) -> _Why:
+    """The sentence for "filter `code` left no provider", given the providers that reached it."""
+    n = len(before)
+    need = t.resources
+    if code == "heartbeat":
+        return _Why(code, f"all {_plural(n, 'provider')} have a stale heartbeat "
+                          f"(none within {config.heartbeat_ttl:g} s)", {"stale": n})
+    if code == "stake":
+        top = max(p.stake for p in before)
+        return _Why(code, f"all {n} online providers stake below the minimum {format_grid(config.min_stake)} "
+                          f"(highest stake {format_grid(top)})", {"below_stake": n, "highest_stake": top})
+    if code == "reputation":
+        top = max(p.reputation for p in before)
+        return _Why(code, f"all {n} online staked providers have reputation below the floor "
+                          f"{config.reputation_floor:g} (best {top:.2f})", {"below_floor": n})
+    if code == "runtime":
+        return _Why(code, f"no provider supports runtime {t.runtime} ({n} online providers checked)",
+                    {"checked": n})
+    if code == "arch":
+        arches = ", ".join(sorted({p.arch for p in before}))
+        return _Why(code, f"no provider with runtime {t.runtime} has arch {t.arch} "
+                          f"({n} providers have {arches})", {"checked": n})
+    if code == "gpu":
+        most = max(p.total.gpus for p in before)
+        if most == 0:
+            return _Why(code, "no provider offers a GPU", {"checked": n})
+        return _Why(code, f"no provider offers {need.gpus} GPUs (most on one provider: {most})",
+                    {"checked": n, "most_gpus": most})
+    if code == "gpu_model":
+        models = ", ".join(sorted({p.gpu_model or "unknown" for p in before}))
+        want = t.gpu_model or "any model"
+        mem = f" with {t.min_gpu_memory_mb} MB of GPU memory" if t.min_gpu_memory_mb else ""
+        return _Why(code, f"no provider offers a GPU of {want}{mem} ({n} GPU providers offer {models})",
+                    {"checked": n})
+    if code == "size":
+        short = []
+        for dim, have in (("cpus", max(p.total.cpus for p in before)),
+                          ("memory_mb", max(p.total.memory_mb for p in before)),
+                          ("disk_mb", max(p.total.disk_mb for p in before)),
+                          ("gpus", max(p.total.gpus for p in before))):
+            if getattr(need, dim) > have:
+                short.append(f"needs {getattr(need, dim):g} {dim}, the largest has {have:g}")
+        if t.min_memory_mb > max(p.total.memory_mb for p in before):
+            short.append(f"needs a provider with {t.min_memory_mb} MB memory")
+        detail = "; ".join(short) or "no single provider has every dimension at once"
+        return _Why(code, f"no provider is large enough ({detail})", {"checked": n})
+    if code == "network":
+        return _Why(code, f"{_plural(n, 'provider')} match but their policy refuses network access",
+                    {"refuse_network": n})
+    if code == "image":
+        return _Why(code, f"{_plural(n, 'provider')} match but their policy does not allow image "
+                          f"{t.image_digest[:19]}", {"refuse_image": n})
+    if code == "policy_size":
+        return _Why(code, f"{_plural(n, 'provider')} match but their policy caps a replica below its needs",
+                    {"refuse_size": n})
+    if code == "assigned":
+        return _Why(code, f"all {_plural(n, 'matching provider')} already run a replica of it",
+                    {"already_assigned": n})
+    raise ValueError(f"no reason text for filter {code!r}")  # pragma: no cover - every filter has one
+
+
+def _busy(t: TaskView, matching: Sequence[ProviderView],
+          free_of: Callable[[ProviderView], Resources]) -> _Why:
+    """The sentence for "providers match but not enough of them have room now"."""
+    need, k = t.resources, t.replicas
+    free = [p for p in matching if fits_free(t, free_of(p))]
+    details: dict[str, int | float | str] = {"matching": len(matching), "free": len(free)}
+    short = {dim: sum(1 for p in matching if getattr(need, dim) > getattr(free_of(p), dim))
+             for dim in ("cpus", "memory_mb", "disk_mb", "gpus")}
+    details.update({f"short_{dim}": count for dim, count in short.items() if count})
+    if not free:
+        return _Why("busy", f"all {_plural(len(matching), 'matching provider')} are busy", details)
+    ops = _operators(free)
+    details["free_operators"] = ops
+    return _Why("busy", f"only {len(free)} of {len(matching)} matching providers have room now "
+                        f"({_plural(ops, 'distinct operator')}); {_plural(k, 'replica')} needed", details)
+
+
+class Explainer:
+    """`explain` for many tasks of one round: the static part of the funnel (everything before the budget) is
+    computed once per task shape, and providers that pass it are kept sorted by ask, so the budget step is a
+    bisection and only the operators and free-capacity steps are counted per task.
+    """
+
+    __slots__ = ("providers", "config", "steps", "_static")
+
+    def __init__(self, providers: Sequence[ProviderView], config: MatchConfig,
+                 steps: tuple[tuple[str, int], ...] = ()) -> None:
+        self.providers = providers  # already through the provider-level filters
+        self.config = config
+        self.steps = steps
+        self._static: dict[tuple[object, ...], Unplaced | tuple[tuple[tuple[str, int], ...],
+                                                                 list[ProviderView], list[int]]] = {}
+
+    def _static_part(self, t: TaskView) -> Unplaced | tuple[tuple[tuple[str, int], ...],
+                                                            list[ProviderView], list[int]]:
+        key = (t.runtime, t.arch, t.resources, t.gpu_model, t.min_gpu_memory_mb, t.min_memory_mb, t.network,
+               t.image_digest, t.timeout_s, t.assigned)
+        known = self._static.get(key)
+        if known is not None:
+            return known
+        survivors: Sequence[ProviderView] = self.providers
+        steps = list(self.steps)
+        result: Unplaced | tuple[tuple[tuple[str, int], ...], list[ProviderView], list[int]] | None = None
+        for code, pred in TASK_FILTERS[:-1]:  # the last one, budget, is per task
+            kept = [p for p in survivors if pred(p, t)]
+            steps.append((code, len(kept)))
+            if not kept:
+                result = _unplaced(t, _filtered_out(code, t, survivors, self.config), steps)
+                break
+            survivors = kept
+        if result is None:
+            priced = sorted((p.prices.ask(t.resources, t.timeout_s), p.address, p) for p in survivors)
+            result = (tuple(steps), [p for _, _, p in priced], [ask for ask, _, _ in priced])
+        self._static[key] = result
+        return result
+
+    def explain(self, t: TaskView, free_of: Callable[[ProviderView], Resources],
+                operators_taken: frozenset[str] = frozenset()) -> Unplaced:
+        """Why `t` cannot be placed now, given each provider's free resources from `free_of`."""
+        static = self._static_part(t)
+        if isinstance(static, Unplaced):
+            return Unplaced(t.task_id, static.code, static.reason, static.funnel, static.details)
+        funnel, by_ask, asks = static
+        steps = list(funnel)
+        within = bisect_right(asks, t.budget)
+        steps.append(("budget", within))
+        if within == 0:
+            why = _Why("budget", f"{_plural(len(asks), 'provider')} match but all asks exceed the budget "
+                                 f"(lowest ask {format_grid(asks[0])} > {format_grid(t.budget)})",
+                       {"over_budget": len(asks), "lowest_ask": asks[0], "budget": t.budget})
+            return _unplaced(t, why, steps)
+        usable = [p for p in by_ask[:within] if p.operator not in operators_taken]
+        ops = _operators(usable)
+        steps.append(("operators", ops))
+        if ops < t.replicas:
+            taken = (f" besides the {_plural(len(operators_taken), 'operator')} already running it"
+                     if operators_taken else "")
+            why = _Why("operators", f"only {_plural(ops, 'distinct operator')} can run it{taken}; "
+                                    f"{_plural(t.replicas, 'replica')} needed",
+                       {"operators": ops, "replicas": t.replicas, "matching": len(usable)})
+            return _unplaced(t, why, steps)
+        free = [p for p in usable if fits_free(t, free_of(p))]
+        steps.append(("free", len(free)))
+        if _operators(free) < t.replicas:
+            return _unplaced(t, _busy(t, usable, free_of), steps)
+        return Unplaced(t.task_id, "unknown", "no reason found: the task should be placeable", tuple(steps))
+
+
+def _unplaced(t: TaskView, why: _Why, steps: list[tuple[str, int]]) -> Unplaced:
+    return Unplaced(t.task_id, why.code, why.reason, tuple(steps), MappingProxyType(dict(why.details)))
+
+
+def explain(t: TaskView, providers: Sequence[ProviderView], config: MatchConfig, now: float, *,
+            free: Mapping[str, Resources] | None = None) -> Unplaced:
+    """Why `t` cannot be placed on `providers`: the first filter that leaves none (or too few operators).
+
+    `free` overrides providers' free resources by address (the engine's state part-way through a round).
+    """
+    survivors: Sequence[ProviderView] = providers
+    steps: list[tuple[str, int]] = [("providers", len(providers))]
+    if not providers:
+        return Unplaced(t.task_id, "no_providers", "no provider is registered", tuple(steps))
+    for code, pred in PROVIDER_FILTERS:
+        kept = [p for p in survivors if pred(p, config, now)]
+        steps.append((code, len(kept)))
+        if not kept:
+            return _unplaced(t, _filtered_out(code, t, survivors, config), steps)
+        survivors = kept
+    by_address = {p.address: p for p in providers}
+    taken = frozenset(by_address[a].operator for a in t.assigned if a in by_address)
+
+    def free_of(p: ProviderView) -> Resources:
+        return p.free if free is None else free.get(p.address, p.free)
+
+    return Explainer(survivors, config, tuple(steps)).explain(t, free_of, taken)
