@@ -1,7 +1,7 @@
 # Hashgrid: the two commands are `make up` and `make test`; both run `make setup` first.
 SHELL := /bin/bash
 PY := .venv/bin/python
-FORGE := node_modules/.bin/forge
+FORGE := .venv/bin/forge  # the native binary: the npm bin wrapper exits 0 even when tests fail
 ARGS ?=
 
 .PHONY: help setup up down test test-contracts test-python bugs bench lint clean

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
+
+/// @title ProviderRegistry
+/// @dev Holds providers' GridToken stake, their capability announcements and their assignment locks.
+/// A provider stakes (approve or permit), is eligible for assignments while its active stake is at least
+/// `minStake`, and leaves through `requestUnstake` + `withdraw` after `unbondingDelay`. The TaskEscrow (set once
+/// by governance with `setEscrow`) locks one assignment per replica, unlocks it at finalize/expiry and slashes
+/// dissenters and no-shows; a slash takes basis points of active stake first, then of unbonding stake, and
+/// splits it between the wronged customer and the treasury.
+///
+/// NOTE: stake accounting is exact: token.balanceOf(this) == totalStaked + totalUnbonding == the sum of every
+/// provider's stake and unbonding amount (tokens sent here by plain `transfer` break the first equality upward
+/// only, and are not recoverable). A locked provider cannot start unbonding, but stake that was already
+/// unbonding when it got assigned stays slashable until withdrawn. One `Slashed` event is emitted per recipient
+/// (customer share, treasury share), so a slash may emit two.
+contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+
+    /// @notice Longest unbonding delay governance may set.
+    uint64 public constant MAX_UNBONDING_DELAY = 365 days;
+    /// @notice Basis-point denominator.
+    uint16 public constant BPS = 10_000;
+
+    struct Provider {
+        uint256 stake; // active stake
+        uint256 unbonding; // stake waiting for `releaseTime`
+        address operator; // who runs it (itself when registered with 0)
+        uint64 releaseTime; // when `unbonding` may be withdrawn
+        uint32 activeAssignments; // replicas held (locks)
+        bytes32 capabilitiesHash;
+        string capabilitiesURI;
+    }
+
+    IERC20 private immutable _token;
+
+    mapping(address provider => Provider) private _providers;
+    uint256 private _totalStaked;
+    uint256 private _totalUnbonding;
+    uint256 private _minStake;
+    address private _escrow;
+    address private _treasury;
+    uint64 private _unbondingDelay;
+    uint16 private _slashCustomerShareBps;
+
+    modifier onlyEscrow() {
+        if (msg.sender != _escrow) revert RegistryCallerNotEscrow(msg.sender);
+        _;
+    }
+
+    constructor(
+        IERC20 token_,
+        address admin,
+        address treasury_,
+        uint256 minStake_,
+        uint64 unbondingDelay_,
+        uint16 slashCustomerShareBps_
+    ) {
+        _token = token_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _setTreasury(treasury_);
+        _setMinStake(minStake_);
+        _setUnbondingDelay(unbondingDelay_);
+        _setSlashCustomerShareBps(slashCustomerShareBps_);
+    }
+
+    // ------------------------------------------------------------------ provider entry points
+
+    /// @inheritdoc IProviderRegistry
+    function register(address operator, bytes32 capabilitiesHash, string calldata capabilitiesURI) external {
+        _register(msg.sender, operator == address(0) ? msg.sender : operator, capabilitiesHash, capabilitiesURI);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function stake(uint256 amount) external nonReentrant {
+        _stake(msg.sender, amount);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    /// @dev A failing permit is ignored (someone may have front-run it); the pull then needs the allowance.
+    function stakeWithPermit(uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external nonReentrant {
+        try IERC20Permit(address(_token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
+        _stake(msg.sender, amount);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function requestUnstake(uint256 amount) external nonReentrant {
+        _requestUnstake(msg.sender, amount);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function withdraw() external nonReentrant {
+        _withdraw(msg.sender);
+    }
+
+    // ------------------------------------------------------------------ escrow entry points
+
+    /// @inheritdoc IProviderRegistry
+    function lockForTask(address provider) external onlyEscrow {
+        Provider storage p = _providers[provider];
+        uint256 current = p.stake;
+        uint256 minimum = _minStake;
+        if (current < minimum) revert RegistryStakeBelowMinimum(provider, current, minimum);
+        p.activeAssignments += 1;
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function unlockForTask(address provider) external onlyEscrow {
+        Provider storage p = _providers[provider];
+        uint32 active = p.activeAssignments;
+        if (active == 0) revert RegistryNotLocked(provider);
+        // unchecked: active >= 1 was just checked.
+        unchecked {
+            p.activeAssignments = active - 1;
+        }
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function slash(address provider, uint256 taskId, uint16 bps, address customer)
+        external
+        onlyEscrow
+        nonReentrant
+        returns (uint256 slashed)
+    {
+        return _slash(provider, taskId, bps, customer);
+    }
+
+    // ------------------------------------------------------------------ governance
+
+    /// @notice Set the escrow that may lock, unlock and slash. Callable once (the escrow is deployed after this).
+    function setEscrow(address escrow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_escrow != address(0)) revert RegistryEscrowAlreadySet(_escrow);
+        if (escrow_ == address(0)) revert RegistryParameterOutOfRange("escrow", 0);
+        _escrow = escrow_;
+        emit RegistryParameterChanged("escrow", 0, uint256(uint160(escrow_)));
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function setMinStake(uint256 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setMinStake(value);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function setUnbondingDelay(uint64 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setUnbondingDelay(value);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function setSlashCustomerShareBps(uint16 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setSlashCustomerShareBps(value);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    function setTreasury(address value) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setTreasury(value);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The staking token.
+    function token() external view returns (IERC20) {
+        return _token;
+    }
+
+    /// @notice The escrow allowed to lock, unlock and slash (0 until set).
+    function escrow() external view returns (address) {
+        return _escrow;
+    }
+
+    function stakeOf(address provider) external view returns (uint256) {
+        return _providers[provider].stake;
+    }
+
+    function unbondingOf(address provider) external view returns (uint256 amount, uint64 releaseTime) {
+        Provider storage p = _providers[provider];
+        return (p.unbonding, p.releaseTime);
+    }
+
+    function activeAssignments(address provider) external view returns (uint256) {
+        return _providers[provider].activeAssignments;
+    }
+
+    function operatorOf(address provider) external view returns (address) {
+        return _providers[provider].operator;
+    }
+
+    function capabilitiesOf(address provider)
+        external
+        view
+        returns (bytes32 capabilitiesHash, string memory capabilitiesURI)
+    {
+        Provider storage p = _providers[provider];
+        return (p.capabilitiesHash, p.capabilitiesURI);
+    }
+
+    function isEligible(address provider) external view returns (bool) {
+        return _providers[provider].stake >= _minStake;
+    }
+
+    function minStake() external view returns (uint256) {
+        return _minStake;
+    }
+
+    function unbondingDelay() external view returns (uint64) {
+        return _unbondingDelay;
+    }
+
+    function slashCustomerShareBps() external view returns (uint16) {
+        return _slashCustomerShareBps;
+    }
+
+    function treasury() external view returns (address) {
+        return _treasury;
+    }
+
+    function totalStaked() external view returns (uint256) {
+        return _totalStaked;
+    }
+
+    function totalUnbonding() external view returns (uint256) {
+        return _totalUnbonding;
+    }
+
+    // ------------------------------------------------------------------ transitions
+
+    function _register(address provider, address operator, bytes32 capabilitiesHash, string calldata uri) internal {
+        Provider storage p = _providers[provider];
+        p.operator = operator;
+        p.capabilitiesHash = capabilitiesHash;
+        p.capabilitiesURI = uri;
+        emit ProviderRegistered(provider, operator, capabilitiesHash, uri);
+    }
+
+    function _stake(address provider, uint256 amount) internal {
+        if (amount == 0) revert RegistryZeroAmount();
+        Provider storage p = _providers[provider];
+        uint256 total = p.stake + amount;
+        p.stake = total;
+        _totalStaked += amount;
+        emit Staked(provider, amount, total);
+        _token.safeTransferFrom(provider, address(this), amount);
+    }
+
+    function _requestUnstake(address provider, uint256 amount) internal {
+        if (amount == 0) revert RegistryZeroAmount();
+        Provider storage p = _providers[provider];
+        uint32 active = p.activeAssignments;
+        if (active != 0) revert RegistryStakeLocked(provider, active);
+        uint256 current = p.stake;
+        if (amount > current) revert RegistryInsufficientStake(provider, amount, current);
+        uint64 releaseTime = uint64(block.timestamp) + _unbondingDelay;
+        // unchecked: amount <= current was just checked, and _totalStaked >= current (it is a sum including it).
+        unchecked {
+            p.stake = current - amount;
+            _totalStaked -= amount;
+        }
+        p.unbonding += amount;
+        p.releaseTime = releaseTime;
+        _totalUnbonding += amount;
+        emit UnstakeRequested(provider, amount, releaseTime);
+    }
+
+    function _withdraw(address provider) internal {
+        Provider storage p = _providers[provider];
+        uint256 amount = p.unbonding;
+        if (amount == 0) revert RegistryNothingUnbonding(provider);
+        uint64 releaseTime = p.releaseTime;
+        if (block.timestamp < releaseTime) {
+            revert RegistryUnbondingNotReleased(provider, releaseTime, uint64(block.timestamp));
+        }
+        p.unbonding = 0;
+        p.releaseTime = 0;
+        // unchecked: _totalUnbonding is the sum of every provider's unbonding amount, so it is >= amount.
+        unchecked {
+            _totalUnbonding -= amount;
+        }
+        emit Withdrawn(provider, amount);
+        _token.safeTransfer(provider, amount);
+    }
+
+    function _slash(address provider, uint256 taskId, uint16 bps, address customer) internal returns (uint256 amount) {
+        if (bps > BPS) revert RegistryParameterOutOfRange("slashBps", bps);
+        Provider storage p = _providers[provider];
+        uint256 active = p.stake;
+        uint256 unbonding = p.unbonding;
+        amount = (active + unbonding) * bps / BPS;
+        if (amount == 0) return 0;
+        uint256 fromActive = amount < active ? amount : active;
+        // unchecked: fromActive <= amount, fromActive <= active; amount <= active + unbonding (bps <= BPS) so
+        // amount - fromActive <= unbonding; the totals are sums that include this provider's amounts.
+        unchecked {
+            uint256 fromUnbonding = amount - fromActive;
+            p.stake = active - fromActive;
+            _totalStaked -= fromActive;
+            if (fromUnbonding != 0) {
+                p.unbonding = unbonding - fromUnbonding;
+                _totalUnbonding -= fromUnbonding;
+            }
+        }
+        uint256 toCustomer = amount * _slashCustomerShareBps / BPS;
+        uint256 toTreasury = amount - toCustomer;
+        address treasury_ = _treasury;
+        if (toCustomer != 0) emit Slashed(provider, taskId, toCustomer, customer);
+        if (toTreasury != 0) emit Slashed(provider, taskId, toTreasury, treasury_);
+        if (toCustomer != 0) _token.safeTransfer(customer, toCustomer);
+        if (toTreasury != 0) _token.safeTransfer(treasury_, toTreasury);
+    }
+
+    function _setMinStake(uint256 value) internal {
+        if (value == 0) revert RegistryParameterOutOfRange("minStake", value);
+        uint256 old = _minStake;
+        _minStake = value;
+        emit RegistryParameterChanged("minStake", old, value);
+    }
+
+    function _setUnbondingDelay(uint64 value) internal {
+        if (value > MAX_UNBONDING_DELAY) revert RegistryParameterOutOfRange("unbondingDelay", value);
+        uint64 old = _unbondingDelay;
+        _unbondingDelay = value;
+        emit RegistryParameterChanged("unbondingDelay", old, value);
+    }
+
+    function _setSlashCustomerShareBps(uint16 value) internal {
+        if (value > BPS) revert RegistryParameterOutOfRange("slashCustomerShareBps", value);
+        uint16 old = _slashCustomerShareBps;
+        _slashCustomerShareBps = value;
+        emit RegistryParameterChanged("slashCustomerShareBps", old, value);
+    }
+
+    function _setTreasury(address value) internal {
+        if (value == address(0)) revert RegistryParameterOutOfRange("treasury", 0);
+        address old = _treasury;
+        _treasury = value;
+        emit RegistryParameterChanged("treasury", uint256(uint160(old)), uint256(uint160(value)));
+    }
+}
