@@ -4,7 +4,7 @@ PY := .venv/bin/python
 FORGE := .venv/bin/forge  # the native binary: the npm bin wrapper exits 0 even when tests fail
 ARGS ?=
 
-.PHONY: help setup up down test test-contracts test-python bugs bench lint clean
+.PHONY: help setup up test test-contracts test-python bugs bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -14,9 +14,6 @@ setup: ## install whatever is missing (idempotent; a second run takes seconds)
 
 up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers 5 ...")
 	@$(PY) -m scripts.demo $(ARGS)
-
-down: ## stop anything `make up` left running (ARGS="--wipe" removes its state)
-	@$(PY) -m hashgrid.cli down $(ARGS) 2>/dev/null || true
 
 test: setup test-contracts test-python bugs ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest
 

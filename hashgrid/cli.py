@@ -13,7 +13,7 @@ import typer
 
 # group name -> ("module:attribute" of a typer.Typer, one-line help)
 GROUPS: dict[str, tuple[str, str]] = {
-    "chain": ("scripts.localnet:app", "Start or stop a local anvil chain and deploy the contracts."),
+    "chain": ("scripts.localnet:app", "Start or stop a local anvil chain."),
     "deploy": ("scripts.deploy:app", "Deploy the contracts and write the deployment file."),
     "dao": ("scripts.governance:app", "Governance: propose, vote, queue, execute, status."),
     "explorer": ("scripts.explorer:app", "Read tasks and providers from chain events."),
@@ -22,10 +22,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 
 # root commands implemented elsewhere: name -> ("module:function", help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("scripts.up:up", "Run a local Hashgrid network end to end and print a summary."),
-    "down": ("scripts.up:down", "Stop what `hashgrid up` started (--wipe removes its state)."),
-}
+COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 def _load(target: str) -> object:
