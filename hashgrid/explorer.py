@@ -1,5 +1,8 @@
 """What happened on chain, rebuilt from contract events alone (no database): a task's history, a
 provider's history, network totals. The explorer CLI and API read these; anyone can check them.
+
+Escrow v2 credits every payment, refund and fee (ReplicaFinalized.paid, TaskSettled, ...) and money leaves
+only through claims (Claimed), so amounts earned and amounts withdrawn are reported separately.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ def _hex(value: bytes) -> str:
 
 
 class ReplicaView(BaseModel):
-    replica_index: int
+    replica_index: int  # assignment order in the task, from 0
     provider: str
     assigned_block: int
+    round: int  # the commit/reveal round it was assigned in, from 1
     commit_deadline: int
     reveal_deadline: int
     commitment: str | None = None
     revealed_hash: str | None = None
     outcome: str | None = None  # Agreed, Dissented, NoShow or Released once finalized
-    paid: int = 0
+    paid: int = 0  # credited at finalize (ReplicaFinalized.paid)
     slashed: int = 0
 
 
@@ -87,8 +91,10 @@ class ProviderHistory(BaseModel):
     staked_in: int  # sum of Staked amounts
     unstake_requested: int
     withdrawn: int
-    rewards: int
+    rewards: int  # credited by finalize (sum of ReplicaFinalized.paid)
     slashed: int
+    claimed: int = 0  # escrow credits withdrawn (Claimed)
+    claimable: int = 0  # escrow credits not withdrawn yet
     tasks: list[ProviderTask] = Field(default_factory=list)
 
 
@@ -104,6 +110,8 @@ class NetworkStats(BaseModel):
     total_staked: int
     total_unbonding: int
     total_locked: int
+    claimed: int = 0  # escrow credits withdrawn so far (Claimed)
+    total_claimable: int = 0  # escrow credits not withdrawn yet
     from_block: int
     to_block: int
 
@@ -136,16 +144,20 @@ class Explorer:
             state="Posted",
         )
         by_provider: dict[str, ReplicaView] = {}
+        rounds = {e.tx_hash: e for e in events if e.name == "RoundOpened"}  # one per assign of this task
+        round_numbers = {tx: i + 1 for i, tx in enumerate(rounds)}
         for event in events:
             history.timeline.append(_line(event))
             args = event.args
             if event.name == "TaskAssigned":
+                opened = rounds.get(event.tx_hash)
                 view = ReplicaView(
-                    replica_index=args["replicaIndex"],
+                    replica_index=len(history.replica_views),
                     provider=args["provider"],
                     assigned_block=event.block_number,
-                    commit_deadline=args["commitDeadline"],
-                    reveal_deadline=args["revealDeadline"],
+                    round=round_numbers.get(event.tx_hash, 0),
+                    commit_deadline=opened.args["commitDeadline"] if opened else 0,
+                    reveal_deadline=opened.args["revealDeadline"] if opened else 0,
                 )
                 by_provider[args["provider"]] = view
                 history.replica_views.append(view)
@@ -156,8 +168,7 @@ class Explorer:
                 by_provider[args["provider"]].revealed_hash = _hex(args["resultHash"])
             elif event.name == "ReplicaFinalized":
                 by_provider[args["provider"]].outcome = OUTCOMES[args["outcome"]]
-            elif event.name == "ProviderPaid":
-                by_provider[args["provider"]].paid += args["amount"]
+                by_provider[args["provider"]].paid += args["paid"]
             elif event.name in TERMINAL:
                 history.state = TERMINAL[event.name]
                 history.refunded = args["refunded"]
@@ -199,8 +210,12 @@ class Explorer:
             withdrawn=_sum(reg_events, "Withdrawn"),
             rewards=0,
             slashed=_sum(reg_events, "Slashed"),
+            claimed=_sum(
+                escrow.events(self.start_block, names=["Claimed"], first_indexed=address), "Claimed"
+            ),
+            claimable=escrow.claimable(address),
         )
-        names = ["TaskAssigned", "ReplicaFinalized", "ProviderPaid"]
+        names = ["TaskAssigned", "ReplicaFinalized"]
         tasks: dict[int, ProviderTask] = {}
         for event in escrow.events(self.start_block, names=names, provider=address):
             task = tasks.setdefault(
@@ -209,9 +224,8 @@ class Explorer:
             )
             if event.name == "ReplicaFinalized":
                 task.outcome = OUTCOMES[event.args["outcome"]]
-            elif event.name == "ProviderPaid":
-                task.paid += event.args["amount"]
-                history.rewards += event.args["amount"]
+                task.paid += event.args["paid"]
+                history.rewards += event.args["paid"]
         for event in reg_events:
             if event.name == "Slashed" and event.args["taskId"] in tasks:
                 tasks[event.args["taskId"]].slashed += event.args["amount"]
@@ -232,6 +246,8 @@ class Explorer:
                 totals["escrowed"] += a["escrowed"]
             elif event.name == "TaskAssigned":
                 states[a["taskId"]] = "Assigned"
+            elif event.name == "Claimed":
+                totals["claimed"] += a["amount"]
             elif event.name in TERMINAL:
                 states[a["taskId"]] = TERMINAL[event.name]
                 totals["refunded"] += a["refunded"]
@@ -252,6 +268,8 @@ class Explorer:
             total_staked=registry.total_staked(),
             total_unbonding=registry.total_unbonding(),
             total_locked=escrow.total_locked(),
+            claimed=totals["claimed"],
+            total_claimable=escrow.total_claimable(),
             from_block=self.start_block,
             to_block=latest,
         )

@@ -1,9 +1,8 @@
 """Every on-chain read and write the provider daemon makes, in one place.
 
-The escrow is being redesigned for gas (v2): per-replica reads and TaskAssigned's non-indexed data change,
-while commit/reveal, getTask and the TaskPosted / ResultCommitted / ResultRevealed events stay. Keeping the
-daemon's chain access here means the v2 swap edits this file only. Functions that depend on v1-only ABI say so
-(`V1:` in their docstring): `my_replica_state` and `reveal_open` (they read `getReplicas`).
+Escrow v2: a replica is one slot read with replicaOf(taskId, provider); getTask carries the current round's
+size and commit count (so whether reveals are open is one read); the spec hash lives only in TaskPosted; what
+finalize pays is credited in the escrow and withdrawn with claim.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ ZERO_ADDRESS = "0x" + "0" * 40
 
 @dataclass(frozen=True)
 class AssignmentEvent:
-    """One TaskAssigned naming this provider; only the indexed fields, which v1 and v2 share."""
+    """One TaskAssigned naming this provider (v2's event has only the indexed taskId and provider)."""
 
     task_id: int
     block_number: int
@@ -36,13 +35,16 @@ class AssignmentEvent:
 
 @dataclass(frozen=True)
 class TaskView:
-    """What the daemon needs of a task: its state and the current round's deadlines (unix seconds)."""
+    """What the daemon needs of a task: its state, the current round's deadlines (unix seconds) and how many
+    of the round's replicas committed."""
 
     task_id: int
     state: TaskState
-    spec_hash: bytes
     commit_deadline: int
     reveal_deadline: int
+    round: int = 0
+    round_size: int = 0
+    round_committed: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class ChainOps:
     # ------------------------------------------------------------------ assignments and tasks
     def assignments(self, from_block: int, to_block: int) -> list[AssignmentEvent]:
         """TaskAssigned events naming this provider in [from_block, to_block], filtered at the node by the
-        indexed provider topic. Only indexed topics are read, so v2's new non-indexed data does not matter."""
+        indexed provider topic."""
         if to_block < from_block:
             return []
         provider_topic = "0x" + (bytes(12) + bytes.fromhex(self.address[2:])).hex()
@@ -122,39 +124,31 @@ class ChainOps:
         return sorted(found, key=lambda event: (event.block_number, event.log_index))
 
     def spec_hash_of(self, task_id: int) -> bytes:
-        """The task's specHash, from its TaskPosted event (getTask has it too; the event is what an indexer
-        or a provider without archive access can always read)."""
+        """The task's specHash, from its TaskPosted event (the escrow does not store it)."""
         posted = self.contracts.escrow.events(0, "latest", names=["TaskPosted"], first_indexed=task_id)
-        if posted:
-            return bytes(posted[0].args["specHash"])
-        return self.task(task_id).spec_hash
+        if not posted:
+            raise NotFound(f"no TaskPosted event for task {task_id}", task_id=task_id)
+        return bytes(posted[0].args["specHash"])
 
     def task(self, task_id: int) -> TaskView:
-        """The task's state and current round deadlines (getTask, kept in v2)."""
+        """The task's state, current round deadlines and commit count (getTask)."""
         task = self.contracts.escrow.get_task(task_id)
-        return TaskView(task_id=task_id, state=task.state, spec_hash=task.spec_hash,
-                        commit_deadline=task.commit_deadline, reveal_deadline=task.reveal_deadline)
+        return TaskView(task_id=task_id, state=task.state, commit_deadline=task.commit_deadline,
+                        reveal_deadline=task.reveal_deadline, round=task.round, round_size=task.round_size,
+                        round_committed=task.round_committed)
 
     def my_replica_state(self, task_id: int) -> ReplicaState:
-        """This provider's replica state in the task (NONE when not assigned).
-
-        V1: reads getReplicas(taskId) and picks this provider's entry; v2 reads replicaOf(taskId, provider).
-        """
-        for replica in self.contracts.escrow.get_replicas(task_id):
-            if replica.provider.lower() == self.address.lower():
-                return replica.state
-        return ReplicaState.NONE
+        """This provider's replica state in the task (NONE when not assigned): replicaOf(taskId, provider)."""
+        return self.contracts.escrow.replica_of(task_id, self.address).state
 
     def reveal_open(self, task: TaskView) -> bool:
-        """Whether a reveal would be accepted now: every replica committed, or the commit deadline passed.
-
-        V1: counts still-Assigned replicas from getReplicas(taskId); v2 reads the commit count from getTask.
-        """
+        """Whether a reveal would be accepted now: every replica of the current round committed
+        (roundCommitted == roundSize in getTask), or the round's commit deadline passed."""
         if task.state != TaskState.ASSIGNED:
             return False
         if self.now() > task.commit_deadline:
             return True
-        return all(r.state != ReplicaState.ASSIGNED for r in self.contracts.escrow.get_replicas(task.task_id))
+        return task.round_size > 0 and task.round_committed >= task.round_size
 
     def commit_tx_of(self, task_id: int) -> str | None:
         """The transaction of this provider's ResultCommitted in the task (to recover a journal behind the
@@ -173,6 +167,17 @@ class ChainOps:
         events = self.contracts.escrow.events(0, "latest", names=[name], first_indexed=task_id,
                                               provider=self.address)
         return events[-1].tx_hash if events else None
+
+    # ------------------------------------------------------------------ credits
+    def claimable(self) -> int:
+        """What finalize credited this provider in the escrow and it has not claimed yet."""
+        return self.contracts.escrow.claimable(self.address)
+
+    def claim(self) -> tuple[int, str]:
+        """Withdraw this provider's escrow credits to its wallet: (amount, tx hash)."""
+        escrow = self.contracts.escrow
+        receipt = escrow.claim(sender=self._key)
+        return escrow.claimed_amount(receipt), _tx_hash(receipt)
 
     # ------------------------------------------------------------------ commit and reveal
     def commitment(self, result_hash: bytes, salt: bytes) -> bytes:

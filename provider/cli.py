@@ -34,7 +34,8 @@ from provider.config import (
 )
 from provider.policy import Policy
 
-app = typer.Typer(help="Sell this device's compute: set up, check specs locally, stake, see earnings.",
+app = typer.Typer(help="Sell this device's compute: set up, check specs locally, stake, see and claim "
+                       "earnings.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -462,6 +463,7 @@ def status(address: AddressOption = None, json_output: Annotated[bool, typer.Opt
         "eligible": registry.is_eligible(chain.address), "unbonding": unbonding, "unbonding_release": release,
         "active_assignments": registry.active_assignments(chain.address),
         "balance": chain.contracts.token.balance_of(chain.address),
+        "claimable": chain.contracts.escrow.claimable(chain.address),
         "capabilities_hash": to_hex32(bytes(capabilities)), "capabilities_uri": uri,
         "outcomes": outcomes,
         "agreement_rate": round(outcomes.get("agreed", 0) / finalized, 4) if finalized else None,
@@ -472,7 +474,7 @@ def status(address: AddressOption = None, json_output: Annotated[bool, typer.Opt
     table = Table(title=f"Provider {chain.address}", show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    for key in ("stake", "min_stake", "unbonding", "balance"):
+    for key in ("stake", "min_stake", "unbonding", "balance", "claimable"):
         table.add_row(key.replace("_", " "), _grid(int(report[key])))
     for key in ("eligible", "unbonding_release", "active_assignments", "operator", "capabilities_hash",
                 "capabilities_uri", "agreement_rate"):
@@ -485,20 +487,27 @@ def status(address: AddressOption = None, json_output: Annotated[bool, typer.Opt
 @_chain_errors
 def earnings(address: AddressOption = None, json_output: Annotated[bool, typer.Option("--json")] = False,
              config_path: ConfigOption = None) -> None:
-    """Payments per task (ProviderPaid) and slashes (Slashed), from chain events."""
+    """Payments per task (ReplicaFinalized.paid, credited in the escrow) and slashes (Slashed), from chain
+    events; with what is still claimable and what was claimed (`hashgrid provider claim` withdraws)."""
     chain = _Chain(config_path, need_key=False, address=address)
+    escrow = chain.contracts.escrow
     start = chain.contracts.deployment.start_block
     rows: list[dict[str, Any]] = []
-    for event in chain.contracts.escrow.events(start, names=["ProviderPaid"], provider=chain.address):
-        rows.append({"task_id": int(event.args["taskId"]), "kind": "paid",
-                     "amount": int(event.args["amount"]), "block": event.block_number, "tx": event.tx_hash})
+    for event in escrow.events(start, names=["ReplicaFinalized"], provider=chain.address):
+        if int(event.args["paid"]):
+            rows.append({"task_id": int(event.args["taskId"]), "kind": "paid",
+                         "amount": int(event.args["paid"]), "block": event.block_number, "tx": event.tx_hash})
     for event in chain.contracts.registry.events(start, names=["Slashed"], provider=chain.address):
         rows.append({"task_id": int(event.args["taskId"]), "kind": "slashed",
                      "amount": -int(event.args["amount"]), "block": event.block_number, "tx": event.tx_hash})
     rows.sort(key=lambda row: (row["block"], row["task_id"]))
     total = sum(row["amount"] for row in rows)
+    claimed = sum(int(e.args["amount"]) for e in escrow.events(start, names=["Claimed"],
+                                                                first_indexed=chain.address))
+    claimable = escrow.claimable(chain.address)
     if json_output:
-        typer.echo(json.dumps({"address": chain.address, "entries": rows, "net": total}, indent=2))
+        typer.echo(json.dumps({"address": chain.address, "entries": rows, "net": total,
+                               "claimable": claimable, "claimed": claimed}, indent=2))
         return
     table = Table(title=f"Earnings of {chain.address}", title_justify="left")
     for column in ("task", "kind", "amount (GRID)", "block", "tx"):
@@ -508,6 +517,24 @@ def earnings(address: AddressOption = None, json_output: Annotated[bool, typer.O
                       row["tx"])
     console.print(table)
     console.print(f"net {_grid(total)} over {len(rows)} entries", highlight=False)
+    console.print(f"claimable {_grid(claimable)}; claimed so far {_grid(claimed)}", highlight=False)
+
+
+@app.command()
+@_chain_errors
+def claim(config_path: ConfigOption = None) -> None:
+    """Withdraw this provider's escrow credits (payments for agreeing replicas) to its wallet."""
+    chain = _Chain(config_path, need_key=True)
+    escrow = chain.contracts.escrow
+    owed = escrow.claimable(chain.address)
+    if owed == 0:
+        console.print("nothing to claim", highlight=False)
+        return
+    receipt = escrow.claim(sender=chain.signer())
+    amount = escrow.claimed_amount(receipt)
+    balance = chain.contracts.token.balance_of(chain.address)
+    console.print(f"claimed {_grid(amount)} (tx 0x{bytes(receipt['transactionHash']).hex()}); "
+                  f"wallet now {_grid(balance)}", highlight=False)
 
 
 @app.command()
@@ -529,10 +556,17 @@ def run(
     poll_interval: Annotated[float, typer.Option(help="seconds between chain polls")] = 1.0,
     grace: Annotated[float, typer.Option(help="seconds running tasks get to finish at shutdown")] = 30.0,
     confirmations: Annotated[int, typer.Option(help="blocks an assignment must be buried under")] = 0,
+    claim_every: Annotated[float | None, typer.Option(
+        "--claim-every", min=1, help="seconds between withdrawals of escrow credits (default: never; "
+                                     "`hashgrid provider claim` withdraws by hand)")] = None,
     fault: Annotated[str | None, typer.Option(
         "--fault", help="TEST/DEMO FAULT INJECTION ONLY: dishonest (commit and reveal a wrong result hash) "
                         "or crash-after-commit (exit right after a commit is mined, before journaling it)"),
     ] = None,
+    marketplace: Annotated[str | None, typer.Option(
+        "--marketplace", help="marketplace API URL: take assignments from it (long-poll), fetch specs and "
+                              "inputs from it, and report logs, outputs, usage and status to it (default: "
+                              "chain-only mode, assignments from TaskAssigned events)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """The provider daemon: register, take assignments, run them, commit and reveal results on chain."""
@@ -551,7 +585,7 @@ def run(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="[%X]", force=True,
                         handlers=[RichHandler(console=errors, show_path=False, rich_tracebacks=True)])
-    for noisy in ("web3", "urllib3", "docker", "asyncio"):
+    for noisy in ("web3", "urllib3", "docker", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         chosen_fault = Fault(fault) if fault else None
@@ -565,9 +599,10 @@ def run(
         options = DaemonOptions(state_dir=settings.state_dir / "provider",
                                 content_dir=content_dir or config.content_dir, workdir=config.workdir,
                                 max_parallel=max_parallel, poll_interval=poll_interval, grace_period=grace,
-                                confirmations=confirmations, fault=chosen_fault)
+                                confirmations=confirmations, claim_interval=claim_every,
+                                fault=chosen_fault)
         daemon = build_daemon(config=config, contracts=chain.contracts, private_key=chain.signer(),
-                              options=options)
+                              options=options, marketplace_url=marketplace)
         signal.signal(signal.SIGTERM, lambda _signum, _frame: daemon.request_stop())
         signal.signal(signal.SIGINT, lambda _signum, _frame: daemon.request_stop())
         code = daemon.run(once=once)

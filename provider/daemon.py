@@ -40,6 +40,7 @@ from provider.config import ProviderConfig
 from provider.executor import execute
 from provider.feed import AssignmentFeed
 from provider.journal import Entry, Journal, Phase
+from provider.marketplace_client import MarketplaceReporter
 from provider.policy import check, choose_runtime
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class DaemonOptions:
     confirmations: int = 0
     capabilities_uri: str | None = None
     heartbeat_interval: float = 30.0
+    claim_interval: float | None = None  # seconds between withdrawals of escrow credits (None: never)
     fault: Fault | None = None
 
 
@@ -123,7 +125,8 @@ class Daemon:
     def __init__(self, *, config: ProviderConfig, ops: ChainOps, feed: AssignmentFeed, journal: Journal,
                  store: ContentStore, options: DaemonOptions, private_key: str,
                  device: dict[str, Any] | None = None,
-                 heartbeat: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 heartbeat: Callable[[dict[str, Any]], None] | None = None,
+                 reporter: MarketplaceReporter | None = None) -> None:
         self.config = config
         self.ops = ops
         self.feed = feed
@@ -132,7 +135,9 @@ class Daemon:
         self.options = options
         self._key = private_key
         self.device = device
-        self._heartbeat_hook = heartbeat or (lambda beat: log.debug("heartbeat %s", beat))
+        self.reporter = reporter  # None: chain-only mode (nothing is reported over HTTP)
+        self._heartbeat_hook = heartbeat or (reporter.heartbeat if reporter is not None
+                                             else lambda beat: log.debug("heartbeat %s", beat))
         self.max_parallel = options.max_parallel or config.offer.cores
         self.logs_dir = options.state_dir / "logs"
         self._running: dict[int, _Running] = {}
@@ -141,6 +146,7 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_at: float | None = None
         self._last_beat = 0.0
+        self._last_claim = time.monotonic()
         self._waiting: set[int] = set()  # received tasks that cannot start yet (content not there)
 
     # ------------------------------------------------------------------ start-up
@@ -165,6 +171,8 @@ class Daemon:
             raise InsufficientStake(f"provider {self.ops.address} has {stake} wei staked, under the minimum "
                                     f"{minimum}; stake more with `hashgrid provider stake`",
                                     provider=self.ops.address, stake=stake, minimum=minimum)
+        if self.reporter is not None:
+            self.reporter.register(device=self.device, config=self.config)
         log.info("provider %s: stake %d wei (minimum %d), runtimes %s, up to %d task(s) at once on %d "
                  "core(s) / %d MB", self.ops.address, stake, minimum, ", ".join(self.device["runtimes"]),
                  self.max_parallel, self.config.offer.cores, self.config.offer.memory_mb)
@@ -220,6 +228,7 @@ class Daemon:
         self._commit_ready()
         self._reveal_ready()
         self._heartbeat()
+        self._claim_credits()
 
     def _idle(self) -> bool:
         """Nothing this daemon can do now: no runnable received task, nothing executed but uncommitted."""
@@ -308,8 +317,7 @@ class Daemon:
                                     f"{offer.memory_mb} MB")
             choose_runtime(spec, self.config.policy, self._available())
         except PolicyRefused as exc:
-            self.journal.refuse(task_id, exc.reason)
-            log.warning("task %d: refused: %s", task_id, exc.reason)
+            self._refuse(task_id, exc.reason)
             return None
         return spec
 
@@ -336,16 +344,25 @@ class Daemon:
         """A worker thread: run the task, sign its usage, journal the result (never touches the chain)."""
         task_id = running.task_id
         log_path = self.logs_dir / f"task-{task_id}.log"
+        reporter = self.reporter
+        manifest: list[dict[str, Any]] = []
         try:
+            if reporter is not None:
+                reporter.running(task_id)
             with log_path.open("wb") as sink:
 
                 def on_log(chunk: bytes) -> None:
                     sink.write(chunk)
+                    if reporter is not None:
+                        reporter.log(task_id, chunk)
+
+                def on_outputs(output_dir: Path) -> None:
+                    manifest.extend(self._save_outputs(output_dir))
 
                 execution = execute(spec, store=self.store, policy=self.config.policy,
                                     workdir=self.options.workdir, device=self.device,
                                     available=self._available(), on_log=on_log, run_id=running.run_id,
-                                    on_outputs=self._save_outputs)
+                                    on_outputs=on_outputs)
             if running.cancelled:
                 self.journal.requeue(task_id, "cancelled at shutdown")
                 log.info("task %d: cancelled; it stays received and runs again after a restart", task_id)
@@ -361,6 +378,8 @@ class Daemon:
             report_sha = self.store.put_bytes(canonical_json(report), what=f"usage report of task {task_id}")
             self.store.put_bytes(canonical_json(execution.result_hash.document),
                                  what=f"result document of task {task_id}")
+            if reporter is not None:  # before the journal lets the main loop commit: billing needs it
+                reporter.executed(task_id, result_hash=result_hash, report=report, outputs=manifest)
             self.journal.record_execution(task_id, result_hash=result_hash, usage=usage,
                                           log_path=str(log_path), report_sha256=report_sha)
             status = f"exit {execution.exit_code}" + (f", killed: {execution.kill_reason}"
@@ -368,8 +387,7 @@ class Daemon:
             log.info("task %d: executed (%s) result %s, %.3fs wall, %.3f cpu-s", task_id, status,
                      to_hex32(result_hash), usage["wall_seconds"], usage["cpu_seconds"])
         except PolicyRefused as exc:
-            self.journal.refuse(task_id, exc.reason)
-            log.warning("task %d: refused: %s", task_id, exc.reason)
+            self._refuse(task_id, exc.reason)
         except HashgridError as exc:
             if running.cancelled:
                 self.journal.requeue(task_id, "cancelled at shutdown")
@@ -379,15 +397,22 @@ class Daemon:
             log.exception("task %d: unexpected error", task_id)
             self._fail(task_id, f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
+            if reporter is not None:
+                reporter.failed(task_id)  # flushes what is left of the log (a no-op after `executed`)
             with self._lock:
                 self._running.pop(task_id, None)
             self._wake.set()
 
-    def _save_outputs(self, output_dir: Path) -> None:
-        """Put a run's output files into the content store (called by the executor before cleanup)."""
+    def _save_outputs(self, output_dir: Path) -> list[dict[str, Any]]:
+        """Put a run's output files into the content store (called by the executor before cleanup); returns
+        their manifest [{path, sha256, size}]."""
+        manifest = []
         for path in sorted(Path(output_dir).rglob("*")):
             if path.is_file() and not path.is_symlink():
-                self.store.put_file(path, what=f"output {path.relative_to(output_dir)}")
+                relative = str(path.relative_to(output_dir))
+                digest = self.store.put_file(path, what=f"output {relative}")
+                manifest.append({"path": relative, "sha256": digest, "size": path.stat().st_size})
+        return manifest
 
     def _cancel_running(self) -> None:
         from provider.runtimes import get_runtime
@@ -528,9 +553,32 @@ class Daemon:
         self._fail(task_id, f"{action} reverted: {exc.message}")
 
     # ------------------------------------------------------------------ bookkeeping
+    def _refuse(self, task_id: int, reason: str) -> None:
+        self.journal.refuse(task_id, reason)
+        log.warning("task %d: refused: %s", task_id, reason)
+        if self.reporter is not None:
+            self.reporter.refused(task_id, reason)
+
     def _fail(self, task_id: int, reason: str) -> None:
         if self.journal.fail(task_id, reason):
             log.warning("task %d: failed: %s", task_id, reason)
+
+    def _claim_credits(self) -> None:
+        """Every `claim_interval` seconds, withdraw what finalize credited this provider in the escrow (one
+        claim covers every task settled since the last)."""
+        interval = self.options.claim_interval
+        now = time.monotonic()
+        if interval is None or now - self._last_claim < interval:
+            return
+        self._last_claim = now
+        if self.ops.claimable() == 0:
+            return
+        try:
+            amount, tx = self.ops.claim()
+        except ContractRevert as exc:
+            log.warning("claim reverted: %s", exc.message)
+            return
+        log.info("claimed %d wei of escrow credits (tx %s)", amount, tx)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -549,12 +597,25 @@ def journal_path(state_dir: Path) -> Path:
 
 
 def build_daemon(*, config: ProviderConfig, contracts: Any, private_key: str, options: DaemonOptions,
-                 device: dict[str, Any] | None = None) -> Daemon:
-    """Wire a daemon to the chain-event feed (chain-only mode, until the marketplace feed exists)."""
+                 device: dict[str, Any] | None = None, marketplace_url: str | None = None) -> Daemon:
+    """Wire a daemon to its feed: the marketplace's long-poll (and report everything to it) when
+    `marketplace_url` is given, else the chain-event feed (chain-only mode)."""
     from provider.feed import ChainAssignmentFeed
 
     ops = ChainOps(contracts, private_key)
     journal = Journal(journal_path(options.state_dir))
+    if marketplace_url:
+        from provider.feed import MarketplaceAssignmentFeed
+        from provider.marketplace_client import MarketplaceClient, MarketplaceReporter
+
+        store = ContentStore(options.content_dir)
+        client = MarketplaceClient(marketplace_url, private_key, chain_id=int(contracts.client.chain_id))
+        market_feed = MarketplaceAssignmentFeed(client, store)
+        daemon = Daemon(config=config, ops=ops, feed=market_feed, journal=journal, store=store,
+                        options=options, private_key=private_key, device=device,
+                        reporter=MarketplaceReporter(client, store))
+        market_feed.on_new = daemon._wake.set
+        return daemon
     cursor_key = f"feed.chain.{ops.escrow_address.lower()}"
     feed = ChainAssignmentFeed(ops, load_cursor=lambda: journal.get_meta(cursor_key),
                                save_cursor=lambda value: journal.set_meta(cursor_key, value),

@@ -1,17 +1,21 @@
 """`make up` / `hashgrid demo`: a fresh anvil, the contracts deployed, and the on-chain life of a few tasks
 played by anvil's dev accounts (one customer, providers of which one is dishonest), with each outcome and the
-explorer's view printed. Ctrl-C or the end stops anvil and leaves nothing running.
+explorer's view printed. Finalize only credits payments, refunds and fees in the escrow; at the end everyone
+claims their credits, so the summary's wallet changes show the whole outcome. Ctrl-C or the end stops anvil
+and leaves nothing running.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Annotated
 
 import typer
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from rich.console import Console
 from rich.rule import Rule
@@ -23,7 +27,7 @@ from hashgrid.config import ANVIL_DEV_KEYS
 from hashgrid.errors import HashgridError
 from hashgrid.explorer import Explorer
 from scripts.deploy import deploy
-from scripts.devnet import GRID, DevAccounts, accepted_hash, fund, post, spec_hash_of, stake_provider
+from scripts.devnet import GRID, DevAccounts, fund, post, spec_hash_of, stake_provider
 from scripts.explorer import grid, provider_tables, short, stats_table, task_tables
 from scripts.localnet import Anvil
 
@@ -128,17 +132,44 @@ class Demo:
                 escrow.reveal(task_id, answers[a], salts[a], sender=provider)
                 self.step(f"{self.name(a)} revealed {short('0x' + answers[a].hex())}")
 
-        accepted = accepted_hash(list(answers.values()), scenario.quorum)
-        metered = [6 * GRID + i * GRID // 4 for i in range(len(chosen))]  # billing's usage-based amounts
-        payments = [
-            m if answers.get(p.address) == accepted else 0 for m, p in zip(metered, chosen, strict=True)
-        ]
-        escrow.finalize(task_id, payments, sender=operator)
+        metered = {
+            str(p.address): 6 * GRID + i * GRID // 4 for i, p in enumerate(chosen)
+        }  # billing's amounts
+        reports = escrow.build_reports(task_id, metered)  # sorted by address; 0 for non-agreeing replicas
+        escrow.finalize(task_id, reports, sender=operator)
+        paying = [f"{self.name(r.provider)} {grid(r.payment)}" for r in reports if r.payment]
         self.step(
-            f"settler finalized task {task_id} with metered payments {', '.join(grid(x) for x in payments)}"
+            f"settler finalized task {task_id} from {len(reports)} replica reports; metered payments: "
+            f"{', '.join(paying) or 'none'}"
         )
         self.outcome(task_id)
         return task_id
+
+    def claims(self, accounts: Sequence[str]) -> None:
+        """Everyone withdraws what finalize credited: providers and the customer claim themselves, the
+        marketplace pushes the treasury's fees with claimFor."""
+        escrow = self.contracts.escrow
+        signers: dict[str, LocalAccount] = {
+            a.address: a for a in (self.accounts.customer, *self.accounts.providers)
+        }
+        table = Table(title="escrow credits, claimed", title_justify="left")
+        for column in ("account", "claimed", "by"):
+            table.add_column(column)
+        for address in accounts:
+            owed = escrow.claimable(address)
+            if not owed:
+                table.add_row(self.name(address), "0", "-")
+                continue
+            signer = signers.get(address)
+            if signer is not None:
+                receipt = escrow.claim(sender=signer)
+                by = "itself (claim)"
+            else:
+                receipt = escrow.claim_for(address, sender=self.accounts.deployer)
+                by = "marketplace (claimFor)"
+            table.add_row(self.name(address), grid(escrow.claimed_amount(receipt)), by)
+        console.print(table)
+        self.step(f"all credits claimed; escrow owes {grid(escrow.total_claimable())} in credits")
 
     def outcome(self, task_id: int) -> None:
         h = Explorer(self.contracts).task_history(task_id)
@@ -150,9 +181,9 @@ class Demo:
         slashed = [
             f"{self.name(r.provider)} {grid(r.slashed)} ({r.outcome})" for r in h.replica_views if r.slashed
         ]
-        lines.append("paid: " + (", ".join(paid) or "nobody"))
+        lines.append("credited: " + (", ".join(paid) or "nobody"))
         lines.append("slashed: " + (", ".join(slashed) or "nobody"))
-        lines.append(f"fee {grid(h.fee)}; refunded to the customer {grid(h.refunded)}")
+        lines.append(f"fee credited {grid(h.fee)}; refund credited to the customer {grid(h.refunded)}")
         console.print("  " + "\n  ".join(lines))
 
 
@@ -181,6 +212,8 @@ def run_demo(providers: int = 4, port: int | None = None) -> None:
         before = {a: token.balance_of(a) for a in watched}
         stake_before = {p.address: contracts.registry.stake_of(p.address) for p in accounts.providers}
         task_ids = [demo.play(i + 1, scenario) for i, scenario in enumerate(SCENARIOS)]
+        console.print(Rule("claims"))
+        demo.claims(watched)
 
         console.print(Rule("the explorer's view (from chain events alone)"))
         explorer = Explorer(contracts)
@@ -206,7 +239,9 @@ def run_demo(providers: int = 4, port: int | None = None) -> None:
         states = explorer.network_stats().tasks_by_state
         console.print(
             f"done: {', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}; "
-            f"escrow holds {grid(contracts.escrow.total_locked())}. Stopping anvil."
+            f"escrow holds {grid(token.balance_of(contracts.escrow.address))} "
+            f"({grid(contracts.escrow.total_locked())} locked, "
+            f"{grid(contracts.escrow.total_claimable())} unclaimed). Stopping anvil."
         )
 
 

@@ -1,6 +1,6 @@
 """Dev-network helpers shared by the demo, the tests and the gas benchmark: anvil's dev accounts in their
 roles, funding and staking them, and playing one task's on-chain life (post, assign, commit, reveal,
-finalize).
+finalize from the settler's reports, then claim the credits finalize left so wallets show the outcome).
 
 DEV-ONLY: these use anvil's publicly known keys (hashgrid.config.ANVIL_DEV_KEYS).
 """
@@ -8,7 +8,7 @@ DEV-ONLY: these use anvil's publicly known keys (hashgrid.config.ANVIL_DEV_KEYS)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from eth_account import Account
@@ -16,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3.types import TxReceipt
 
-from hashgrid.chain.contracts import Contracts, commitment_for
+from hashgrid.chain.contracts import Contracts, TaskTerms, accepted_result, commitment_for
 from hashgrid.config import ANVIL_DEV_KEYS
 
 GRID = 10**18
@@ -102,18 +102,20 @@ def post(
 ) -> tuple[int, TxReceipt]:
     """Post a task (approve then postTask, or postTaskWithPermit); returns its id and the post receipt."""
     escrow = contracts.escrow
-    max_replicas = max_replicas or replicas
-    deadline = deadline or contracts.client.timestamp() + 24 * 3600
+    terms = TaskTerms(
+        spec_hash=spec_hash,
+        replicas=replicas,
+        quorum=quorum,
+        max_replicas=max_replicas or replicas,
+        max_price_per_replica=max_price,
+        deadline=deadline or contracts.client.timestamp() + 24 * 3600,
+    )
     if permit:
-        receipt = escrow.post_task_with_permit(
-            contracts.token, spec_hash, replicas, quorum, max_replicas, max_price, deadline, sender=customer
-        )
+        receipt = escrow.post_task_with_permit(contracts.token, terms, sender=customer)
     else:
-        amount = escrow.escrow_for(max_replicas, max_price)
+        amount = escrow.escrow_for(terms.max_replicas, max_price)
         contracts.token.approve(escrow.address, amount, sender=customer)
-        receipt = escrow.post_task(
-            spec_hash, replicas, quorum, max_replicas, max_price, deadline, sender=customer
-        )
+        receipt = escrow.post_task(terms, sender=customer)
     return escrow.task_id_of(receipt), receipt
 
 
@@ -128,8 +130,11 @@ def play_task(
     max_price: int,
     max_replicas: int | None = None,
     permit: bool = False,
+    claim: bool = True,
 ) -> TaskRun:
-    """The whole life of one task with one transaction per step and per replica."""
+    """The whole life of one task with one transaction per step and per replica. Finalize only credits
+    payments, refunds and the fee; with `claim` the operator then pushes every credit of the customer, the
+    plan's providers and the treasury to their wallets (claimFor), one transaction per payee."""
     escrow = contracts.escrow
     task_id, post_receipt = post(
         contracts,
@@ -148,16 +153,24 @@ def play_task(
         for p in plans
     ]
     run.receipts["reveal"] = [escrow.reveal(task_id, p.result_hash, p.salt, sender=p.provider) for p in plans]
-    accepted = accepted_hash([p.result_hash for p in plans], quorum)
-    payments = [p.payment if p.result_hash == accepted else 0 for p in plans]
-    run.receipts["finalize"] = [escrow.finalize(task_id, payments, sender=operator)]
+    reports = escrow.build_reports(task_id, {p.provider.address: p.payment for p in plans})
+    run.receipts["finalize"] = [escrow.finalize(task_id, reports, sender=operator)]
+    if claim:
+        payees = [customer.address, *(p.provider.address for p in plans), escrow.treasury()]
+        run.receipts["claim"] = claim_all(contracts, payees, sender=operator)
     return run
+
+
+def claim_all(contracts: Contracts, accounts: Iterable[str], *, sender: LocalAccount) -> list[TxReceipt]:
+    """Push the escrow credits of each account holding some to its wallet (claimFor, sent by `sender`)."""
+    escrow = contracts.escrow
+    receipts = []
+    for account in dict.fromkeys(accounts):
+        if escrow.claimable(account) > 0:
+            receipts.append(escrow.claim_for(account, sender=sender))
+    return receipts
 
 
 def accepted_hash(result_hashes: Sequence[bytes], quorum: int) -> bytes | None:
     """The hash at least `quorum` replicas agree on (what finalize will accept), else None."""
-    counts: dict[bytes, int] = {}
-    for h in result_hashes:
-        counts[h] = counts.get(h, 0) + 1
-    best = max(counts.items(), key=lambda item: item[1], default=None)
-    return best[0] if best and best[1] >= quorum else None
+    return accepted_result(result_hashes, quorum)

@@ -42,17 +42,18 @@ def task_tables(h: TaskHistory) -> list[Table]:
         ("cap per replica", grid(h.max_price_per_replica)),
         ("escrowed", grid(h.escrowed)),
         ("accepted result", h.accepted_result or "-"),
-        ("paid / fee / refunded", f"{grid(h.paid)} / {grid(h.fee)} / {grid(h.refunded)}"),
+        ("paid / fee / refunded (credited)", f"{grid(h.paid)} / {grid(h.fee)} / {grid(h.refunded)}"),
         ("slashed", grid(sum(s.amount for s in h.slashes))),
     ]:
         summary.add_row(name, value)
     replicas = Table(title="replicas", title_justify="left")
-    for column in ("#", "provider", "commitment", "revealed", "outcome", "paid", "slashed"):
+    for column in ("#", "round", "provider", "commitment", "revealed", "outcome", "paid", "slashed"):
         replicas.add_column(column)
     for r in h.replica_views:
         style = {"Agreed": "green", "Dissented": "red", "NoShow": "yellow"}.get(r.outcome or "", "")
         replicas.add_row(
             str(r.replica_index),
+            str(r.round),
             r.provider,
             short(r.commitment),
             short(r.revealed_hash),
@@ -72,9 +73,10 @@ def provider_tables(h: ProviderHistory) -> list[Table]:
         ("unbonding", f"{grid(h.unbonding)} (release at {h.unbonding_release})" if h.unbonding else "-"),
         ("active assignments", str(h.active_assignments)),
         ("staked in total", grid(h.staked_in)),
-        ("rewards", grid(h.rewards)),
+        ("rewards (credited)", grid(h.rewards)),
+        ("claimed / claimable", f"{grid(h.claimed)} / {grid(h.claimable)}"),
         ("slashed", grid(h.slashed)),
-        ("withdrawn", grid(h.withdrawn)),
+        ("stake withdrawn", grid(h.withdrawn)),
     ]:
         summary.add_row(name, value)
     tasks = Table(title="tasks", title_justify="left")
@@ -101,6 +103,8 @@ def stats_table(s: NetworkStats) -> Table:
         ("staked now", grid(s.total_staked)),
         ("unbonding now", grid(s.total_unbonding)),
         ("locked in escrow now", grid(s.total_locked)),
+        ("credits claimed", grid(s.claimed)),
+        ("credits unclaimed now", grid(s.total_claimable)),
     ]:
         table.add_row(name, value)
     return table

@@ -13,7 +13,8 @@ import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
 /// @dev Holds providers' GridToken stake, their capability announcements and their assignment locks.
 /// A provider stakes (approve or permit), is eligible for assignments while its active stake is at least
 /// `minStake`, and leaves through `requestUnstake` + `withdraw` after `unbondingDelay`. The TaskEscrow (set once
-/// by governance with `setEscrow`) locks one assignment per replica, unlocks it at finalize/expiry and slashes
+/// by governance with `setEscrow`) locks one assignment per replica (`lockForTask` answers false instead of
+/// reverting when the stake is below the minimum), unlocks them in batches at finalize/expiry and slashes
 /// dissenters and no-shows; a slash takes basis points of active stake first, then of unbonding stake, and
 /// splits it between the wronged customer and the treasury.
 ///
@@ -30,6 +31,8 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     /// @notice Basis-point denominator.
     uint16 public constant BPS = 10_000;
 
+    /// @dev lockForTasks / unlockForTasks address `stake` as slot 0 and `activeAssignments` as the top 32 bits of
+    /// slot 2 in assembly: keep this layout.
     struct Provider {
         uint256 stake; // active stake
         uint256 unbonding; // stake waiting for `releaseTime`
@@ -104,23 +107,25 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     // ------------------------------------------------------------------ escrow entry points
 
     /// @inheritdoc IProviderRegistry
-    function lockForTask(address provider) external onlyEscrow {
+    function lockForTask(address provider) external onlyEscrow returns (bool locked) {
         Provider storage p = _providers[provider];
-        uint256 current = p.stake;
-        uint256 minimum = _minStake;
-        if (current < minimum) revert RegistryStakeBelowMinimum(provider, current, minimum);
+        if (p.stake < _minStake) return false;
         p.activeAssignments += 1;
+        return true;
     }
 
     /// @inheritdoc IProviderRegistry
-    function unlockForTask(address provider) external onlyEscrow {
-        Provider storage p = _providers[provider];
-        uint32 active = p.activeAssignments;
-        if (active == 0) revert RegistryNotLocked(provider);
-        // unchecked: active >= 1 was just checked.
-        unchecked {
-            p.activeAssignments = active - 1;
-        }
+    /// @dev See `_countLocks`: the batch is tallied per provider in memory first, so each distinct provider's
+    /// stake is read and its lock count written once per batch, not once per replica.
+    function lockForTasks(address[] calldata providers) external onlyEscrow returns (uint256 notStaked) {
+        return _countLocks(providers, true);
+    }
+
+    /// @inheritdoc IProviderRegistry
+    /// @dev A provider may appear several times (one entry per replica); reverts RegistryNotLocked when a provider
+    /// has fewer assignments than entries. Tallied per provider first, like `lockForTasks`.
+    function unlockForTasks(address[] calldata providers) external onlyEscrow {
+        _countLocks(providers, false);
     }
 
     /// @inheritdoc IProviderRegistry
@@ -230,6 +235,99 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     }
 
     // ------------------------------------------------------------------ transitions
+
+    /// @dev Adds (`lock`) or removes one assignment per entry of `providers`. An assign or finalize batch repeats
+    /// the same few providers many times, so the entries are tallied in a 16-way direct-mapped memory table
+    /// (keyed by the address's low 4 bits; a provider meeting a slot held by another flushes that one to storage)
+    /// and each tally is written to storage once. Assembly, because this runs once per replica of every batch.
+    /// Locking first checks every distinct provider's stake (the same table, counting nothing): on the first entry
+    /// whose provider is below `minStake` it returns that index with nothing locked; otherwise it returns
+    /// `providers.length`. Unlocking reverts RegistryNotLocked for a provider with fewer assignments than entries.
+    /// Layout relied on: `stake` is slot 0 of a Provider, `activeAssignments` the top 32 bits of slot 2. A count
+    /// cannot wrap: every lock stands for a replica, and 2^32 of them would take more gas than 2^32 fresh storage
+    /// slots (~10^14).
+    function _countLocks(address[] calldata providers, bool lock) private returns (uint256 result) {
+        uint256 n = providers.length;
+        result = n;
+        uint256 minimum = _minStake;
+        uint256 base;
+        assembly ("memory-safe") {
+            base := _providers.slot
+        }
+        if (lock) {
+            // pass 1: stakes (a table entry holds the provider tagged with bit 160, so 0 means empty)
+            assembly ("memory-safe") {
+                let table := mload(0x40)
+                calldatacopy(table, calldatasize(), 0x200)
+                for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                    let tagged := or(calldataload(add(providers.offset, shl(5, i))), shl(160, 1))
+                    tagged := and(tagged, 0x1ffffffffffffffffffffffffffffffffffffffff)
+                    let entry := add(table, shl(5, and(tagged, 0xf)))
+                    if iszero(eq(mload(entry), tagged)) {
+                        mstore(0, and(tagged, 0xffffffffffffffffffffffffffffffffffffffff))
+                        mstore(0x20, base)
+                        if lt(sload(keccak256(0, 0x40)), minimum) {
+                            result := i
+                            break
+                        }
+                        mstore(entry, tagged)
+                    }
+                }
+            }
+            if (result != n) return result;
+        }
+        address notLocked;
+        bool failed;
+        assembly ("memory-safe") {
+            // pass 2: tallies; entry = (tagged provider, count)
+            let table := mload(0x40)
+            calldatacopy(table, calldatasize(), 0x400)
+            let one := shl(224, 1)
+            function flush(tagged, count, base_, up, one_) -> short {
+                mstore(0, and(tagged, 0xffffffffffffffffffffffffffffffffffffffff))
+                mstore(0x20, base_)
+                let slot := add(keccak256(0, 0x40), 2)
+                let word := sload(slot)
+                switch up
+                case 1 { sstore(slot, add(word, mul(count, one_))) }
+                default {
+                    if lt(shr(224, word), count) { short := 1 }
+                    if iszero(short) { sstore(slot, sub(word, mul(count, one_))) }
+                }
+            }
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let tagged := or(calldataload(add(providers.offset, shl(5, i))), shl(160, 1))
+                tagged := and(tagged, 0x1ffffffffffffffffffffffffffffffffffffffff)
+                let entry := add(table, shl(6, and(tagged, 0xf)))
+                let held := mload(entry)
+                if iszero(eq(held, tagged)) {
+                    if held {
+                        if flush(held, mload(add(entry, 0x20)), base, lock, one) {
+                            notLocked := and(held, 0xffffffffffffffffffffffffffffffffffffffff)
+                            failed := 1
+                            break
+                        }
+                    }
+                    mstore(entry, tagged)
+                    mstore(add(entry, 0x20), 0)
+                }
+                mstore(add(entry, 0x20), add(mload(add(entry, 0x20)), 1))
+            }
+            if iszero(failed) {
+                for { let e := table } lt(e, add(table, 0x400)) { e := add(e, 0x40) } {
+                    let held := mload(e)
+                    if held {
+                        if flush(held, mload(add(e, 0x20)), base, lock, one) {
+                            notLocked := and(held, 0xffffffffffffffffffffffffffffffffffffffff)
+                            failed := 1
+                            break
+                        }
+                    }
+                }
+            }
+        }
+        if (failed) revert RegistryNotLocked(notLocked);
+    }
 
     function _register(address provider, address operator, bytes32 capabilitiesHash, string calldata uri) internal {
         Provider storage p = _providers[provider];

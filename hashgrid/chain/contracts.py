@@ -5,7 +5,7 @@ and read events (`escrow.events(from_block, to_block)`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -52,29 +52,97 @@ class ProposalState(IntEnum):
     EXECUTED = 7
 
 
+ZERO_HASH = bytes(32)
+
+
 @dataclass(frozen=True)
-class Task:
-    task_id: int
-    customer: str
-    max_price_per_replica: int
+class TaskTerms:
+    """The terms of one task as posted (ITaskEscrow.TaskTerms)."""
+
     spec_hash: bytes
-    deadline: int
-    commit_deadline: int
-    reveal_deadline: int
     replicas: int
     quorum: int
     max_replicas: int
-    assigned: int
+    max_price_per_replica: int
+    deadline: int
+
+    def as_tuple(self) -> tuple[bytes, int, int, int, int, int]:
+        return (
+            bytes(self.spec_hash),
+            self.replicas,
+            self.quorum,
+            self.max_replicas,
+            self.max_price_per_replica,
+            self.deadline,
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as getTask returns it (two slots). The spec hash is only in TaskPosted (`Escrow.spec_hash_of`),
+    the accepted result only in TaskSettled / resultOf (`Escrow.result_of`)."""
+
+    task_id: int
+    customer: str
+    max_price_per_replica: int
+    deadline: int
+    commit_deadline: int  # current round
+    reveal_deadline: int  # current round
+    replicas: int
+    quorum: int
+    max_replicas: int
+    assigned: int  # replicas assigned so far (all rounds)
+    round: int  # current commit/reveal round (1 after the first assign)
+    round_size: int  # replicas assigned in the current round
+    round_committed: int  # of those, how many committed
     fee_bps: int
     state: TaskState
-    result_hash: bytes
 
 
 @dataclass(frozen=True)
 class Replica:
+    """A provider's replica of a task (replicaOf): its state and the stored 248-bit payload (its round while
+    Assigned, then the low 248 bits of its commitment, then of its revealed result hash)."""
+
     provider: str
     state: ReplicaState
-    commitment: bytes  # the revealed result hash once revealed
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """What the settler reports for one replica at finalize (ITaskEscrow.ReplicaReport)."""
+
+    provider: str
+    result_hash: bytes  # what the replica revealed; zero if it did not reveal
+    payment: int  # 0 unless it agrees with the accepted result
+
+    def as_tuple(self) -> tuple[str, bytes, int]:
+        return (to_checksum_address(self.provider), bytes(self.result_hash), int(self.payment))
+
+
+def low248(value: bytes) -> bytes:
+    """A hash as the escrow stores it in a replica slot (commitment or result): its low 248 bits."""
+    return bytes(1) + bytes(value)[1:]
+
+
+def address_key(address: str) -> int:
+    """The order the escrow wants report and expire lists in: ascending by the address as an integer."""
+    return int(address, 16)
+
+
+def accepted_result(result_hashes: Iterable[bytes], quorum: int) -> bytes | None:
+    """The hash at least `quorum` revealed replicas agree on (what finalize accepts), else None. When
+    several hashes reach the quorum (only possible with quorum <= k/2) the most revealed wins; a tie has
+    no single answer here and returns None."""
+    counts: dict[bytes, int] = {}
+    for h in result_hashes:
+        if h and bytes(h) != ZERO_HASH:
+            counts[bytes(h)] = counts.get(bytes(h), 0) + 1
+    reached = sorted(((n, h) for h, n in counts.items() if n >= quorum), reverse=True)
+    if not reached or (len(reached) > 1 and reached[0][0] == reached[1][0]):
+        return None
+    return reached[0][1]
 
 
 @dataclass(frozen=True)
@@ -102,6 +170,7 @@ class Bound:
         self.address = to_checksum_address(address)
         self.abi = abi
         self.contract = client.w3.eth.contract(address=self.address, abi=abi)
+        self.start_block = 0  # where event scans start by default (the deployment's start block)
         client.decoder.add_abi(abi)
         self._events_by_topic = {
             event_abi_to_log_topic(item): item  # type: ignore[arg-type]
@@ -111,6 +180,15 @@ class Bound:
 
     def fn(self, name: str, *args: Any) -> Any:
         return getattr(self.contract.functions, name)(*args)
+
+    def has_function(self, name: str) -> bool:
+        return any(item.get("type") == "function" and item.get("name") == name for item in self.abi)
+
+    def _outputs(self, name: str) -> list[dict[str, Any]]:
+        for item in self.abi:
+            if item.get("type") == "function" and item.get("name") == name:
+                return list(item.get("outputs", []))
+        raise NotFound(f"{type(self).__name__} has no function {name}")
 
     def _tx(self, name: str, *args: Any, sender: Signer) -> TxReceipt:
         return self.client.transact(self.fn(name, *args), sender=sender)
@@ -139,17 +217,19 @@ class Bound:
 
     def events(
         self,
-        from_block: int = 0,
+        from_block: int | None = None,
         to_block: int | str = "latest",
         *,
         names: Iterable[str] | None = None,
         first_indexed: int | str | None = None,
         **arg_filters: Any,
     ) -> list[ChainEvent]:
-        """Events of this contract in [from_block, to_block], oldest first. `names` limits the event types;
+        """Events of this contract in [from_block (default: the deployment's start block), to_block], oldest
+        first. `names` limits the event types;
         `first_indexed` filters on the first indexed argument at the node (e.g. a taskId); other keyword
         arguments filter decoded arguments by equality."""
-        params: dict[str, Any] = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
+        start = self.start_block if from_block is None else from_block
+        params: dict[str, Any] = {"address": self.address, "fromBlock": start, "toBlock": to_block}
         topics: list[Any] = [None]
         if names is not None:
             wanted = set(names)
@@ -322,68 +402,42 @@ class Registry(Bound):
 
 class Escrow(Bound):
     # -------------------------------------------------------------- customer
-    def post_task(
-        self,
-        spec_hash: bytes,
-        replicas: int,
-        quorum: int,
-        max_replicas: int,
-        max_price_per_replica: int,
-        deadline: int,
-        *,
-        sender: Signer,
-    ) -> TxReceipt:
-        return self._tx(
-            "postTask",
-            spec_hash,
-            replicas,
-            quorum,
-            max_replicas,
-            max_price_per_replica,
-            deadline,
-            sender=sender,
-        )
+    def post_task(self, terms: TaskTerms, *, sender: Signer) -> TxReceipt:
+        """postTask(terms): pulls escrowFor(maxReplicas, maxPricePerReplica) (approve it first)."""
+        return self._tx("postTask", terms.as_tuple(), sender=sender)
+
+    def post_tasks(self, terms: Sequence[TaskTerms], *, sender: Signer) -> TxReceipt:
+        """postTasks(terms[]): several tasks with one transferFrom of their total; `task_ids_of` the receipt
+        gives their ids."""
+        return self._tx("postTasks", [t.as_tuple() for t in terms], sender=sender)
 
     def post_task_with_permit(
         self,
         token: Token,
-        spec_hash: bytes,
-        replicas: int,
-        quorum: int,
-        max_replicas: int,
-        max_price_per_replica: int,
-        deadline: int,
+        terms: TaskTerms,
         *,
         sender: Signer,
         permit_deadline: int | None = None,
     ) -> TxReceipt:
         """Post with an EIP-2612 permit for exactly `escrowFor(maxReplicas, maxPrice)`: no approve needed."""
         account = self.client.account(sender)
-        value = self.escrow_for(max_replicas, max_price_per_replica)
-        permit_deadline = permit_deadline or deadline
+        value = self.escrow_for(terms.max_replicas, terms.max_price_per_replica)
+        permit_deadline = permit_deadline or terms.deadline
         v, r, s = token.sign_permit(account, self.address, value, permit_deadline)
         return self._tx(
-            "postTaskWithPermit",
-            spec_hash,
-            replicas,
-            quorum,
-            max_replicas,
-            max_price_per_replica,
-            deadline,
-            value,
-            permit_deadline,
-            v,
-            r,
-            s,
-            sender=account,
+            "postTaskWithPermit", terms.as_tuple(), value, permit_deadline, v, r, s, sender=account
         )
 
+    def task_ids_of(self, receipt: TxReceipt) -> list[int]:
+        """The ids of the tasks a post receipt created, in order."""
+        return [int(e.args["taskId"]) for e in self.receipt_events(receipt, "TaskPosted")]
+
     def task_id_of(self, receipt: TxReceipt) -> int:
-        """The id of the task a postTask receipt created."""
-        posted = self.receipt_events(receipt, "TaskPosted")
-        if not posted:
+        """The id of the task a postTask receipt created (the first one of a postTasks receipt)."""
+        ids = self.task_ids_of(receipt)
+        if not ids:
             raise NotFound("no TaskPosted event in this receipt")
-        return int(posted[0].args["taskId"])
+        return ids[0]
 
     def cancel_task(self, task_id: int, *, sender: Signer) -> TxReceipt:
         return self._tx("cancelTask", task_id, sender=sender)
@@ -424,55 +478,138 @@ class Escrow(Bound):
     ) -> TxReceipt:
         return self._tx("revealMany", list(task_ids), list(result_hashes), list(salts), sender=sender)
 
-    # -------------------------------------------------------------- settler and anyone
-    def finalize(self, task_id: int, payments: Sequence[int], *, sender: Signer) -> TxReceipt:
-        return self._tx("finalize", task_id, list(payments), sender=sender)
+    # -------------------------------------------------------------- settler
+    def finalize(self, task_id: int, reports: Sequence[ReplicaReport], *, sender: Signer) -> TxReceipt:
+        """finalize(taskId, reports): one report per assigned replica, sorted by provider address (sent as
+        given, so a caller can test the escrow's checks; `build_reports` makes a correct list)."""
+        return self._tx("finalize", task_id, [r.as_tuple() for r in reports], sender=sender)
 
     def finalize_many(
-        self, task_ids: Sequence[int], payments: Sequence[Sequence[int]], *, sender: Signer
+        self,
+        task_ids: Sequence[int],
+        reports: Sequence[Sequence[ReplicaReport]],
+        *,
+        sender: Signer,
     ) -> TxReceipt:
-        return self._tx("finalizeMany", list(task_ids), [list(p) for p in payments], sender=sender)
+        return self._tx(
+            "finalizeMany",
+            list(task_ids),
+            [[r.as_tuple() for r in rs] for rs in reports],
+            sender=sender,
+        )
 
-    def expire(self, task_id: int, *, sender: Signer) -> TxReceipt:
-        return self._tx("expire", task_id, sender=sender)
+    def build_reports(
+        self,
+        task_id: int,
+        payments_by_provider: Mapping[Any, int] | None = None,  # address (any case) -> wei
+        *,
+        only_agreeing: bool = True,
+    ) -> list[ReplicaReport]:
+        """The report list finalize wants, rebuilt from TaskAssigned and ResultRevealed events: one entry per
+        assigned replica, sorted ascending by provider address, with the hash it revealed (zero if none)
+        and its payment from `payments_by_provider` (keys in any address case; missing means 0). With
+        `only_agreeing` (the default) a replica that did not reveal the accepted result is reported with
+        payment 0 whatever billing metered, as the escrow requires."""
+        events = self.events(names=["TaskAssigned", "ResultRevealed"], first_indexed=task_id)
+        providers: list[str] = []
+        revealed: dict[str, bytes] = {}
+        for event in events:
+            address = str(to_checksum_address(event.args["provider"]))
+            if event.name == "TaskAssigned":
+                if address not in providers:
+                    providers.append(address)
+            else:
+                revealed[address] = bytes(event.args["resultHash"])
+        payments = {str(to_checksum_address(k)): int(v) for k, v in (payments_by_provider or {}).items()}
+        accepted = (
+            accepted_result(revealed.values(), self.get_task(task_id).quorum) if only_agreeing else None
+        )
+        reports = []
+        for provider in providers:
+            result_hash = revealed.get(provider, ZERO_HASH)
+            payment = payments.get(provider, 0)
+            if only_agreeing and (accepted is None or result_hash != accepted):
+                payment = 0
+            reports.append(ReplicaReport(provider, result_hash, payment))
+        return sorted(reports, key=lambda r: address_key(r.provider))
+
+    # -------------------------------------------------------------- anyone
+    def expire(self, task_id: int, providers: Sequence[str] | None = None, *, sender: Signer) -> TxReceipt:
+        """expire(taskId, providers): `providers` defaults to the task's replicas from TaskAssigned events,
+        sorted by address (empty if never assigned)."""
+        listed = self.replicas_of(task_id) if providers is None else list(providers)
+        if providers is None:
+            listed.sort(key=address_key)
+        return self._tx("expire", task_id, [to_checksum_address(p) for p in listed], sender=sender)
+
+    def claim(self, *, sender: Signer) -> TxReceipt:
+        """Withdraw the sender's credits (payments, refunds, fees)."""
+        return self._tx("claim", sender=sender)
+
+    def claim_for(self, account: str, *, sender: Signer) -> TxReceipt:
+        """Push `account`'s credits to `account` (anyone may send it)."""
+        return self._tx("claimFor", to_checksum_address(account), sender=sender)
+
+    def claimed_amount(self, receipt: TxReceipt) -> int:
+        """What a claim receipt paid out (its Claimed event)."""
+        return sum(int(e.args["amount"]) for e in self.receipt_events(receipt, "Claimed"))
 
     # -------------------------------------------------------------- views
     def get_task(self, task_id: int) -> Task:
         raw = self._call("getTask", task_id)
-        (
-            customer,
-            max_price,
-            spec_hash,
-            deadline,
-            commit_deadline,
-            reveal_deadline,
-            replicas,
-            quorum,
-            max_replicas,
-            assigned,
-            fee_bps,
-            state,
-            result_hash,
-        ) = raw
+        names = [c["name"] for c in self._outputs("getTask")[0].get("components", [])]
+        fields = dict(zip(names, raw, strict=True)) if names else {}
         return Task(
-            task_id,
-            str(customer),
-            int(max_price),
-            bytes(spec_hash),
-            int(deadline),
-            int(commit_deadline),
-            int(reveal_deadline),
-            int(replicas),
-            int(quorum),
-            int(max_replicas),
-            int(assigned),
-            int(fee_bps),
-            TaskState(state),
-            bytes(result_hash),
+            task_id=task_id,
+            customer=str(fields["customer"]),
+            max_price_per_replica=int(fields["maxPricePerReplica"]),
+            deadline=int(fields["deadline"]),
+            commit_deadline=int(fields["commitDeadline"]),
+            reveal_deadline=int(fields["revealDeadline"]),
+            replicas=int(fields["replicas"]),
+            quorum=int(fields["quorum"]),
+            max_replicas=int(fields["maxReplicas"]),
+            assigned=int(fields["assigned"]),
+            round=int(fields.get("round", 0)),
+            round_size=int(fields.get("roundSize", 0)),
+            round_committed=int(fields.get("roundCommitted", 0)),
+            fee_bps=int(fields["feeBps"]),
+            state=TaskState(int(fields["state"])),
         )
 
-    def get_replicas(self, task_id: int) -> list[Replica]:
-        return [Replica(str(p), ReplicaState(s), bytes(c)) for p, s, c in self._call("getReplicas", task_id)]
+    def replica_of(self, task_id: int, provider: str) -> Replica:
+        """The provider's replica of the task (state NONE when it holds none)."""
+        address = to_checksum_address(provider)
+        state, payload = self._call("replicaOf", task_id, address)
+        return Replica(address, ReplicaState(int(state)), bytes(payload))
+
+    def replicas_of(self, task_id: int) -> list[str]:
+        """The task's replica providers in assignment order, from its TaskAssigned events."""
+        providers: list[str] = []
+        for event in self.events(names=["TaskAssigned"], first_indexed=task_id):
+            provider = to_checksum_address(event.args["provider"])
+            if provider not in providers:
+                providers.append(provider)
+        return providers
+
+    def replicas(self, task_id: int) -> list[Replica]:
+        """Every replica of the task (assignment order) with its state and payload from replicaOf."""
+        return [self.replica_of(task_id, p) for p in self.replicas_of(task_id)]
+
+    def spec_hash_of(self, task_id: int) -> bytes:
+        """The task's spec hash, from its TaskPosted event (the escrow does not store it)."""
+        posted = self.events(names=["TaskPosted"], first_indexed=task_id)
+        if not posted:
+            raise NotFound(f"no task {task_id} on chain", task_id=task_id)
+        return bytes(posted[0].args["specHash"])
+
+    def result_of(self, task_id: int) -> bytes | None:
+        """The accepted result of a Settled task (resultOf, else its TaskSettled event); None otherwise."""
+        if self.has_function("resultOf"):
+            value = bytes(self._call("resultOf", task_id))
+            return None if value == ZERO_HASH else value
+        settled = self.events(names=["TaskSettled"], first_indexed=task_id)
+        return bytes(settled[-1].args["resultHash"]) if settled else None
 
     def task_count(self) -> int:
         return int(self._call("taskCount"))
@@ -482,6 +619,16 @@ class Escrow(Bound):
 
     def total_locked(self) -> int:
         return int(self._call("totalLocked"))
+
+    def claimable(self, account: str) -> int:
+        return int(self._call("claimable", to_checksum_address(account)))
+
+    def total_claimable(self) -> int:
+        return int(self._call("totalClaimable"))
+
+    def treasury(self) -> str:
+        """Where protocol fees are credited (the DAO treasury, i.e. the Timelock)."""
+        return str(self._call("treasury"))
 
     def commitment_for(self, result_hash: bytes, salt: bytes, provider: str) -> bytes:
         return commitment_for(result_hash, salt, provider)
@@ -604,7 +751,9 @@ class Contracts:
     @classmethod
     def load(cls, client: ChainClient, deployment: Deployment) -> Contracts:
         def bind(kind: type[Any], name: str) -> Any:
-            return kind(client, deployment.address(name), deployment.abis[name])
+            bound = kind(client, deployment.address(name), deployment.abis[name])
+            bound.start_block = deployment.start_block
+            return bound
 
         return cls(
             client,

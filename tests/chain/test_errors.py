@@ -3,10 +3,19 @@ call, so no gas is spent), carrying the failing values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from eth_utils import keccak
 
-from hashgrid.chain.contracts import Contracts, TaskState, commitment_for
+from hashgrid.chain.contracts import (
+    Contracts,
+    ReplicaReport,
+    TaskState,
+    TaskTerms,
+    commitment_for,
+    low248,
+)
 from hashgrid.chain.reverts import error_class
 from hashgrid.errors import ContractRevert
 from scripts.devnet import GRID, DevAccounts, post, spec_hash_of
@@ -42,7 +51,7 @@ def test_reveal_not_matching_commit(contracts: Contracts, dev_accounts: DevAccou
     err = caught.value
     assert isinstance(err, ContractRevert) and err.error_name == "EscrowRevealMismatch"
     assert err.error_args["taskId"] == task_id and err.error_args["provider"] == liar.address
-    assert err.error_args["expected"] == commitment_for(GOOD, SALT, liar.address)
+    assert err.error_args["expected"] == low248(commitment_for(GOOD, SALT, liar.address))  # as stored
     assert str(err).startswith(
         f"reveal: EscrowRevealMismatch(taskId={task_id}, provider={liar.address}, expected=0x"
     )
@@ -67,15 +76,102 @@ def test_provider_not_assigned(contracts: Contracts, dev_accounts: DevAccounts, 
     assert caught.value.error_args == {"taskId": task_id, "caller": outsider.address}
 
 
-def test_double_finalize(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> None:
+def _reveal_all(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> list[ReplicaReport]:
+    """Every replica commits and reveals GOOD; returns the correct reports paying GRID each."""
     _commit_all(contracts, dev_accounts, task_id)
     for p in dev_accounts.providers[:3]:
         contracts.escrow.reveal(task_id, GOOD, SALT, sender=p)
-    contracts.escrow.finalize(task_id, [GRID, GRID, GRID], sender=dev_accounts.deployer)
+    return contracts.escrow.build_reports(task_id, {p.address: GRID for p in dev_accounts.providers[:3]})
+
+
+def test_double_finalize(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> None:
+    reports = _reveal_all(contracts, dev_accounts, task_id)
+    contracts.escrow.finalize(task_id, reports, sender=dev_accounts.deployer)
     with pytest.raises(error_class("EscrowTaskNotInState")) as caught:
-        contracts.escrow.finalize(task_id, [GRID, GRID, GRID], sender=dev_accounts.deployer)
+        contracts.escrow.finalize(task_id, reports, sender=dev_accounts.deployer)
     assert caught.value.error_args["state"] == TaskState.SETTLED
     assert "state=Settled(3)" in str(caught.value)
+
+
+def test_finalize_report_unsorted(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> None:
+    reports = _reveal_all(contracts, dev_accounts, task_id)
+    swapped = [reports[1], reports[0], reports[2]]
+    with pytest.raises(error_class("EscrowReportUnsorted")) as caught:
+        contracts.escrow.finalize(task_id, swapped, sender=dev_accounts.deployer)
+    assert caught.value.error_args["taskId"] == task_id
+    assert caught.value.error_args["provider"] in {r.provider for r in reports[:2]}
+    repeated = [reports[0], reports[0], reports[2]]
+    with pytest.raises(error_class("EscrowReportUnsorted")):
+        contracts.escrow.finalize(task_id, repeated, sender=dev_accounts.deployer)
+
+
+def test_finalize_report_length(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> None:
+    reports = _reveal_all(contracts, dev_accounts, task_id)
+    with pytest.raises(error_class("EscrowReportLength")) as caught:
+        contracts.escrow.finalize(task_id, reports[:2], sender=dev_accounts.deployer)
+    assert caught.value.error_args == {"taskId": task_id, "length": 2, "assigned": 3}
+
+
+def test_finalize_report_hash_mismatch(contracts: Contracts, dev_accounts: DevAccounts, task_id: int) -> None:
+    reports = _reveal_all(contracts, dev_accounts, task_id)
+    forged = keccak(text="not what it revealed")
+    reports[1] = replace(reports[1], result_hash=forged)
+    with pytest.raises(error_class("EscrowReportHashMismatch")) as caught:
+        contracts.escrow.finalize(task_id, reports, sender=dev_accounts.deployer)
+    assert caught.value.error_args == {"taskId": task_id, "provider": reports[1].provider, "reported": forged}
+
+
+def test_finalize_payment_checks(contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    escrow, operator = contracts.escrow, dev_accounts.deployer
+    task, _ = post(
+        contracts, dev_accounts.customer, spec_hash_of("payments"), replicas=3, quorum=2, max_price=PRICE
+    )
+    providers = dev_accounts.providers[:3]
+    escrow.assign(task, [p.address for p in providers], sender=operator)
+    liar = providers[2]
+    answers = {p.address: GOOD for p in providers} | {liar.address: keccak(text="bad")}
+    for p in providers:
+        escrow.commit(task, commitment_for(answers[p.address], SALT, p.address), sender=p)
+    for p in providers:
+        escrow.reveal(task, answers[p.address], SALT, sender=p)
+    metered = {p.address: GRID for p in providers}
+    unfiltered = escrow.build_reports(task, metered, only_agreeing=False)
+    with pytest.raises(error_class("EscrowPaymentToNonAgreeing")) as caught:
+        escrow.finalize(task, unfiltered, sender=operator)
+    assert caught.value.error_args == {"taskId": task, "provider": liar.address, "amount": GRID}
+    above = escrow.build_reports(task, {p.address: PRICE + 1 for p in providers})
+    with pytest.raises(error_class("EscrowPaymentAboveCap")) as caught:
+        escrow.finalize(task, above, sender=operator)
+    assert caught.value.error_args["amount"] == PRICE + 1 and caught.value.error_args["cap"] == PRICE
+    escrow.finalize(task, escrow.build_reports(task, metered), sender=operator)
+    assert escrow.get_task(task).state is TaskState.SETTLED
+
+
+def test_commit_in_a_closed_round(contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    """A replica that did not commit in its round may not commit after a later assign opened another."""
+    escrow, operator = contracts.escrow, dev_accounts.deployer
+    task, _ = post(
+        contracts,
+        dev_accounts.customer,
+        spec_hash_of("rounds"),
+        replicas=2,
+        quorum=2,
+        max_price=PRICE,
+        max_replicas=3,
+    )
+    p0, p1, p2 = dev_accounts.providers[:3]
+    escrow.assign(task, [p0.address, p1.address], sender=operator)
+    escrow.commit(task, commitment_for(GOOD, SALT, p0.address), sender=p0)
+    escrow.assign(task, [p2.address], sender=operator)  # a replacement for p1: round 2
+    assert escrow.get_task(task).round == 2
+    with pytest.raises(error_class("EscrowRoundClosed")) as caught:
+        escrow.commit(task, commitment_for(GOOD, SALT, p1.address), sender=p1)
+    assert caught.value.error_args == {
+        "taskId": task,
+        "provider": p1.address,
+        "replicaRound": 1,
+        "currentRound": 2,
+    }
 
 
 def test_allowance_too_small(contracts: Contracts, dev_accounts: DevAccounts) -> None:
@@ -84,7 +180,7 @@ def test_allowance_too_small(contracts: Contracts, dev_accounts: DevAccounts) ->
     contracts.token.approve(escrow.address, needed - 1, sender=customer)
     deadline = contracts.client.timestamp() + 86_400
     with pytest.raises(error_class("ERC20InsufficientAllowance")) as caught:
-        escrow.post_task(spec_hash_of("too little"), 3, 2, 3, PRICE, deadline, sender=customer)
+        escrow.post_task(TaskTerms(spec_hash_of("too little"), 3, 2, 3, PRICE, deadline), sender=customer)
     assert caught.value.error_args == {"spender": escrow.address, "allowance": needed - 1, "needed": needed}
 
 

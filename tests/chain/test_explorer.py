@@ -44,6 +44,8 @@ def test_task_and_provider_history(contracts: Contracts, dev_accounts: DevAccoun
     assert h.customer == dev_accounts.customer.address and (h.replicas, h.quorum) == (3, 2)
     assert h.accepted_result == "0x" + GOOD.hex() and h.agreeing == 2
     assert [r.provider for r in h.replica_views] == [p1.address, p2.address, p3.address]
+    assert [(r.replica_index, r.round) for r in h.replica_views] == [(0, 1), (1, 1), (2, 1)]
+    assert all(0 < r.commit_deadline < r.reveal_deadline for r in h.replica_views)
     assert [r.revealed_hash for r in h.replica_views] == ["0x" + x.hex() for x in (GOOD, GOOD, BAD)]
     assert all(r.commitment and r.commitment.startswith("0x") for r in h.replica_views)
     assert [r.outcome for r in h.replica_views] == ["Agreed", "Agreed", "Dissented"]
@@ -57,6 +59,7 @@ def test_task_and_provider_history(contracts: Contracts, dev_accounts: DevAccoun
     honest = explorer.provider_history(p2.address)
     assert honest.registered and honest.stake == PROVIDER_STAKE and honest.staked_in == PROVIDER_STAKE
     assert honest.rewards == 9 * GRID and honest.slashed == 0
+    assert (honest.claimed, honest.claimable) == (9 * GRID, 0)  # play_task claimed every credit
     assert [(t.task_id, t.outcome, t.paid) for t in honest.tasks] == [(task_id, "Agreed", 9 * GRID)]
 
     liar = explorer.provider_history(p3.address.lower())
@@ -68,6 +71,7 @@ def test_task_and_provider_history(contracts: Contracts, dev_accounts: DevAccoun
     assert stats.tasks == 1 and stats.tasks_by_state == {"Settled": 1} and stats.providers == 4
     assert (stats.paid_to_providers, stats.protocol_fees, stats.slashed) == (15 * GRID, fee, slashed)
     assert stats.total_locked == 0 and stats.total_staked == 4 * PROVIDER_STAKE - slashed
+    assert stats.claimed == h.escrowed and stats.total_claimable == 0
 
 
 def test_cli_prints_json_and_tables(

@@ -58,7 +58,9 @@ def test_fee_change_end_to_end_takes_effect_on_next_task(
         max_price=PRICE,
     )
     assert escrow.get_task(run.task_id).fee_bps == 300
+    # finalize credited the fee; play_task then pushed it to the treasury with claimFor
     assert token.balance_of(contracts.timelock.address) - treasury_before == 15 * GRID * 300 // 10_000
+    assert escrow.claimable(contracts.timelock.address) == 0 and len(run.receipts["claim"]) == 5
 
 
 def test_bad_parameter_is_refused_by_name(contracts: Contracts) -> None:

@@ -1,4 +1,4 @@
-"""`hashgrid provider stake | unstake | withdraw | status | earnings` against a real anvil."""
+"""`hashgrid provider stake | unstake | withdraw | status | earnings | claim` against a real anvil."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eth_utils import keccak
+
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.contracts import Contracts
 from hashgrid.chain.deployment import Deployment
-from scripts.devnet import GRID, DevAccounts
+from scripts.devnet import GRID, DevAccounts, ReplicaPlan, play_task, spec_hash_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,4 +71,42 @@ def test_earnings_of_a_fresh_provider(chain: ChainClient, deployment: Deployment
     shown = _provider("earnings", "--json", "--address", provider.address, chain=chain, deployment=deployment,
                       tmp_path=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout) == {"address": provider.address, "entries": [], "net": 0}
+    assert json.loads(shown.stdout) == {"address": provider.address, "entries": [], "net": 0, "claimable": 0,
+                                        "claimed": 0}
+
+
+def test_earnings_then_claim_credits(chain: ChainClient, deployment: Deployment, contracts: Contracts,
+                                     dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    """Finalize credits the agreeing provider in the escrow; `earnings` lists it (ReplicaFinalized.paid) as
+    claimable, `status` shows it, and `claim` moves it to the wallet."""
+    good, bad = keccak(text="good"), keccak(text="bad")
+    p1, p2, p3 = dev_accounts.providers[:3]
+    plans = [ReplicaPlan(p1, good, 6 * GRID), ReplicaPlan(p2, good, 7 * GRID), ReplicaPlan(p3, bad, 7 * GRID)]
+    run = play_task(contracts, customer=dev_accounts.customer, operator=dev_accounts.deployer,
+                    spec_hash=spec_hash_of("cli earnings"), plans=plans, quorum=2, max_price=10 * GRID,
+                    claim=False)
+    key = p1.key.hex()
+    shown = _provider("earnings", "--json", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    entries = [(e["task_id"], e["kind"], e["amount"]) for e in report["entries"]]
+    assert entries == [(run.task_id, "paid", 6 * GRID)]
+    assert (report["net"], report["claimable"], report["claimed"]) == (6 * GRID, 6 * GRID, 0)
+    status = _provider("status", "--json", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["claimable"] == 6 * GRID
+
+    before = contracts.token.balance_of(p1.address)
+    claimed = _provider("claim", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert claimed.returncode == 0, claimed.stderr
+    assert "claimed 6.000000 GRID" in claimed.stdout
+    assert contracts.token.balance_of(p1.address) - before == 6 * GRID
+    assert contracts.escrow.claimable(p1.address) == 0
+    again = _provider("claim", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert again.returncode == 0 and "nothing to claim" in again.stdout
+
+    liar = _provider("earnings", "--json", "--address", p3.address, chain=chain, deployment=deployment,
+                     tmp_path=tmp_path)
+    entries = json.loads(liar.stdout)["entries"]  # one Slashed per recipient (customer share, treasury)
+    assert {e["kind"] for e in entries} == {"slashed"} and {e["task_id"] for e in entries} == {run.task_id}
+    assert sum(e["amount"] for e in entries) == -500 * GRID  # half of its 1,000 GRID stake

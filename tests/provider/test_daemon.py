@@ -25,7 +25,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from hashgrid.chain.client import ChainClient
-from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState
+from hashgrid.chain.contracts import Contracts, ReplicaReport, ReplicaState, TaskState
 from hashgrid.chain.deployment import Deployment
 from hashgrid.content import ContentStore
 from hashgrid.spec import TaskSpec, canonical_spec, parse_spec, spec_hash
@@ -168,6 +168,14 @@ def post_and_assign(contracts: Contracts, accounts: DevAccounts, spec: TaskSpec,
     return task_id
 
 
+def finalize(contracts: Contracts, accounts: DevAccounts, task_id: int,
+             payments: dict[str, int]) -> list[ReplicaReport]:
+    """The settler's v2 finalize: reports rebuilt from TaskAssigned / ResultRevealed events (sorted)."""
+    reports = contracts.escrow.build_reports(task_id, payments)
+    contracts.escrow.finalize(task_id, reports, sender=accounts.deployer)
+    return reports
+
+
 def provider_events(contracts: Contracts, task_id: int, name: str, provider: str) -> int:
     return len(contracts.escrow.events(0, "latest", names=[name], first_indexed=task_id, provider=provider))
 
@@ -178,7 +186,9 @@ def test_three_daemons_run_a_task_to_settlement(launch: Callable[..., DaemonProc
     spec = wasm_spec(tmp_path / "content", wasm_modules["wordfreq"], replicas=3, quorum=2)
     providers = list(dev_accounts.providers[:3])
     task_id = post_and_assign(contracts, dev_accounts, spec, providers)
-    daemons = [launch(p, f"provider{i}") for i, p in enumerate(providers)]
+    # the first daemon withdraws its escrow credits by itself every second
+    daemons = [launch(p, f"provider{i}", *(["--claim-every", "1"] if i == 0 else []))
+               for i, p in enumerate(providers)]
 
     def settled_or_exited(daemon: DaemonProcess) -> Callable[[], bool]:
         return lambda: daemon.phase(task_id) == "revealed" or daemon.process.poll() is not None
@@ -201,10 +211,15 @@ def test_three_daemons_run_a_task_to_settlement(launch: Callable[..., DaemonProc
         assert provider_events(contracts, task_id, "ResultCommitted", daemon.account.address) == 1
         assert Path(row["log_path"]).exists()
 
-    contracts.escrow.finalize(task_id, [MAX_PRICE] * 3, sender=dev_accounts.deployer)
-    task = contracts.escrow.get_task(task_id)
-    assert task.state == TaskState.SETTLED
-    assert task.result_hash == result_hash
+    wallet = contracts.token.balance_of(daemons[0].account.address)
+    finalize(contracts, dev_accounts, task_id, {d.account.address: MAX_PRICE for d in daemons})
+    assert contracts.escrow.get_task(task_id).state == TaskState.SETTLED
+    assert contracts.escrow.result_of(task_id) == result_hash
+    assert all(contracts.escrow.claimable(d.account.address) == MAX_PRICE for d in daemons[1:])
+    wait_for(lambda: contracts.escrow.claimable(daemons[0].account.address) == 0, timeout=30,
+             what="the first daemon claiming its credit")
+    assert contracts.token.balance_of(daemons[0].account.address) - wallet == MAX_PRICE
+    assert "claimed" in daemons[0].log()
 
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log()
@@ -252,9 +267,10 @@ def test_daemon_killed_after_executing_resumes_without_double_commit(
     assert provider_events(contracts, task_id, "ResultCommitted", provider.address) == 1
     assert provider_events(contracts, task_id, "ResultRevealed", provider.address) == 1
 
-    contracts.escrow.finalize(task_id, [MAX_PRICE], sender=dev_accounts.deployer)
+    finalize(contracts, dev_accounts, task_id, {provider.address: MAX_PRICE})
     task = contracts.escrow.get_task(task_id)
-    assert task.state == TaskState.SETTLED and task.result_hash == bytes.fromhex(row["result_hash"])
+    assert task.state == TaskState.SETTLED
+    assert contracts.escrow.result_of(task_id) == bytes.fromhex(row["result_hash"])
 
 
 def test_crash_after_commit_fault_then_restart_reveals_once(
@@ -319,7 +335,7 @@ def test_docker_task_runs_to_reveal(launch: Callable[..., DaemonProcess], contra
     daemon = launch(provider, "provider", "--once", "--config", str(config))
     assert daemon.wait(180) == 0, daemon.log()
     assert daemon.phase(task_id) == "revealed", daemon.log()
-    contracts.escrow.finalize(task_id, [MAX_PRICE], sender=dev_accounts.deployer)
+    finalize(contracts, dev_accounts, task_id, {provider.address: MAX_PRICE})
     assert contracts.escrow.get_task(task_id).state == TaskState.SETTLED
 
 
@@ -340,9 +356,11 @@ def test_dishonest_fault_is_outvoted(launch: Callable[..., DaemonProcess], contr
         assert daemon.phase(task_id) == "revealed", daemon.log()
     hashes = [bytes.fromhex(daemon.task(task_id)["result_hash"]) for daemon in reruns]  # type: ignore[index]
     assert hashes[0] == hashes[1] != hashes[2]
-    contracts.escrow.finalize(task_id, [MAX_PRICE, MAX_PRICE, 0], sender=dev_accounts.deployer)
+    # billing metered all three; the reports pay only the two that revealed the accepted result
+    reports = finalize(contracts, dev_accounts, task_id, {p.address: MAX_PRICE for p in providers})
+    assert {r.provider: r.payment for r in reports}[providers[2].address] == 0
     task = contracts.escrow.get_task(task_id)
-    assert task.state == TaskState.SETTLED and task.result_hash == hashes[0]
+    assert task.state == TaskState.SETTLED and contracts.escrow.result_of(task_id) == hashes[0]
     finalized = contracts.escrow.events(0, "latest", names=["ReplicaFinalized"], first_indexed=task_id)
     outcomes = {e.args["provider"].lower(): int(e.args["outcome"]) for e in finalized}
     assert outcomes[providers[2].address.lower()] == ReplicaState.DISSENTED

@@ -62,11 +62,19 @@ interface IProviderRegistry {
     function withdraw() external;
 
     // ------------------------------------------------------------------ escrow entry points
-    /// @notice Lock one assignment of `provider` (reverts if its stake is below the minimum).
-    function lockForTask(address provider) external;
+    /// @notice Lock one assignment of `provider` if its stake is at least the minimum.
+    /// @return locked False (and nothing locked) when the provider is not eligible, so the escrow can revert with
+    /// its own error naming the task; one call both checks and locks.
+    function lockForTask(address provider) external returns (bool locked);
 
-    /// @notice Release one assignment of `provider`.
-    function unlockForTask(address provider) external;
+    /// @notice Lock one assignment of each of `providers` (an entry per replica; a provider may repeat) if every
+    /// one's stake is at least the minimum: the batched `lockForTask`, one call for a whole assign batch.
+    /// @return notStaked The index of the first entry whose stake is below the minimum, with nothing locked; or
+    /// `providers.length` when every entry was locked.
+    function lockForTasks(address[] calldata providers) external returns (uint256 notStaked);
+
+    /// @notice Release one assignment of each of `providers` (a finalized or expired task's replicas).
+    function unlockForTasks(address[] calldata providers) external;
 
     /// @notice Take `bps` basis points of `provider`'s stake (active first, then unbonding) for `taskId`,
     /// sending `customerShareBps` of it to `customer` and the rest to the treasury.

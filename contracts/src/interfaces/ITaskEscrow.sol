@@ -8,13 +8,26 @@ pragma solidity ^0.8.24;
 /// `maxReplicas`, to replace no-shows or to escalate a disagreement: each assign opens a new commit/reveal round);
 /// each provider commits keccak256(abi.encode(resultHash, salt, provider)) before the commit deadline and reveals
 /// once every replica has committed or the commit deadline has passed; the settler finalizes after every committed
-/// replica revealed or the reveal deadline passed. Finalize counts the quorum on chain: with `quorum` equal
-/// revealed hashes the task is Settled (agreeing replicas paid the settler's metered amount, capped per replica;
-/// dissenters and no-shows slashed; protocol fee on what was paid to the treasury; the rest refunded), without it
-/// the task is Failed (no-shows slashed, everything refunded). The customer may cancel before assignment;
-/// anyone may expire a task whose deadline passed a grace period ago, refunding it, so no funds are ever stuck.
-/// NOTE: revealed hashes are public, so replicas assigned in a later round can see earlier reveals; the
-/// verifier picks escalation replicas among trusted providers (see docs/verification.md).
+/// replica revealed or the reveal deadline passed, reporting each replica (provider, revealed hash, metered
+/// payment), which the escrow checks against what it stored. Finalize counts the quorum on chain: with `quorum`
+/// equal revealed hashes the task is Settled (agreeing replicas credited the settler's metered amount, capped per
+/// replica; dissenters and no-shows slashed; protocol fee on what was paid credited to the treasury; the rest
+/// credited back to the customer), without it the task is Failed (no-shows slashed, everything credited back).
+/// The customer may cancel before assignment; anyone may expire a task whose deadline passed a grace period ago.
+/// Money leaves the escrow only through `claim`: every payout, refund and fee is a credit first, so a batch of
+/// settlements costs one storage write per payee, not one token transfer per task.
+///
+/// NOTE: storage is one slot per replica, keyed by (task, provider): the replica's state in the top byte and a
+/// 248-bit payload (its round while Assigned, then the low 248 bits of its commitment, then of its revealed
+/// result hash). Reveals open when every replica of the current round committed or its commit deadline passed;
+/// a replica may commit only in the round it was assigned in. 248 bits keep
+/// second-preimage and collision attacks far out of reach (2^248 and 2^124 work). The replica list itself lives
+/// in TaskAssigned events; finalize and expire take it back as calldata, sorted by address, and the escrow checks
+/// it is complete (as many entries as replicas assigned, each holding a replica of the task). The spec hash is
+/// recorded in TaskPosted only, the accepted result hash in TaskSettled only (storing it would cost a fresh slot,
+/// 22k gas, per task: over the gas budget; see docs/gas.md).
+/// Revealed hashes are public, so replicas assigned in a later round can see earlier reveals; the verifier picks
+/// escalation replicas among trusted providers (see docs/verification.md).
 interface ITaskEscrow {
     enum TaskState {
         None, // 0: no such task
@@ -27,7 +40,7 @@ interface ITaskEscrow {
     }
 
     enum ReplicaState {
-        None, // 0
+        None, // 0: the provider holds no replica of the task
         Assigned, // 1: waiting for its commit
         Committed, // 2: commitment recorded
         Revealed, // 3: result hash revealed
@@ -37,28 +50,41 @@ interface ITaskEscrow {
         Released // 7: finalized without quorum or expired, neither paid nor slashed
     }
 
-    /// @notice One task as stored.
-    struct Task {
-        address customer;
-        uint96 maxPricePerReplica;
+    /// @notice The terms of one task, as posted.
+    struct TaskTerms {
         bytes32 specHash;
-        uint64 deadline; // unix time after which the task may be expired (after the grace period)
-        uint64 commitDeadline; // current round
-        uint64 revealDeadline; // current round
         uint8 replicas; // k: replicas wanted in the first round
         uint8 quorum; // q: equal revealed hashes needed
         uint8 maxReplicas; // replicas paid for in escrow (>= replicas), room for replacements and escalation
-        uint8 assigned; // replicas assigned so far (all rounds)
-        uint16 feeBps; // protocol fee rate fixed at post time
-        TaskState state;
-        bytes32 resultHash; // accepted result, once Settled
+        uint96 maxPricePerReplica;
+        uint64 deadline; // unix time after which the task may be expired (after the grace period)
     }
 
-    /// @notice One replica (a provider's run of a task) as stored.
-    struct Replica {
+    /// @notice One task as stored (two slots).
+    struct Task {
+        address customer;
+        uint96 maxPricePerReplica;
+        uint40 deadline;
+        uint40 commitDeadline; // current round
+        uint40 revealDeadline; // current round
+        uint8 replicas;
+        uint8 quorum;
+        uint8 maxReplicas;
+        uint8 assigned; // replicas assigned so far (all rounds)
+        uint8 round; // current commit/reveal round (1 after the first assign)
+        uint8 roundSize; // replicas assigned in the current round
+        uint8 roundCommitted; // of those, how many committed
+        uint16 feeBps; // protocol fee rate fixed at post time
+        TaskState state;
+    }
+
+    /// @notice What the settler reports for one replica at finalize: entries sorted by `provider`, one per
+    /// assigned replica. `resultHash` is what the replica revealed (ignored if it did not reveal); `payment` what
+    /// it earned (0 unless it agrees with the accepted result; at most `maxPricePerReplica`).
+    struct ReplicaReport {
         address provider;
-        ReplicaState state;
-        bytes32 commitment; // the commitment, replaced by the revealed result hash on reveal
+        bytes32 resultHash;
+        uint96 payment;
     }
 
     // ------------------------------------------------------------------ errors
@@ -69,7 +95,7 @@ interface ITaskEscrow {
     error EscrowInvalidReplication(uint8 replicas, uint8 quorum, uint8 maxReplicas);
     error EscrowZeroPrice();
     error EscrowZeroSpecHash();
-    /// @notice The deadline `deadline` is not after now (`nowTime`) plus the commit and reveal windows.
+    /// @notice The deadline `deadline` is not after now plus the commit and reveal windows (`earliest`).
     error EscrowDeadlineTooSoon(uint64 deadline, uint64 earliest);
     /// @notice Only the task's customer may do this; `caller` is not it.
     error EscrowNotCustomer(uint256 taskId, address caller);
@@ -85,30 +111,35 @@ interface ITaskEscrow {
     error EscrowNotAssigned(uint256 taskId, address caller);
     /// @notice The replica of `provider` is in `state`, which does not allow this action.
     error EscrowReplicaNotInState(uint256 taskId, address provider, ReplicaState state);
+    /// @notice `provider` was assigned in round `replicaRound` and may not commit in round `currentRound`
+    /// (a replica that missed its round could otherwise copy reveals made public since).
+    error EscrowRoundClosed(uint256 taskId, address provider, uint8 replicaRound, uint8 currentRound);
     /// @notice The commit window closed at `commitDeadline`; it is `nowTime`.
     error EscrowCommitWindowClosed(uint256 taskId, uint64 commitDeadline, uint64 nowTime);
     /// @notice Reveals open once every replica committed or at `commitDeadline`; it is `nowTime`.
     error EscrowRevealNotOpen(uint256 taskId, uint64 commitDeadline, uint64 nowTime);
-    /// @notice The replica of `provider` (index `replicaIndex`) belongs to an earlier round, which a later assign
-    /// (starting at index `roundStart`) closed: it may no longer commit. Added so that a replica that never
-    /// committed cannot commit after seeing the earlier round's public reveals.
-    error EscrowRoundClosed(uint256 taskId, address provider, uint256 replicaIndex, uint8 roundStart);
     /// @notice The reveal window closed at `revealDeadline`; it is `nowTime`.
     error EscrowRevealWindowClosed(uint256 taskId, uint64 revealDeadline, uint64 nowTime);
-    /// @notice The revealed hash and salt do not match the commitment.
+    /// @notice The revealed hash and salt do not match the commitment (both as stored: low 248 bits).
     error EscrowRevealMismatch(uint256 taskId, address provider, bytes32 expected, bytes32 computed);
     /// @notice Finalize needs every committed replica revealed or the reveal deadline (`revealDeadline`) passed.
     error EscrowRevealsPending(uint256 taskId, uint64 revealDeadline, uint64 nowTime);
-    /// @notice `payments` has `length` entries but the task has `assigned` replicas.
-    error EscrowPaymentsLength(uint256 taskId, uint256 length, uint256 assigned);
-    /// @notice Payment `amount` for a replica exceeds the per-replica cap `cap`.
-    error EscrowPaymentAboveCap(uint256 taskId, uint256 replicaIndex, uint256 amount, uint256 cap);
+    /// @notice The report lists `length` replicas but the task has `assigned`.
+    error EscrowReportLength(uint256 taskId, uint256 length, uint256 assigned);
+    /// @notice Report entries must be sorted by provider with no repeats; `provider` is out of order.
+    error EscrowReportUnsorted(uint256 taskId, address provider);
+    /// @notice The reported hash of `provider` is not what it revealed.
+    error EscrowReportHashMismatch(uint256 taskId, address provider, bytes32 reported);
+    /// @notice Payment `amount` for `provider` exceeds the per-replica cap `cap`.
+    error EscrowPaymentAboveCap(uint256 taskId, address provider, uint256 amount, uint256 cap);
     /// @notice A payment was set for a replica that did not agree with the accepted result.
-    error EscrowPaymentToNonAgreeing(uint256 taskId, uint256 replicaIndex, uint256 amount);
+    error EscrowPaymentToNonAgreeing(uint256 taskId, address provider, uint256 amount);
     /// @notice The task may be expired only at `expiresAt`; it is `nowTime`.
     error EscrowNotExpired(uint256 taskId, uint64 expiresAt, uint64 nowTime);
     /// @notice Batch arrays have different lengths.
     error EscrowBatchLengthMismatch(uint256 a, uint256 b);
+    /// @notice `account` has nothing to claim.
+    error EscrowNothingToClaim(address account);
     /// @notice A parameter value is out of its allowed range.
     error EscrowParameterOutOfRange(bytes32 name, uint256 value);
 
@@ -125,42 +156,36 @@ interface ITaskEscrow {
         uint256 escrowed
     );
     event TaskCancelled(uint256 indexed taskId, uint256 refunded);
-    /// @notice `provider` got replica `replicaIndex`; the round's windows close at the given deadlines.
-    event TaskAssigned(uint256 indexed taskId, address indexed provider, uint8 replicaIndex, uint64 commitDeadline, uint64 revealDeadline);
+    /// @notice `provider` got a replica of the task (in the round opened by the RoundOpened of the same call).
+    event TaskAssigned(uint256 indexed taskId, address indexed provider);
+    /// @notice An assign opened a commit/reveal round; `assigned` replicas are on the task now.
+    event RoundOpened(uint256 indexed taskId, uint8 assigned, uint64 commitDeadline, uint64 revealDeadline);
     event ResultCommitted(uint256 indexed taskId, address indexed provider, bytes32 commitment);
     event ResultRevealed(uint256 indexed taskId, address indexed provider, bytes32 resultHash);
-    /// @notice Quorum reached on `resultHash` with `agreeing` equal reveals.
+    /// @notice Quorum reached on `resultHash` with `agreeing` equal reveals; amounts credited.
     event TaskSettled(uint256 indexed taskId, bytes32 resultHash, uint8 agreeing, uint256 paid, uint256 fee, uint256 refunded);
-    /// @notice No quorum; the customer got `refunded` back.
+    /// @notice No quorum; the customer was credited `refunded`.
     event TaskFailed(uint256 indexed taskId, uint256 refunded);
     event TaskExpired(uint256 indexed taskId, uint256 refunded);
-    /// @notice `provider` was paid `amount` for its agreeing replica.
-    event ProviderPaid(uint256 indexed taskId, address indexed provider, uint256 amount);
-    /// @notice `provider`'s replica ended as `outcome` (Agreed, Dissented, NoShow or Released).
-    event ReplicaFinalized(uint256 indexed taskId, address indexed provider, ReplicaState outcome);
+    /// @notice `provider`'s replica ended as `outcome` (Agreed, Dissented, NoShow or Released), credited `paid`.
+    event ReplicaFinalized(uint256 indexed taskId, address indexed provider, ReplicaState outcome, uint256 paid);
+    /// @notice `account` withdrew `amount` of its credits.
+    event Claimed(address indexed account, uint256 amount);
     event EscrowParameterChanged(bytes32 indexed name, uint256 oldValue, uint256 newValue);
 
     // ------------------------------------------------------------------ customer
-    /// @notice Post a task, pulling `maxReplicas * maxPricePerReplica` plus the fee with transferFrom.
+    /// @notice Post a task, pulling `escrowFor(maxReplicas, maxPricePerReplica)` with transferFrom.
     /// @return taskId The new task's id (ids start at 1).
-    function postTask(
-        bytes32 specHash,
-        uint8 replicas,
-        uint8 quorum,
-        uint8 maxReplicas,
-        uint96 maxPricePerReplica,
-        uint64 deadline
-    ) external returns (uint256 taskId);
+    function postTask(TaskTerms calldata terms) external returns (uint256 taskId);
 
-    /// @notice Post a task, authorising the transfer with an EIP-2612 permit for exactly `escrowFor(...)`
-    /// (or more) signed by the caller.
+    /// @notice Post several tasks with one transferFrom of their total.
+    /// @return firstTaskId The first new id; the others follow consecutively.
+    function postTasks(TaskTerms[] calldata terms) external returns (uint256 firstTaskId);
+
+    /// @notice Post a task, authorising the transfer with an EIP-2612 permit signed by the caller for
+    /// `permitValue` (at least what the post pulls).
     function postTaskWithPermit(
-        bytes32 specHash,
-        uint8 replicas,
-        uint8 quorum,
-        uint8 maxReplicas,
-        uint96 maxPricePerReplica,
-        uint64 deadline,
+        TaskTerms calldata terms,
         uint256 permitValue,
         uint256 permitDeadline,
         uint8 v,
@@ -168,7 +193,7 @@ interface ITaskEscrow {
         bytes32 s
     ) external returns (uint256 taskId);
 
-    /// @notice Cancel a task that has not been assigned yet; refunds everything.
+    /// @notice Cancel a task that has not been assigned yet; credits everything back.
     function cancelTask(uint256 taskId) external;
 
     // ------------------------------------------------------------------ matcher (MATCHER_ROLE)
@@ -191,24 +216,34 @@ interface ITaskEscrow {
     function revealMany(uint256[] calldata taskIds, bytes32[] calldata resultHashes, bytes32[] calldata salts) external;
 
     // ------------------------------------------------------------------ settler (SETTLER_ROLE)
-    /// @notice Count the quorum and settle: `payments[i]` is what replica i earns (metered by billing), which
-    /// must be 0 for a replica that did not agree and at most `maxPricePerReplica`.
-    function finalize(uint256 taskId, uint96[] calldata payments) external;
+    /// @notice Count the quorum and settle from the settler's report of every replica (see ReplicaReport).
+    function finalize(uint256 taskId, ReplicaReport[] calldata reports) external;
 
-    function finalizeMany(uint256[] calldata taskIds, uint96[][] calldata payments) external;
+    function finalizeMany(uint256[] calldata taskIds, ReplicaReport[][] calldata reports) external;
 
     // ------------------------------------------------------------------ anyone
-    /// @notice Refund a task whose deadline plus `expiryGrace` has passed and that is not yet settled.
-    function expire(uint256 taskId) external;
+    /// @notice Refund a task whose deadline plus `expiryGrace` has passed and that is not yet closed;
+    /// `providers` lists its replicas sorted by address (empty if it was never assigned).
+    function expire(uint256 taskId, address[] calldata providers) external;
+
+    /// @notice Withdraw the caller's credits (payments, refunds, fees).
+    function claim() external returns (uint256 amount);
+
+    /// @notice Withdraw `account`'s credits to `account` (anyone may push them; the money goes to its owner).
+    function claimFor(address account) external returns (uint256 amount);
 
     // ------------------------------------------------------------------ views
     function getTask(uint256 taskId) external view returns (Task memory);
-    function getReplicas(uint256 taskId) external view returns (Replica[] memory);
+    /// @notice The provider's replica of a task: its state and the stored 248-bit payload (commitment or hash).
+    function replicaOf(uint256 taskId, address provider) external view returns (ReplicaState state, bytes32 payload);
     function taskCount() external view returns (uint256);
-    /// @notice What postTask pulls for these terms at the current fee.
+    /// @notice What a post pulls for these terms at the current fee.
     function escrowFor(uint8 maxReplicas, uint96 maxPricePerReplica) external view returns (uint256);
-    /// @notice Sum of what the escrow still owes (locked for Posted and Assigned tasks).
+    /// @notice Sum of what the escrow still owes for open (Posted and Assigned) tasks.
     function totalLocked() external view returns (uint256);
+    /// @notice Sum of all unclaimed credits.
+    function totalClaimable() external view returns (uint256);
+    function claimable(address account) external view returns (uint256);
     function commitmentFor(bytes32 resultHash, bytes32 salt, address provider) external pure returns (bytes32);
     function protocolFeeBps() external view returns (uint16);
     function commitWindow() external view returns (uint64);
@@ -216,7 +251,6 @@ interface ITaskEscrow {
     function expiryGrace() external view returns (uint64);
     function slashDissentBps() external view returns (uint16);
     function slashNoShowBps() external view returns (uint16);
-    /// @notice Where protocol fees go (the DAO treasury, i.e. the Timelock).
     function treasury() external view returns (address);
 
     // ------------------------------------------------------------------ governance (DEFAULT_ADMIN_ROLE)

@@ -103,7 +103,7 @@ contract ProviderRegistryTest is Fixture {
         vm.prank(providers[0]);
         registry.requestUnstake(1_001e18);
         vm.prank(address(escrow));
-        registry.lockForTask(providers[0]);
+        assertTrue(registry.lockForTask(providers[0]));
         assertEq(registry.activeAssignments(providers[0]), 1);
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryStakeLocked.selector, providers[0], 1));
         vm.prank(providers[0]);
@@ -111,28 +111,99 @@ contract ProviderRegistryTest is Fixture {
     }
 
     function test_escrowOnly() public {
+        address[] memory one = new address[](1);
+        one[0] = providers[0];
+        vm.startPrank(alice);
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
-        vm.prank(alice);
         registry.lockForTask(providers[0]);
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
-        vm.prank(alice);
-        registry.unlockForTask(providers[0]);
+        registry.lockForTasks(one);
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
-        vm.prank(alice);
+        registry.unlockForTasks(one);
+        vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
         registry.slash(providers[0], 1, 100, customer);
+        vm.stopPrank();
         vm.startPrank(address(escrow));
-        vm.expectRevert(
-            abi.encodeWithSelector(IProviderRegistry.RegistryStakeBelowMinimum.selector, alice, 0, MIN_STAKE)
-        );
-        registry.lockForTask(alice);
-        vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryNotLocked.selector, providers[0]));
-        registry.unlockForTask(providers[0]);
-        registry.lockForTask(providers[0]);
-        registry.unlockForTask(providers[0]);
         vm.expectRevert(
             abi.encodeWithSelector(IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("slashBps"), 10_001)
         );
         registry.slash(providers[0], 1, 10_001, customer);
+        vm.stopPrank();
+    }
+
+    function test_lockForTask_returnsFalseBelowMinimum() public {
+        vm.startPrank(address(escrow));
+        assertFalse(registry.lockForTask(alice));
+        assertEq(registry.activeAssignments(alice), 0);
+        assertTrue(registry.lockForTask(providers[0]));
+        assertEq(registry.activeAssignments(providers[0]), 1);
+        vm.stopPrank();
+    }
+
+    function test_lockForTasks_countsRepeatsAndUnlocks() public {
+        // 3 providers, repeated as an assign batch repeats them
+        address[] memory batch = new address[](9);
+        for (uint256 i; i < 9; ++i) {
+            batch[i] = providers[i % 3];
+        }
+        vm.startPrank(address(escrow));
+        assertEq(registry.lockForTasks(batch), 9);
+        for (uint256 i; i < 3; ++i) {
+            assertEq(registry.activeAssignments(providers[i]), 3);
+        }
+        registry.unlockForTasks(batch);
+        for (uint256 i; i < 3; ++i) {
+            assertEq(registry.activeAssignments(providers[i]), 0);
+        }
+        vm.stopPrank();
+    }
+
+    function test_lockForTasks_manyProvidersShareTableEntries() public {
+        // 40 distinct stakers: more than the 16 table entries, so entries are flushed and reused
+        address[] memory many = new address[](80);
+        for (uint256 i; i < 40; ++i) {
+            address p = makeAddr(string.concat("staker", vm.toString(i)));
+            _stake(p, MIN_STAKE);
+            many[i] = p;
+            many[79 - i] = p;
+        }
+        vm.startPrank(address(escrow));
+        assertEq(registry.lockForTasks(many), 80);
+        for (uint256 i; i < 40; ++i) {
+            assertEq(registry.activeAssignments(many[i]), 2);
+        }
+        registry.unlockForTasks(many);
+        for (uint256 i; i < 40; ++i) {
+            assertEq(registry.activeAssignments(many[i]), 0);
+        }
+        vm.stopPrank();
+    }
+
+    function test_lockForTasks_ineligibleLocksNothing() public {
+        address[] memory batch = new address[](4);
+        (batch[0], batch[1], batch[2], batch[3]) = (providers[0], providers[1], alice, providers[0]);
+        vm.startPrank(address(escrow));
+        assertEq(registry.lockForTasks(batch), 2);
+        assertEq(registry.activeAssignments(providers[0]), 0);
+        assertEq(registry.activeAssignments(providers[1]), 0);
+        address[] memory zero = new address[](1);
+        assertEq(registry.lockForTasks(zero), 0, "address 0 has no stake");
+        vm.stopPrank();
+    }
+
+    function test_unlockForTasks_revertsWhenNotLocked() public {
+        address[] memory twice = new address[](2);
+        (twice[0], twice[1]) = (providers[0], providers[0]);
+        address[] memory once = new address[](1);
+        once[0] = providers[0];
+        vm.startPrank(address(escrow));
+        registry.lockForTasks(once);
+        vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryNotLocked.selector, providers[0]));
+        registry.unlockForTasks(twice);
+        address[] memory zero = new address[](1);
+        vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryNotLocked.selector, address(0)));
+        registry.unlockForTasks(zero);
+        registry.unlockForTasks(once);
         vm.stopPrank();
         assertEq(registry.activeAssignments(providers[0]), 0);
     }

@@ -3,11 +3,12 @@ pragma solidity ^0.8.24;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {ITaskEscrow} from "../../src/interfaces/ITaskEscrow.sol";
-import {IProviderRegistry} from "../../src/interfaces/IProviderRegistry.sol";
-import {TaskEscrow} from "../../src/TaskEscrow.sol";
 import {Fixture} from "../utils/Fixture.sol";
 
+/// @dev Every entry point of TaskEscrow v2: its happy path, its events, and each custom error with exact values.
 contract TaskEscrowTest is Fixture {
+    uint256 internal constant PAYLOAD = (1 << 248) - 1;
+
     // ------------------------------------------------------------------ post
 
     function test_postTask_locksEscrowAndEmits() public {
@@ -22,15 +23,86 @@ contract TaskEscrowTest is Fixture {
         assertEq(token.balanceOf(customer), before - escrowed);
         assertEq(token.balanceOf(address(escrow)), escrowed);
         assertEq(escrow.totalLocked(), escrowed);
+        assertEq(escrow.totalClaimable(), 0);
         ITaskEscrow.Task memory t = escrow.getTask(id);
         assertEq(t.customer, customer);
         assertEq(t.maxPricePerReplica, PRICE);
-        assertEq(t.specHash, SPEC);
+        assertEq(t.deadline, _deadline());
+        assertEq(t.commitDeadline, 0);
+        assertEq(t.revealDeadline, 0);
         assertEq(t.replicas, 3);
         assertEq(t.quorum, 2);
         assertEq(t.maxReplicas, 5);
+        assertEq(t.assigned, 0);
+        assertEq(t.round, 0);
+        assertEq(t.roundSize, 0);
+        assertEq(t.roundCommitted, 0);
         assertEq(t.feeBps, FEE);
         assertEq(uint8(t.state), uint8(ITaskEscrow.TaskState.Posted));
+    }
+
+    function test_postTasks_onePullForTheBatch() public {
+        ITaskEscrow.TaskTerms[] memory terms = new ITaskEscrow.TaskTerms[](3);
+        terms[0] = _terms(1, 1, 1);
+        terms[1] = _terms(3, 2, 4);
+        terms[2] = _terms(2, 2, 2);
+        terms[2].specHash = OTHER;
+        terms[2].maxPricePerReplica = 3e18;
+        uint256 total = escrow.escrowFor(1, PRICE) + escrow.escrowFor(4, PRICE) + escrow.escrowFor(2, 3e18);
+        _post(1, 1, 1); // id 1
+        uint256 before = token.balanceOf(customer);
+        vm.expectEmit(address(escrow));
+        emit ITaskEscrow.TaskPosted(4, customer, OTHER, 2, 2, 2, 3e18, _deadline(), escrow.escrowFor(2, 3e18));
+        vm.prank(customer);
+        uint256 first = escrow.postTasks(terms);
+        assertEq(first, 2);
+        assertEq(escrow.taskCount(), 4);
+        assertEq(token.balanceOf(customer), before - total);
+        assertEq(escrow.totalLocked(), total + escrow.escrowFor(1, PRICE));
+        assertEq(escrow.getTask(3).maxReplicas, 4);
+        assertEq(escrow.getTask(4).maxPricePerReplica, 3e18);
+        // an empty batch posts nothing and returns the next id
+        vm.prank(customer);
+        assertEq(escrow.postTasks(new ITaskEscrow.TaskTerms[](0)), 5);
+        assertEq(escrow.taskCount(), 4);
+    }
+
+    function test_postTasks_emitsOneTransfer() public {
+        ITaskEscrow.TaskTerms[] memory terms = new ITaskEscrow.TaskTerms[](5);
+        for (uint256 i; i < 5; ++i) {
+            terms[i] = _terms(1, 1, 1);
+        }
+        vm.recordLogs();
+        vm.prank(customer);
+        escrow.postTasks(terms);
+        _countTransfers(keccak256("Transfer(address,address,uint256)"));
+        assertEq(_transfers, 1, "one pull for the batch");
+        assertEq(_transferred, 5 * escrow.escrowFor(1, PRICE));
+    }
+
+    uint256 internal _transfers;
+    uint256 internal _transferred;
+
+    function _countTransfers(bytes32 topic) internal {
+        Log[] memory logs = _logs();
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter == address(token) && logs[i].topics[0] == topic) {
+                ++_transfers;
+                _transferred += abi.decode(logs[i].data, (uint256));
+            }
+        }
+    }
+
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function _logs() internal returns (Log[] memory out) {
+        // forge-std's Vm.Log has the same layout
+        bytes memory raw = abi.encode(vm.getRecordedLogs());
+        out = abi.decode(raw, (Log[]));
     }
 
     function test_postTaskWithPermit() public {
@@ -41,44 +113,84 @@ contract TaskEscrowTest is Fixture {
         bytes32 digest = _permitDigest(payer, address(escrow), value, token.nonces(payer), permitDeadline);
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(pk, digest);
         vm.prank(payer);
-        uint256 id = escrow.postTaskWithPermit(SPEC, 3, 2, 3, PRICE, _deadline(), value, permitDeadline, v, r, s);
+        uint256 id = escrow.postTaskWithPermit(_terms(3, 2, 3), value, permitDeadline, v, r, s);
         assertEq(escrow.getTask(id).customer, payer);
         assertEq(token.balanceOf(address(escrow)), value);
         assertEq(token.allowance(payer, address(escrow)), 0);
     }
 
     function test_postTask_revertsOnBadTerms() public {
+        ITaskEscrow.TaskTerms memory t = _terms(1, 1, 1);
         vm.startPrank(customer);
+        t.specHash = bytes32(0);
         vm.expectRevert(ITaskEscrow.EscrowZeroSpecHash.selector);
-        escrow.postTask(bytes32(0), 1, 1, 1, PRICE, _deadline());
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowInvalidReplication.selector, 3, 0, 3));
-        escrow.postTask(SPEC, 3, 0, 3, PRICE, _deadline());
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowInvalidReplication.selector, 3, 4, 3));
-        escrow.postTask(SPEC, 3, 4, 3, PRICE, _deadline());
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowInvalidReplication.selector, 4, 2, 3));
-        escrow.postTask(SPEC, 4, 2, 3, PRICE, _deadline());
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowInvalidReplication.selector, 3, 2, 17));
-        escrow.postTask(SPEC, 3, 2, 17, PRICE, _deadline());
+        escrow.postTask(t);
+        _expectBadReplication(3, 0, 3);
+        _expectBadReplication(3, 4, 3);
+        _expectBadReplication(4, 2, 3);
+        _expectBadReplication(3, 2, 17);
+        t = _terms(3, 2, 3);
+        t.maxPricePerReplica = 0;
         vm.expectRevert(ITaskEscrow.EscrowZeroPrice.selector);
-        escrow.postTask(SPEC, 3, 2, 3, 0, _deadline());
+        escrow.postTask(t);
         uint64 earliest = uint64(block.timestamp) + COMMIT_WINDOW + REVEAL_WINDOW;
+        t = _terms(3, 2, 3);
+        t.deadline = earliest;
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDeadlineTooSoon.selector, earliest, earliest));
-        escrow.postTask(SPEC, 3, 2, 3, PRICE, earliest);
+        escrow.postTask(t);
+        t.deadline = uint64(1) << 40;
+        vm.expectRevert(
+            abi.encodeWithSelector(ITaskEscrow.EscrowParameterOutOfRange.selector, bytes32("deadline"), uint256(1) << 40)
+        );
+        escrow.postTask(t);
+        // a bad entry fails the whole batch
+        ITaskEscrow.TaskTerms[] memory terms = new ITaskEscrow.TaskTerms[](2);
+        terms[0] = _terms(1, 1, 1);
+        terms[1] = _terms(1, 1, 1);
+        terms[1].maxPricePerReplica = 0;
+        vm.expectRevert(ITaskEscrow.EscrowZeroPrice.selector);
+        escrow.postTasks(terms);
         vm.stopPrank();
+        // a price word out of uint96 range (hand-encoded calldata)
+        bytes memory data = abi.encodeCall(escrow.postTask, (_terms(1, 1, 1)));
+        assembly {
+            mstore(add(data, add(0x24, 0x80)), shl(96, 1))
+        }
+        vm.prank(customer);
+        (bool ok, bytes memory ret) = address(escrow).call(data);
+        assertFalse(ok);
+        assertEq(
+            ret,
+            abi.encodeWithSelector(
+                ITaskEscrow.EscrowParameterOutOfRange.selector, bytes32("maxPricePerReplica"), uint256(1) << 96
+            )
+        );
+        assertEq(escrow.taskCount(), 0);
+    }
+
+    function _expectBadReplication(uint8 k, uint8 q, uint8 maxK) internal {
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowInvalidReplication.selector, k, q, maxK));
+        escrow.postTask(_terms(k, q, maxK));
     }
 
     // ------------------------------------------------------------------ cancel
 
-    function test_cancelTask_refundsAll() public {
+    function test_cancelTask_creditsEverythingBack() public {
         uint256 before = token.balanceOf(customer);
         uint256 id = _post(3, 2, 3);
+        uint256 escrowed = escrow.escrowFor(3, PRICE);
         vm.expectEmit(address(escrow));
-        emit ITaskEscrow.TaskCancelled(id, escrow.escrowFor(3, PRICE));
+        emit ITaskEscrow.TaskCancelled(id, escrowed);
         vm.prank(customer);
         escrow.cancelTask(id);
-        assertEq(token.balanceOf(customer), before);
         assertEq(escrow.totalLocked(), 0);
+        assertEq(escrow.claimable(customer), escrowed);
+        assertEq(escrow.totalClaimable(), escrowed);
         assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Cancelled));
+        vm.prank(customer);
+        assertEq(escrow.claim(), escrowed);
+        assertEq(token.balanceOf(customer), before);
+        assertEq(token.balanceOf(address(escrow)), 0);
     }
 
     function test_cancelTask_reverts() public {
@@ -101,79 +213,121 @@ contract TaskEscrowTest is Fixture {
     function test_assign_locksProvidersAndOpensRound() public {
         uint256 id = _post(3, 2, 5);
         uint64 cd = uint64(block.timestamp) + COMMIT_WINDOW;
+        for (uint256 i; i < 3; ++i) {
+            vm.expectEmit(address(escrow));
+            emit ITaskEscrow.TaskAssigned(id, providers[i]);
+        }
         vm.expectEmit(address(escrow));
-        emit ITaskEscrow.TaskAssigned(id, providers[0], 0, cd, cd + REVEAL_WINDOW);
+        emit ITaskEscrow.RoundOpened(id, 3, cd, cd + REVEAL_WINDOW);
         _assign(id, _providers(0, 3));
         ITaskEscrow.Task memory t = escrow.getTask(id);
         assertEq(uint8(t.state), uint8(ITaskEscrow.TaskState.Assigned));
         assertEq(t.assigned, 3);
+        assertEq(t.round, 1);
+        assertEq(t.roundSize, 3);
+        assertEq(t.roundCommitted, 0);
         assertEq(t.commitDeadline, cd);
         assertEq(t.revealDeadline, cd + REVEAL_WINDOW);
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
-        assertEq(reps.length, 3);
+        assertEq(t.replicas, 3);
+        assertEq(t.quorum, 2);
+        assertEq(t.maxReplicas, 5);
+        assertEq(t.feeBps, FEE);
+        assertEq(t.deadline, _deadline());
         for (uint256 i; i < 3; ++i) {
-            assertEq(reps[i].provider, providers[i]);
-            assertEq(uint8(reps[i].state), uint8(ITaskEscrow.ReplicaState.Assigned));
+            (ITaskEscrow.ReplicaState s, bytes32 payload) = escrow.replicaOf(id, providers[i]);
+            assertEq(uint8(s), uint8(ITaskEscrow.ReplicaState.Assigned));
+            assertEq(uint256(payload), 1, "payload: the round");
             assertEq(registry.activeAssignments(providers[i]), 1);
         }
+        (ITaskEscrow.ReplicaState none,) = escrow.replicaOf(id, providers[3]);
+        assertEq(uint8(none), uint8(ITaskEscrow.ReplicaState.None));
+        // a second round: one more replica, round 2
+        vm.warp(block.timestamp + 10);
+        _assign(id, _providers(3, 1));
+        t = escrow.getTask(id);
+        assertEq(t.assigned, 4);
+        assertEq(t.round, 2);
+        assertEq(t.roundSize, 1);
+        assertEq(t.commitDeadline, cd + 10);
+        (, bytes32 p3) = escrow.replicaOf(id, providers[3]);
+        assertEq(uint256(p3), 2);
     }
 
     function test_assignMany() public {
         uint256 a = _post(1, 1, 1);
         uint256 b = _post(2, 1, 2);
-        uint256[] memory ids = new uint256[](2);
-        (ids[0], ids[1]) = (a, b);
+        uint256[] memory ids = _ids(a, b);
         address[][] memory ps = new address[][](2);
         ps[0] = _providers(0, 1);
-        ps[1] = _providers(1, 2);
+        ps[1] = _providers(0, 2);
         vm.prank(matcher);
         escrow.assignMany(ids, ps);
         assertEq(escrow.getTask(a).assigned, 1);
         assertEq(escrow.getTask(b).assigned, 2);
+        assertEq(registry.activeAssignments(providers[0]), 2);
+        assertEq(registry.activeAssignments(providers[1]), 1);
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowBatchLengthMismatch.selector, 2, 1));
         vm.prank(matcher);
         escrow.assignMany(ids, new address[][](1));
     }
 
+    function test_assignMany_namesTheUnstakedProviderAndLocksNothing() public {
+        address broke = makeAddr("broke");
+        uint256 a = _post(2, 1, 2);
+        uint256 b = _post(2, 1, 2);
+        address[][] memory ps = new address[][](2);
+        ps[0] = _providers(0, 2);
+        ps[1] = new address[](2);
+        (ps[1][0], ps[1][1]) = (providers[2], broke);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowProviderNotStaked.selector, b, broke));
+        vm.prank(matcher);
+        escrow.assignMany(_ids(a, b), ps);
+        assertEq(registry.activeAssignments(providers[0]), 0);
+        assertEq(uint8(escrow.getTask(a).state), uint8(ITaskEscrow.TaskState.Posted));
+    }
+
     function test_assign_reverts() public {
         address[] memory three = _providers(0, 3);
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotFound.selector, 9));
-        vm.prank(matcher);
-        escrow.assign(9, three);
-
+        _assign(9, three);
         uint256 id = _post(3, 2, 4);
         vm.expectRevert(
             abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, customer, escrow.MATCHER_ROLE())
         );
         vm.prank(customer);
         escrow.assign(id, three);
-
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowWrongReplicaCount.selector, id, 2, 3));
         _assign(id, _providers(0, 2));
-
         address[] memory dup = _providers(0, 3);
-        dup[2] = dup[0];
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDuplicateProvider.selector, id, dup[0]));
+        dup[2] = providers[0];
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDuplicateProvider.selector, id, providers[0]));
         _assign(id, dup);
-
-        address nobody = makeAddr("nobody");
-        address[] memory unstaked = _providers(0, 3);
-        unstaked[1] = nobody;
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowProviderNotStaked.selector, id, nobody));
-        _assign(id, unstaked);
-
+        address broke = makeAddr("broke");
+        address[] memory withBroke = _providers(0, 3);
+        withBroke[1] = broke;
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowProviderNotStaked.selector, id, broke));
+        _assign(id, withBroke);
         _assign(id, three);
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDuplicateProvider.selector, id, providers[1]));
-        _assign(id, _providers(1, 1));
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTooManyReplicas.selector, id, 3, 2, 4));
-        _assign(id, _providers(3, 2));
+        // later rounds: at least one, at most maxReplicas in all, never a provider already on the task
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowWrongReplicaCount.selector, id, 0, 3));
         _assign(id, new address[](0));
-
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTooManyReplicas.selector, id, 3, 2, 4));
+        _assign(id, _providers(3, 2));
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDuplicateProvider.selector, id, providers[1]));
+        _assign(id, _providers(1, 1));
+        // no full round left before the deadline
         uint64 deadline = escrow.getTask(id).deadline;
         vm.warp(deadline - COMMIT_WINDOW - REVEAL_WINDOW);
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowDeadlineTooSoon.selector, deadline, deadline));
         _assign(id, _providers(3, 1));
+        // closed tasks take no assign
+        uint256 c = _post(1, 1, 1);
+        vm.prank(customer);
+        escrow.cancelTask(c);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, c, ITaskEscrow.TaskState.Cancelled)
+        );
+        _assign(c, _providers(0, 1));
     }
 
     // ------------------------------------------------------------------ commit / reveal
@@ -186,14 +340,18 @@ contract TaskEscrowTest is Fixture {
         vm.expectEmit(address(escrow));
         emit ITaskEscrow.ResultCommitted(id, providers[0], c);
         _commit(id, providers[0], RESULT);
-        assertEq(escrow.getReplicas(id)[0].commitment, c);
+        (ITaskEscrow.ReplicaState s, bytes32 payload) = escrow.replicaOf(id, providers[0]);
+        assertEq(uint8(s), uint8(ITaskEscrow.ReplicaState.Committed));
+        assertEq(uint256(payload), uint256(c) & PAYLOAD);
+        assertEq(escrow.getTask(id).roundCommitted, 1);
         _commit(id, providers[1], RESULT);
+        assertEq(escrow.getTask(id).roundCommitted, 2);
         vm.expectEmit(address(escrow));
         emit ITaskEscrow.ResultRevealed(id, providers[0], RESULT);
         _reveal(id, providers[0], RESULT);
-        ITaskEscrow.Replica memory r = escrow.getReplicas(id)[0];
-        assertEq(r.commitment, RESULT);
-        assertEq(uint8(r.state), uint8(ITaskEscrow.ReplicaState.Revealed));
+        (s, payload) = escrow.replicaOf(id, providers[0]);
+        assertEq(uint8(s), uint8(ITaskEscrow.ReplicaState.Revealed));
+        assertEq(uint256(payload), uint256(RESULT) & PAYLOAD);
     }
 
     function test_commitMany_revealMany() public {
@@ -201,15 +359,13 @@ contract TaskEscrowTest is Fixture {
         uint256 b = _post(1, 1, 1);
         _assign(a, _providers(0, 1));
         _assign(b, _providers(0, 1));
-        uint256[] memory ids = new uint256[](2);
-        (ids[0], ids[1]) = (a, b);
+        uint256[] memory ids = _ids(a, b);
+        bytes32[] memory rs = new bytes32[](2);
+        (rs[0], rs[1]) = (RESULT, OTHER);
+        bytes32[] memory salts = _same(2, _salt(providers[0]));
         bytes32[] memory cs = new bytes32[](2);
-        bytes32[] memory rs = _same(2, RESULT);
-        bytes32[] memory salts = new bytes32[](2);
-        salts[0] = _salt(providers[0]);
-        salts[1] = _salt(providers[0]);
         cs[0] = escrow.commitmentFor(RESULT, salts[0], providers[0]);
-        cs[1] = cs[0];
+        cs[1] = escrow.commitmentFor(OTHER, salts[1], providers[0]);
         vm.startPrank(providers[0]);
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowBatchLengthMismatch.selector, 2, 1));
         escrow.commitMany(ids, new bytes32[](1));
@@ -220,7 +376,21 @@ contract TaskEscrowTest is Fixture {
         escrow.revealMany(ids, rs, new bytes32[](3));
         escrow.revealMany(ids, rs, salts);
         vm.stopPrank();
-        assertEq(uint8(escrow.getReplicas(b)[0].state), uint8(ITaskEscrow.ReplicaState.Revealed));
+        (ITaskEscrow.ReplicaState s, bytes32 payload) = escrow.replicaOf(b, providers[0]);
+        assertEq(uint8(s), uint8(ITaskEscrow.ReplicaState.Revealed));
+        assertEq(uint256(payload), uint256(OTHER) & PAYLOAD);
+    }
+
+    function test_commitMany_namesTheFailingTask() public {
+        uint256 a = _post(1, 1, 1);
+        uint256 b = _post(1, 1, 1);
+        _assign(a, _providers(0, 1));
+        bytes32[] memory cs = _same(2, RESULT);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, b, ITaskEscrow.TaskState.Posted)
+        );
+        vm.prank(providers[0]);
+        escrow.commitMany(_ids(a, b), cs);
     }
 
     function test_commit_reverts() public {
@@ -256,6 +426,8 @@ contract TaskEscrowTest is Fixture {
 
     function test_reveal_reverts() public {
         uint256 id = _post(2, 2, 2);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotFound.selector, 99));
+        _reveal(99, providers[0], RESULT);
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, id, ITaskEscrow.TaskState.Posted)
         );
@@ -277,8 +449,8 @@ contract TaskEscrowTest is Fixture {
         _reveal(id, providers[0], RESULT);
         // the commit deadline passing opens reveals
         vm.warp(cd + 1);
-        bytes32 expected = escrow.commitmentFor(RESULT, _salt(providers[0]), providers[0]);
-        bytes32 computed = escrow.commitmentFor(OTHER, _salt(providers[0]), providers[0]);
+        bytes32 expected = bytes32(uint256(escrow.commitmentFor(RESULT, _salt(providers[0]), providers[0])) & PAYLOAD);
+        bytes32 computed = bytes32(uint256(escrow.commitmentFor(OTHER, _salt(providers[0]), providers[0])) & PAYLOAD);
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowRevealMismatch.selector, id, providers[0], expected, computed)
         );
@@ -289,9 +461,23 @@ contract TaskEscrowTest is Fixture {
         _reveal(id, providers[0], RESULT);
     }
 
+    function test_reveal_opensWhenTheCurrentRoundCommitted() public {
+        // round 1: providers[0] commits, providers[1] never does; round 2 (providers[2]) commits: reveals open
+        // although providers[1] (an earlier round) is still Assigned
+        uint256 id = _post(2, 1, 3);
+        _assign(id, _providers(0, 2));
+        _commit(id, providers[0], RESULT);
+        _assign(id, _providers(2, 1));
+        _commit(id, providers[2], RESULT);
+        _reveal(id, providers[0], RESULT);
+        _reveal(id, providers[2], RESULT);
+        (ITaskEscrow.ReplicaState s,) = escrow.replicaOf(id, providers[2]);
+        assertEq(uint8(s), uint8(ITaskEscrow.ReplicaState.Revealed));
+    }
+
     // ------------------------------------------------------------------ finalize
 
-    function test_finalize_settlesPaysSlashesRefunds() public {
+    function test_finalize_settlesCreditsSlashesRefunds() public {
         bytes32[] memory rs = _same(3, RESULT);
         rs[2] = OTHER;
         uint256 custBefore = token.balanceOf(customer);
@@ -300,29 +486,44 @@ contract TaskEscrowTest is Fixture {
         pay[2] = 0;
         uint256 stake2 = registry.stakeOf(providers[2]);
         uint256 slashed = stake2 * SLASH_DISSENT / 10_000;
-        uint256 paid = 8e18;
-        uint256 fee = paid * FEE / 10_000;
-        uint256 refund = escrow.escrowFor(3, PRICE) - paid - fee;
+        uint256 fee = 8e18 * uint256(FEE) / 10_000;
+        uint256 escrowed = escrow.escrowFor(3, PRICE);
         vm.expectEmit(address(escrow));
-        emit ITaskEscrow.TaskSettled(id, RESULT, 2, paid, fee, refund);
-        _finalize(id, pay);
-        assertEq(token.balanceOf(providers[0]), 4e18);
-        assertEq(token.balanceOf(providers[1]), 4e18);
-        assertEq(token.balanceOf(providers[2]), 0);
-        assertEq(token.balanceOf(treasury), fee + slashed - slashed * CUSTOMER_SHARE / 10_000);
-        assertEq(token.balanceOf(customer), custBefore - paid - fee + slashed * CUSTOMER_SHARE / 10_000);
-        assertEq(registry.stakeOf(providers[2]), stake2 - slashed);
+        emit ITaskEscrow.ReplicaFinalized(id, providers[2], ITaskEscrow.ReplicaState.Dissented, 0);
+        vm.expectEmit(address(escrow));
+        emit ITaskEscrow.TaskSettled(id, RESULT, 2, 8e18, fee, escrowed - 8e18 - fee);
+        _finalize(id, _report(_providers(0, 3), rs, pay));
+        assertEq(escrow.claimable(providers[0]), 4e18);
+        assertEq(escrow.claimable(providers[1]), 4e18);
+        assertEq(escrow.claimable(providers[2]), 0);
+        assertEq(escrow.claimable(treasury), fee);
+        assertEq(escrow.claimable(customer), escrowed - 8e18 - fee);
         assertEq(escrow.totalLocked(), 0);
-        assertEq(token.balanceOf(address(escrow)), 0);
-        ITaskEscrow.Task memory t = escrow.getTask(id);
-        assertEq(uint8(t.state), uint8(ITaskEscrow.TaskState.Settled));
-        assertEq(t.resultHash, RESULT);
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
-        assertEq(uint8(reps[0].state), uint8(ITaskEscrow.ReplicaState.Agreed));
-        assertEq(uint8(reps[2].state), uint8(ITaskEscrow.ReplicaState.Dissented));
+        assertEq(escrow.totalClaimable(), escrowed);
+        assertEq(token.balanceOf(address(escrow)), escrowed);
+        // the slash went through the registry, straight to customer and treasury
+        assertEq(registry.stakeOf(providers[2]), stake2 - slashed);
+        assertEq(token.balanceOf(treasury), slashed - slashed * CUSTOMER_SHARE / 10_000);
+        assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Settled));
+        _assertReplica(id, providers[0], ITaskEscrow.ReplicaState.Agreed, RESULT);
+        _assertReplica(id, providers[2], ITaskEscrow.ReplicaState.Dissented, OTHER);
         for (uint256 i; i < 3; ++i) {
             assertEq(registry.activeAssignments(providers[i]), 0);
         }
+        // money leaves through claims
+        assertEq(_claim(providers[0]), 4e18);
+        assertEq(token.balanceOf(providers[0]), 4e18);
+        _claim(customer);
+        _claim(treasury);
+        _claim(providers[1]);
+        assertEq(token.balanceOf(address(escrow)), 0);
+        assertEq(token.balanceOf(customer), custBefore - 8e18 - fee + slashed * CUSTOMER_SHARE / 10_000);
+    }
+
+    function _assertReplica(uint256 id, address p, ITaskEscrow.ReplicaState state, bytes32 hash) internal view {
+        (ITaskEscrow.ReplicaState s, bytes32 payload) = escrow.replicaOf(id, p);
+        assertEq(uint8(s), uint8(state));
+        assertEq(uint256(payload), uint256(hash) & PAYLOAD, "the payload (revealed hash) is kept");
     }
 
     function test_finalize_failsWithoutQuorumAndSlashesNoShows() public {
@@ -330,37 +531,52 @@ contract TaskEscrowTest is Fixture {
         _assign(id, _providers(0, 3));
         _commit(id, providers[0], RESULT);
         _commit(id, providers[1], OTHER);
-        uint64 cd = escrow.getTask(id).commitDeadline;
-        vm.warp(cd + 1);
+        vm.warp(escrow.getTask(id).commitDeadline + 1);
         _reveal(id, providers[0], RESULT);
         _reveal(id, providers[1], OTHER);
         // providers[2] never committed: once the commit window closed, all committed replicas revealed
+        bytes32[] memory rs = new bytes32[](3);
+        (rs[0], rs[1]) = (RESULT, OTHER);
         uint256 stake2 = registry.stakeOf(providers[2]);
-        uint256 before = token.balanceOf(customer);
+        uint256 escrowed = escrow.escrowFor(3, PRICE);
         vm.expectEmit(address(escrow));
-        emit ITaskEscrow.ReplicaFinalized(id, providers[2], ITaskEscrow.ReplicaState.NoShow);
-        _finalize(id, _payments(3, 0));
+        emit ITaskEscrow.ReplicaFinalized(id, providers[2], ITaskEscrow.ReplicaState.NoShow, 0);
+        vm.expectEmit(address(escrow));
+        emit ITaskEscrow.TaskFailed(id, escrowed);
+        _finalize(id, _report(_providers(0, 3), rs, _payments(3, 0)));
         uint256 slashed = stake2 * SLASH_NOSHOW / 10_000;
         assertEq(registry.stakeOf(providers[2]), stake2 - slashed);
-        assertEq(
-            token.balanceOf(customer), before + escrow.escrowFor(3, PRICE) + slashed * CUSTOMER_SHARE / 10_000
-        );
+        assertEq(escrow.claimable(customer), escrowed);
         assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Failed));
-        assertEq(uint8(escrow.getReplicas(id)[0].state), uint8(ITaskEscrow.ReplicaState.Released));
-        assertEq(escrow.getTask(id).resultHash, bytes32(0));
+        (ITaskEscrow.ReplicaState s0,) = escrow.replicaOf(id, providers[0]);
+        assertEq(uint8(s0), uint8(ITaskEscrow.ReplicaState.Released));
     }
 
     function test_finalize_tieIsNoQuorum() public {
         bytes32[] memory rs = new bytes32[](2);
         (rs[0], rs[1]) = (RESULT, OTHER);
         uint256 id = _runToRevealed(rs, 1);
-        _finalize(id, _payments(2, 0));
+        _finalize(id, _report(_providers(0, 2), rs, _payments(2, 0)));
         assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Failed));
     }
 
+    function test_finalize_pluralityOfMixedHashes() public {
+        // B, A, B, A, A: A has 3 votes, B 2, quorum 3
+        bytes32[] memory rs = new bytes32[](5);
+        (rs[0], rs[1], rs[2], rs[3], rs[4]) = (OTHER, RESULT, OTHER, RESULT, RESULT);
+        uint256 id = _runToRevealed(rs, 3);
+        uint96[] memory pay = new uint96[](5);
+        (pay[1], pay[3], pay[4]) = (1e18, 2e18, 3e18);
+        vm.expectEmit(address(escrow));
+        uint256 fee = uint256(6e18) * FEE / 10_000;
+        emit ITaskEscrow.TaskSettled(id, RESULT, 3, 6e18, fee, escrow.escrowFor(5, PRICE) - 6e18 - fee);
+        _finalize(id, _report(_providers(0, 5), rs, pay));
+        (ITaskEscrow.ReplicaState s0,) = escrow.replicaOf(id, providers[0]);
+        assertEq(uint8(s0), uint8(ITaskEscrow.ReplicaState.Dissented));
+        assertEq(escrow.claimable(providers[4]), 3e18);
+    }
+
     function test_finalize_escalationRound() public {
-        bytes32[] memory rs = new bytes32[](2);
-        (rs[0], rs[1]) = (RESULT, OTHER);
         uint256 id = _post(2, 2, 3);
         _assign(id, _providers(0, 2));
         _commit(id, providers[0], RESULT);
@@ -370,83 +586,135 @@ contract TaskEscrowTest is Fixture {
         _assign(id, _providers(2, 1));
         _commit(id, providers[2], RESULT);
         _reveal(id, providers[2], RESULT);
+        bytes32[] memory rs = new bytes32[](3);
+        (rs[0], rs[1], rs[2]) = (RESULT, OTHER, RESULT);
         uint96[] memory pay = _payments(3, PRICE);
         pay[1] = 0;
-        _finalize(id, pay);
+        _finalize(id, _report(_providers(0, 3), rs, pay));
         assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Settled));
-        assertEq(token.balanceOf(providers[2]), PRICE);
-        assertEq(uint8(escrow.getReplicas(id)[1].state), uint8(ITaskEscrow.ReplicaState.Dissented));
+        assertEq(escrow.claimable(providers[2]), PRICE);
+        (ITaskEscrow.ReplicaState s1,) = escrow.replicaOf(id, providers[1]);
+        assertEq(uint8(s1), uint8(ITaskEscrow.ReplicaState.Dissented));
     }
 
     function test_finalizeMany() public {
         uint256 a = _runToRevealed(_same(1, RESULT), 1);
         uint256 b = _runToRevealed(_same(1, RESULT), 1);
-        uint256[] memory ids = new uint256[](2);
-        (ids[0], ids[1]) = (a, b);
-        uint96[][] memory pays = new uint96[][](2);
-        pays[0] = _payments(1, PRICE);
-        pays[1] = _payments(1, 1e18);
+        ITaskEscrow.ReplicaReport[][] memory reports = new ITaskEscrow.ReplicaReport[][](2);
+        reports[0] = _report(_providers(0, 1), _same(1, RESULT), _payments(1, PRICE));
+        reports[1] = _report(_providers(0, 1), _same(1, RESULT), _payments(1, 1e18));
         vm.prank(settler);
-        escrow.finalizeMany(ids, pays);
-        assertEq(token.balanceOf(providers[0]), PRICE + 1e18);
-        assertEq(token.balanceOf(treasury), (uint256(PRICE) * FEE / 10_000) + (uint256(1e18) * FEE / 10_000));
+        escrow.finalizeMany(_ids(a, b), reports);
+        assertEq(escrow.claimable(providers[0]), PRICE + 1e18);
+        assertEq(escrow.claimable(treasury), (uint256(PRICE) * FEE / 10_000) + (uint256(1e18) * FEE / 10_000));
+        assertEq(registry.activeAssignments(providers[0]), 0);
+        assertEq(escrow.totalLocked(), 0);
+        assertEq(token.balanceOf(address(escrow)), escrow.totalClaimable());
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowBatchLengthMismatch.selector, 2, 0));
         vm.prank(settler);
-        escrow.finalizeMany(ids, new uint96[][](0));
+        escrow.finalizeMany(_ids(a, b), new ITaskEscrow.ReplicaReport[][](0));
+    }
+
+    function test_finalizeMany_slashesAfterCrediting() public {
+        bytes32[] memory rs = new bytes32[](3);
+        (rs[0], rs[1], rs[2]) = (RESULT, RESULT, OTHER);
+        uint256 a = _runToRevealed(rs, 2);
+        uint256 b = _runToRevealed(_same(3, RESULT), 3);
+        uint256 stake2 = registry.stakeOf(providers[2]);
+        ITaskEscrow.ReplicaReport[][] memory reports = new ITaskEscrow.ReplicaReport[][](2);
+        uint96[] memory pay = _payments(3, 1e18);
+        pay[2] = 0;
+        reports[0] = _report(_providers(0, 3), rs, pay);
+        reports[1] = _report(_providers(0, 3), _same(3, RESULT), _payments(3, 1e18));
+        vm.prank(settler);
+        escrow.finalizeMany(_ids(a, b), reports);
+        assertEq(registry.stakeOf(providers[2]), stake2 - stake2 * SLASH_DISSENT / 10_000);
+        assertEq(escrow.claimable(providers[2]), 1e18);
+        assertEq(escrow.claimable(providers[0]), 2e18);
     }
 
     function test_finalize_reverts() public {
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotFound.selector, 3));
-        _finalize(3, _payments(0, 0));
+        _finalize(3, new ITaskEscrow.ReplicaReport[](0));
         bytes32[] memory rs = _same(3, RESULT);
         rs[2] = OTHER;
+        address[] memory ps = _providers(0, 3);
         uint256 id = _post(3, 2, 3);
+        ITaskEscrow.ReplicaReport[] memory good = _report(ps, rs, _payments(3, 0));
         vm.expectRevert(
             abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, customer, escrow.SETTLER_ROLE())
         );
         vm.prank(customer);
-        escrow.finalize(id, _payments(3, 0));
+        escrow.finalize(id, good);
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, id, ITaskEscrow.TaskState.Posted)
         );
-        _finalize(id, _payments(3, 0));
-        _assign(id, _providers(0, 3));
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowPaymentsLength.selector, id, 2, 3));
-        _finalize(id, _payments(2, 0));
+        _finalize(id, good);
+        _assign(id, ps);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportLength.selector, id, 2, 3));
+        _finalize(id, _report(_providers(0, 2), _same(2, RESULT), _payments(2, 0)));
         uint64 rd = escrow.getTask(id).revealDeadline;
+        // the current round may still commit
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowRevealsPending.selector, id, rd, uint64(block.timestamp))
         );
-        _finalize(id, _payments(3, 0));
+        _finalize(id, good);
         for (uint256 i; i < 3; ++i) {
             _commit(id, providers[i], rs[i]);
         }
         _reveal(id, providers[0], rs[0]);
+        // committed replicas have not revealed
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowRevealsPending.selector, id, rd, uint64(block.timestamp))
         );
-        _finalize(id, _payments(3, 0));
+        _finalize(id, good);
         _reveal(id, providers[1], rs[1]);
         _reveal(id, providers[2], rs[2]);
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowPaymentAboveCap.selector, id, 1, PRICE + 1, PRICE));
+        // the report: sorted, distinct, only the task's replicas, hashes as revealed
+        ITaskEscrow.ReplicaReport[] memory bad = _report(ps, rs, _payments(3, 0));
+        (bad[0], bad[1]) = (bad[1], bad[0]);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportUnsorted.selector, id, bad[1].provider));
+        _finalize(id, bad);
+        bad = _report(ps, rs, _payments(3, 0));
+        bad[1] = bad[0];
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportUnsorted.selector, id, bad[0].provider));
+        _finalize(id, bad);
+        address[] memory stranger = _providers(0, 3);
+        stranger[1] = providers[6];
+        bad = _report(stranger, rs, _payments(3, 0));
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowNotAssigned.selector, id, providers[6]));
+        _finalize(id, bad);
+        bytes32[] memory wrong = _same(3, RESULT);
+        bad = _report(ps, wrong, _payments(3, 0)); // providers[2] revealed OTHER
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportHashMismatch.selector, id, providers[2], RESULT));
+        _finalize(id, bad);
         uint96[] memory pay = _payments(3, 0);
         pay[1] = PRICE + 1;
-        _finalize(id, pay);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITaskEscrow.EscrowPaymentAboveCap.selector, id, providers[1], PRICE + 1, PRICE)
+        );
+        _finalize(id, _report(ps, rs, pay));
         pay[1] = 0;
         pay[2] = 1;
-        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowPaymentToNonAgreeing.selector, id, 2, 1));
-        _finalize(id, pay);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowPaymentToNonAgreeing.selector, id, providers[2], 1));
+        _finalize(id, _report(ps, rs, pay));
+        _finalize(id, good);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, id, ITaskEscrow.TaskState.Settled)
+        );
+        _finalize(id, good);
     }
 
-    function test_finalize_afterRevealDeadlineSlashesUnrevealed() public {
+    function test_finalize_afterRevealDeadlineUnrevealedIsNoShow() public {
         uint256 id = _post(2, 1, 2);
         _assign(id, _providers(0, 2));
         _commit(id, providers[0], RESULT);
         _commit(id, providers[1], RESULT);
         _reveal(id, providers[0], RESULT);
         vm.warp(escrow.getTask(id).revealDeadline + 1);
-        _finalize(id, _payments(2, 0));
-        assertEq(uint8(escrow.getReplicas(id)[1].state), uint8(ITaskEscrow.ReplicaState.NoShow));
+        _finalize(id, _report(_providers(0, 2), _same(2, RESULT), _payments(2, 0)));
+        (ITaskEscrow.ReplicaState s1,) = escrow.replicaOf(id, providers[1]);
+        assertEq(uint8(s1), uint8(ITaskEscrow.ReplicaState.NoShow));
         assertEq(uint8(escrow.getTask(id).state), uint8(ITaskEscrow.TaskState.Settled));
     }
 
@@ -458,27 +726,72 @@ contract TaskEscrowTest is Fixture {
         uint256 b = _post(2, 1, 2);
         _assign(b, _providers(0, 2));
         _commit(b, providers[0], RESULT);
+        address[] memory sorted = _sorted(_providers(0, 2));
         uint64 expiresAt = escrow.getTask(a).deadline + GRACE;
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowNotExpired.selector, a, expiresAt, uint64(block.timestamp))
         );
-        escrow.expire(a);
+        escrow.expire(a, new address[](0));
         vm.warp(expiresAt);
         vm.expectEmit(address(escrow));
         emit ITaskEscrow.TaskExpired(a, escrow.escrowFor(1, PRICE));
-        escrow.expire(a);
-        escrow.expire(b);
-        assertEq(token.balanceOf(customer), before);
+        escrow.expire(a, new address[](0));
+        // b's replicas must be listed: all of them, sorted, only its own
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportLength.selector, b, 1, 2));
+        escrow.expire(b, _providers(0, 1));
+        address[] memory unsorted = new address[](2);
+        (unsorted[0], unsorted[1]) = (sorted[1], sorted[0]);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowReportUnsorted.selector, b, sorted[0]));
+        escrow.expire(b, unsorted);
+        address[] memory stranger = _sorted(_providers(5, 2));
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowNotAssigned.selector, b, stranger[0]));
+        escrow.expire(b, stranger);
+        vm.expectEmit(address(escrow));
+        emit ITaskEscrow.ReplicaFinalized(b, sorted[0], ITaskEscrow.ReplicaState.Released, 0);
+        escrow.expire(b, sorted);
         assertEq(escrow.totalLocked(), 0);
+        assertEq(escrow.claimable(customer), escrow.escrowFor(1, PRICE) + escrow.escrowFor(2, PRICE));
+        _claim(customer);
+        assertEq(token.balanceOf(customer), before);
         assertEq(registry.activeAssignments(providers[0]), 0);
-        assertEq(uint8(escrow.getReplicas(b)[0].state), uint8(ITaskEscrow.ReplicaState.Released));
+        (ITaskEscrow.ReplicaState s0,) = escrow.replicaOf(b, providers[0]);
+        assertEq(uint8(s0), uint8(ITaskEscrow.ReplicaState.Released));
         assertEq(uint8(escrow.getTask(b).state), uint8(ITaskEscrow.TaskState.Expired));
         vm.expectRevert(
             abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotInState.selector, a, ITaskEscrow.TaskState.Expired)
         );
-        escrow.expire(a);
+        escrow.expire(a, new address[](0));
         vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowTaskNotFound.selector, 99));
-        escrow.expire(99);
+        escrow.expire(99, new address[](0));
+    }
+
+    // ------------------------------------------------------------------ claim
+
+    function test_claim_and_claimFor() public {
+        uint256 id = _runToRevealed(_same(1, RESULT), 1);
+        _finalizeAll(id, _same(1, RESULT), PRICE / 2);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowNothingToClaim.selector, matcher));
+        vm.prank(matcher);
+        escrow.claim();
+        vm.expectEmit(address(escrow));
+        emit ITaskEscrow.Claimed(providers[0], PRICE / 2);
+        vm.prank(providers[0]);
+        assertEq(escrow.claim(), PRICE / 2);
+        assertEq(token.balanceOf(providers[0]), PRICE / 2);
+        assertEq(escrow.claimable(providers[0]), 0);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowNothingToClaim.selector, providers[0]));
+        vm.prank(providers[0]);
+        escrow.claim();
+        // anyone may push an account's credits to it
+        uint256 fee = escrow.claimable(treasury);
+        vm.prank(matcher);
+        assertEq(escrow.claimFor(treasury), fee);
+        assertEq(token.balanceOf(treasury), fee);
+        vm.expectRevert(abi.encodeWithSelector(ITaskEscrow.EscrowNothingToClaim.selector, treasury));
+        escrow.claimFor(treasury);
+        escrow.claimFor(customer);
+        assertEq(escrow.totalClaimable(), 0);
+        assertEq(token.balanceOf(address(escrow)), 0);
     }
 
     // ------------------------------------------------------------------ governance
@@ -505,6 +818,7 @@ contract TaskEscrowTest is Fixture {
         assertEq(escrow.treasury(), t2);
         assertEq(address(escrow.token()), address(token));
         assertEq(address(escrow.registry()), address(registry));
+        assertEq(escrow.MAX_REPLICAS(), 16);
     }
 
     function test_setters_revertOutOfRange() public {
@@ -543,11 +857,16 @@ contract TaskEscrowTest is Fixture {
         uint256 id = _runToRevealed(_same(1, RESULT), 1);
         vm.prank(admin);
         escrow.setProtocolFeeBps(1_000);
-        _finalize(id, _payments(1, PRICE));
-        assertEq(token.balanceOf(treasury), PRICE * FEE / 10_000);
+        _finalizeAll(id, _same(1, RESULT), PRICE);
+        assertEq(escrow.claimable(treasury), PRICE * FEE / 10_000);
     }
 
     // ------------------------------------------------------------------ helpers
+
+    function _ids(uint256 a, uint256 b) internal pure returns (uint256[] memory ids) {
+        ids = new uint256[](2);
+        (ids[0], ids[1]) = (a, b);
+    }
 
     function _permitDigest(address owner, address spender, uint256 value, uint256 nonce, uint256 deadline)
         internal

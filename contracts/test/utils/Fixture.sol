@@ -67,6 +67,8 @@ abstract contract Fixture is Test {
             address p = makeAddr(string.concat("provider", vm.toString(i)));
             providers.push(p);
             _stake(p, 1_000e18);
+            vm.prank(p);
+            registry.register(address(0), keccak256(abi.encode("caps", i)), "ipfs://caps");
         }
     }
 
@@ -84,9 +86,20 @@ abstract contract Fixture is Test {
         return uint64(block.timestamp + 1 days);
     }
 
+    function _terms(uint8 k, uint8 q, uint8 maxK) internal view returns (ITaskEscrow.TaskTerms memory) {
+        return ITaskEscrow.TaskTerms({
+            specHash: SPEC,
+            replicas: k,
+            quorum: q,
+            maxReplicas: maxK,
+            maxPricePerReplica: PRICE,
+            deadline: _deadline()
+        });
+    }
+
     function _post(uint8 k, uint8 q, uint8 maxK) internal returns (uint256 id) {
         vm.prank(customer);
-        id = escrow.postTask(SPEC, k, q, maxK, PRICE, _deadline());
+        id = escrow.postTask(_terms(k, q, maxK));
     }
 
     function _providers(uint256 from, uint256 count) internal view returns (address[] memory ps) {
@@ -123,9 +136,47 @@ abstract contract Fixture is Test {
         }
     }
 
-    function _finalize(uint256 id, uint96[] memory pay) internal {
+    /// @dev A copy of `ps` sorted ascending (what finalize and expire take).
+    function _sorted(address[] memory ps) internal pure returns (address[] memory out) {
+        out = new address[](ps.length);
+        for (uint256 i; i < ps.length; ++i) {
+            address a = ps[i];
+            uint256 j = i;
+            for (; j > 0 && out[j - 1] > a; --j) {
+                out[j] = out[j - 1];
+            }
+            out[j] = a;
+        }
+    }
+
+    /// @dev The settler's report: entry i of the inputs is (ps[i], hashes[i], pay[i]); entries come back sorted by
+    /// provider.
+    function _report(address[] memory ps, bytes32[] memory hashes, uint96[] memory pay)
+        internal
+        pure
+        returns (ITaskEscrow.ReplicaReport[] memory reports)
+    {
+        uint256 n = ps.length;
+        reports = new ITaskEscrow.ReplicaReport[](n);
+        for (uint256 i; i < n; ++i) {
+            ITaskEscrow.ReplicaReport memory r = ITaskEscrow.ReplicaReport(ps[i], hashes[i], pay[i]);
+            uint256 j = i;
+            for (; j > 0 && reports[j - 1].provider > r.provider; --j) {
+                reports[j] = reports[j - 1];
+            }
+            reports[j] = r;
+        }
+    }
+
+    function _finalize(uint256 id, ITaskEscrow.ReplicaReport[] memory reports) internal {
         vm.prank(settler);
-        escrow.finalize(id, pay);
+        escrow.finalize(id, reports);
+    }
+
+    /// @dev Finalizes with providers[0..k) reporting `results`, each paid `each` (0 for the non-agreeing is the
+    /// caller's job: pass `pay` explicitly with `_report` then).
+    function _finalizeAll(uint256 id, bytes32[] memory results, uint96 each) internal {
+        _finalize(id, _report(_providers(0, results.length), results, _payments(results.length, each)));
     }
 
     /// @dev Posts a k-of-k task, assigns providers[0..k), commits and reveals `results`.
@@ -146,5 +197,10 @@ abstract contract Fixture is Test {
         for (uint256 i; i < k; ++i) {
             rs[i] = h;
         }
+    }
+
+    function _claim(address account) internal returns (uint256 amount) {
+        if (escrow.claimable(account) == 0) return 0;
+        amount = escrow.claimFor(account);
     }
 }

@@ -11,12 +11,13 @@ import {GridToken} from "../../../src/GridToken.sol";
 import {ProviderRegistry} from "../../../src/ProviderRegistry.sol";
 import {TaskEscrow} from "../../../src/TaskEscrow.sol";
 import {ITaskEscrow} from "../../../src/interfaces/ITaskEscrow.sol";
-import {IProviderRegistry} from "../../../src/interfaces/IProviderRegistry.sol";
-import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 /// @dev Drives TaskEscrow and ProviderRegistry as several customers, providers, the matcher, the settler, anyone
-/// (expire) and governance, with bounded inputs and time warps. Token movements are read back from the token's
-/// Transfer logs (what really moved), so the ghost totals do not trust the contracts' own bookkeeping.
+/// (expire, claimFor) and governance, with bounded inputs and time warps. The replica lists live here as ghost state
+/// (the escrow keeps none): the handler hands them back sorted to finalize and expire. What the contracts did is
+/// measured, not taken from their bookkeeping: credits are the changes of every actor's `claimable` across a call,
+/// tokens moved are the token's Transfer logs; the close events are used only to attribute credits to tasks, and are
+/// themselves checked against the credits that really appeared.
 contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     bytes32 internal constant TRANSFER = keccak256("Transfer(address,address,uint256)");
     bytes32 internal constant RESULT = keccak256("result");
@@ -35,26 +36,29 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     uint256[] internal customerKeys;
     address[] public providers;
     uint256[] internal providerKeys;
-    mapping(address => bool) internal isProvider;
+    /// @dev customers, providers, treasury: every account the escrow may credit
+    address[] internal accounts;
 
     uint256[] public taskIds;
-    mapping(uint256 => uint256) public escrowedOf; // computed by the handler from the terms at post
-    mapping(uint256 => uint256) public paidOutOf; // paid + fee + refund actually attributed to the task
+    mapping(uint256 => uint256) public escrowedOf; // computed here from the terms at post
+    mapping(uint256 => uint256) public creditedOf; // credits attributed to the task by its close events
     mapping(uint256 => bool) public closed;
-    mapping(uint256 => uint256) internal roundStartOf; // index of the first replica of the task's latest round
-    mapping(uint256 => mapping(address => uint256)) public paidCount;
+    mapping(uint256 => address[]) internal replicasOf; // ghost replica list, in assignment order
+    mapping(uint256 => mapping(address => uint256)) internal roundOf; // the round a replica was assigned in
+    mapping(uint256 => uint256) internal roundNow;
     mapping(uint256 => mapping(address => bytes32)) internal committedResult;
+    mapping(uint256 => mapping(address => uint256)) public paidCount;
 
-    uint256 public ghost_escrowed;
-    uint256 public ghost_owed; // sum owed by open tasks
-    uint256 public ghost_paid;
-    uint256 public ghost_refunded;
-    uint256 public ghost_fees;
-    uint256 public ghost_slashed;
+    uint256 public ghost_escrowed; // pulled by posts (Transfer logs into the escrow)
+    uint256 public ghost_owed; // owed by open tasks (computed from the terms)
+    uint256 public ghost_credits; // sum of claimable over all accounts, from observed changes
+    uint256 public ghost_claimed; // left the escrow (Transfer logs out of it)
+    uint256 public ghost_paid; // credited to providers
+    uint256 public ghost_slashed; // left the registry to customers and treasury
     uint256 public ghost_maxPaidCount;
+    uint256 public ghost_creditMismatches; // calls whose close events disagree with the credits that appeared
 
     mapping(bytes32 => uint256) public calls;
-    uint256 internal currentTask;
 
     constructor(GridToken token_, ProviderRegistry registry_, TaskEscrow escrow_, address admin_, address treasury_) {
         (token, registry, escrow, admin, treasury) = (token_, registry_, escrow_, admin_, treasury_);
@@ -68,16 +72,18 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
             (address c, uint256 key) = makeAddrAndKey(string.concat("customer", vm.toString(i)));
             customers.push(c);
             customerKeys.push(key);
+            accounts.push(c);
         }
         for (uint256 i; i < 6; ++i) {
             (address p, uint256 key) = makeAddrAndKey(string.concat("provider", vm.toString(i)));
             providers.push(p);
             providerKeys.push(key);
-            isProvider[p] = true;
+            accounts.push(p);
         }
+        accounts.push(treasury_);
     }
 
-    /// @dev Called by the test after funding: customers approve, providers stake.
+    /// @dev Called by the test after funding: customers approve, providers register and stake.
     function bootstrap() external {
         for (uint256 i; i < customers.length; ++i) {
             vm.prank(customers[i]);
@@ -96,67 +102,66 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
 
     function postTask(uint256 actor, uint8 k, uint8 q, uint8 extra, uint96 price, uint64 life) public {
         address c = customers[actor % customers.length];
-        (uint8 kk, uint8 qq, uint8 maxK) = _terms(k, q, extra);
-        price = uint96(bound(price, 1, MAX_PRICE));
-        uint64 deadline = _deadline(life);
-        uint256 owed = _owed(maxK, price);
+        ITaskEscrow.TaskTerms memory t = _newTerms(k, q, extra, price, life);
+        uint256 owed = _owed(t);
+        uint256[] memory before = _snapshot();
         vm.recordLogs();
         vm.prank(c);
-        uint256 id = escrow.postTask(keccak256(abi.encode(block.timestamp, taskIds.length)), kk, qq, maxK, price, deadline);
+        uint256 id = escrow.postTask(t);
         _posted(id, owed);
-        _process();
+        _observe(before);
         calls["postTask"]++;
     }
 
-    struct PermitPost {
-        bytes32 spec;
-        uint8 k;
-        uint8 q;
-        uint8 maxK;
-        uint96 price;
-        uint64 deadline;
-        uint256 owed;
-        uint8 v;
-        bytes32 r;
-        bytes32 s;
+    function postTasks(uint256 actor, uint8 count, uint8 k, uint8 q, uint8 extra, uint96 price, uint64 life) public {
+        address c = customers[actor % customers.length];
+        count = uint8(bound(count, 1, 3));
+        ITaskEscrow.TaskTerms[] memory ts = new ITaskEscrow.TaskTerms[](count);
+        uint256[] memory owed = new uint256[](count);
+        for (uint256 i; i < count; ++i) {
+            ts[i] = _newTerms(uint8(_next(k, i)), q, uint8(_next(extra, i)), uint96(_next(price, i)), life);
+            ts[i].specHash = keccak256(abi.encode(ts[i].specHash, i));
+            owed[i] = _owed(ts[i]);
+        }
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        vm.prank(c);
+        uint256 first = escrow.postTasks(ts);
+        for (uint256 i; i < count; ++i) {
+            _posted(first + i, owed[i]);
+        }
+        _observe(before);
+        calls["postTasks"]++;
     }
 
     function postTaskWithPermit(uint256 actor, uint8 k, uint8 q, uint8 extra, uint96 price, uint64 life) public {
         uint256 idx = actor % customers.length;
         address c = customers[idx];
-        PermitPost memory pp;
-        (pp.k, pp.q, pp.maxK) = _terms(k, q, extra);
-        pp.price = uint96(bound(price, 1, MAX_PRICE));
-        pp.deadline = _deadline(life);
-        pp.owed = _owed(pp.maxK, pp.price);
-        pp.spec = keccak256(abi.encode(block.timestamp, taskIds.length));
+        ITaskEscrow.TaskTerms memory t = _newTerms(k, q, extra, price, life);
+        uint256 owed = _owed(t);
         vm.prank(c);
         token.approve(address(escrow), 0);
-        (pp.v, pp.r, pp.s) = _permit(customerKeys[idx], c, pp.owed);
+        (uint8 v, bytes32 r, bytes32 s) = _permit(customerKeys[idx], c, owed);
+        uint256[] memory before = _snapshot();
         vm.recordLogs();
-        uint256 id = _callPermit(c, pp);
-        _posted(id, pp.owed);
-        _process();
+        vm.prank(c);
+        uint256 id = escrow.postTaskWithPermit(t, owed, block.timestamp, v, r, s);
+        _posted(id, owed);
+        _observe(before);
         vm.prank(c);
         token.approve(address(escrow), type(uint256).max);
         calls["postTaskWithPermit"]++;
-    }
-
-    function _callPermit(address c, PermitPost memory pp) internal returns (uint256) {
-        vm.prank(c);
-        return escrow.postTaskWithPermit(
-            pp.spec, pp.k, pp.q, pp.maxK, pp.price, pp.deadline, pp.owed, block.timestamp, pp.v, pp.r, pp.s
-        );
     }
 
     function cancelTask(uint256 seed) public {
         if (seed % 4 != 0) return; // rarer than posts, so that tasks live on to assignment
         (uint256 id, bool found) = _pick(seed, ITaskEscrow.TaskState.Posted);
         if (!found) return;
+        uint256[] memory before = _snapshot();
         vm.recordLogs();
         vm.prank(escrow.getTask(id).customer);
         escrow.cancelTask(id);
-        _process();
+        _observe(before);
         calls["cancelTask"]++;
     }
 
@@ -165,34 +170,36 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     function assign(uint256 seed, uint256 providerSeed) public {
         (uint256 id, address[] memory ps, bool ok) = _assignment(seed, providerSeed);
         if (!ok) return;
-        vm.recordLogs();
         vm.prank(matcher);
         escrow.assign(id, ps);
-        _process();
+        _assigned(id, ps);
         calls["assign"]++;
     }
 
+    /// @dev One or two tasks in one call (the registry locks the whole batch at once).
     function assignMany(uint256 seed, uint256 providerSeed) public {
-        (uint256 id, address[] memory ps, bool ok) = _assignment(seed, providerSeed);
-        if (!ok) return;
-        uint256[] memory ids = new uint256[](1);
-        ids[0] = id;
-        address[][] memory pss = new address[][](1);
-        pss[0] = ps;
-        vm.recordLogs();
+        (uint256 a, address[] memory pa, bool okA) = _assignment(seed, providerSeed);
+        if (!okA) return;
+        (uint256 b, address[] memory pb, bool okB) = _assignment(_next(seed, 1), _next(providerSeed, 1));
+        bool two = okB && b != a;
+        uint256[] memory ids = new uint256[](two ? 2 : 1);
+        address[][] memory pss = new address[][](ids.length);
+        (ids[0], pss[0]) = (a, pa);
+        if (two) (ids[1], pss[1]) = (b, pb);
         vm.prank(matcher);
         escrow.assignMany(ids, pss);
-        _process();
+        _assigned(a, pa);
+        if (two) _assigned(b, pb);
         calls["assignMany"]++;
     }
 
     // ------------------------------------------------------------------ provider
 
     function commit(uint256 seed, uint256 replicaSeed, uint256 resultSeed) public {
-        (uint256 id, address p, bytes32 c, bool ok) = _commitment(seed, replicaSeed, resultSeed);
+        (uint256 id, address p, bool ok) = _committer(seed, replicaSeed);
         if (!ok) return;
         vm.prank(p);
-        escrow.commit(id, c);
+        escrow.commit(id, _commitment(id, p, resultSeed));
         calls["commit"]++;
         if (resultSeed % 3 != 0) _commitOthers(id, resultSeed);
     }
@@ -200,25 +207,35 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     /// @dev Most of the time the rest of the round commits right away too, so that tasks reach reveal and finalize
     /// within a run; the other times replicas are left to miss the window (no-shows).
     function _commitOthers(uint256 id, uint256 resultSeed) internal {
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
-        for (uint256 i = roundStartOf[id]; i < reps.length; ++i) {
-            if (reps[i].state != ITaskEscrow.ReplicaState.Assigned) continue;
-            address p = reps[i].provider;
-            bytes32 result = uint256(keccak256(abi.encode(resultSeed, i))) % 5 == 0 ? OTHER : RESULT;
-            committedResult[id][p] = result;
+        address[] memory reps = replicasOf[id];
+        for (uint256 i; i < reps.length; ++i) {
+            address p = reps[i];
+            if (_state(id, p) != ITaskEscrow.ReplicaState.Assigned || roundOf[id][p] != roundNow[id]) continue;
             vm.prank(p);
-            escrow.commit(id, keccak256(abi.encode(result, _salt(id, p), p)));
+            escrow.commit(id, _commitment(id, p, uint256(keccak256(abi.encode(resultSeed, i)))));
             calls["commit"]++;
         }
     }
 
-    function commitMany(uint256 seed, uint256 replicaSeed, uint256 resultSeed) public {
-        (uint256 id, address p, bytes32 c, bool ok) = _commitment(seed, replicaSeed, resultSeed);
-        if (!ok) return;
-        uint256[] memory ids = new uint256[](1);
-        ids[0] = id;
-        bytes32[] memory cs = new bytes32[](1);
-        cs[0] = c;
+    /// @dev A provider commits to all the tasks where it can, in one call.
+    function commitMany(uint256 seed, uint256 resultSeed) public {
+        address p = providers[seed % providers.length];
+        uint256 n;
+        uint256[] memory ids = new uint256[](taskIds.length);
+        bytes32[] memory cs = new bytes32[](taskIds.length);
+        for (uint256 i; i < taskIds.length; ++i) {
+            uint256 id = taskIds[i];
+            ITaskEscrow.Task memory t = escrow.getTask(id);
+            if (t.state != ITaskEscrow.TaskState.Assigned || block.timestamp > t.commitDeadline) continue;
+            if (_state(id, p) != ITaskEscrow.ReplicaState.Assigned || roundOf[id][p] != roundNow[id]) continue;
+            (ids[n], cs[n]) = (id, _commitment(id, p, _next(resultSeed, i)));
+            ++n;
+        }
+        if (n == 0) return;
+        assembly {
+            mstore(ids, n)
+            mstore(cs, n)
+        }
         vm.prank(p);
         escrow.commitMany(ids, cs);
         calls["commitMany"]++;
@@ -235,10 +252,10 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
 
     /// @dev Most of the time the other committed replicas reveal right away too.
     function _revealOthers(uint256 id) internal {
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
+        address[] memory reps = replicasOf[id];
         for (uint256 i; i < reps.length; ++i) {
-            if (reps[i].state != ITaskEscrow.ReplicaState.Committed) continue;
-            address p = reps[i].provider;
+            address p = reps[i];
+            if (_state(id, p) != ITaskEscrow.ReplicaState.Committed) continue;
             vm.prank(p);
             escrow.reveal(id, committedResult[id][p], _salt(id, p));
             calls["reveal"]++;
@@ -257,6 +274,139 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         vm.prank(p);
         escrow.revealMany(ids, rs, ss);
         calls["revealMany"]++;
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// @dev Moves one open task a step along its life (assign, everyone commits, everyone reveals, finalize), so
+    /// that runs of 100 calls settle tasks and not only start them. Weighted up in the target selectors.
+    function progress(uint256 seed, uint256 paySeed) public {
+        uint256 n = taskIds.length;
+        if (n == 0) return;
+        for (uint256 k; k < n; ++k) {
+            uint256 id = taskIds[_next(seed % n, k) % n];
+            ITaskEscrow.Task memory t = escrow.getTask(id);
+            if (t.state == ITaskEscrow.TaskState.Posted) {
+                (uint256 chosen, address[] memory ps, bool ok) = _assignmentOf(id, false, paySeed);
+                if (!ok) continue;
+                vm.prank(matcher);
+                escrow.assign(chosen, ps);
+                _assigned(chosen, ps);
+            } else if (t.state == ITaskEscrow.TaskState.Assigned) {
+                if (t.roundCommitted != t.roundSize && block.timestamp <= t.commitDeadline) {
+                    _commitOthers(id, paySeed);
+                } else if (_hasCommitted(id) && block.timestamp <= t.revealDeadline) {
+                    if (t.roundCommitted != t.roundSize && block.timestamp <= t.commitDeadline) {
+                        vm.warp(t.commitDeadline + 1);
+                    }
+                    _revealOthers(id);
+                } else {
+                    // finalize may need the reveal deadline to have passed
+                    if (block.timestamp <= t.revealDeadline && _hasCommitted(id)) vm.warp(uint256(t.revealDeadline) + 1);
+                    if (t.roundCommitted != t.roundSize && block.timestamp <= t.commitDeadline) {
+                        vm.warp(uint256(t.commitDeadline) + 1);
+                    }
+                    _finalizeOne(id, paySeed);
+                }
+            } else {
+                continue;
+            }
+            calls["progress"]++;
+            return;
+        }
+    }
+
+    function _hasCommitted(uint256 id) internal view returns (bool) {
+        address[] memory reps = replicasOf[id];
+        for (uint256 i; i < reps.length; ++i) {
+            if (_state(id, reps[i]) == ITaskEscrow.ReplicaState.Committed) return true;
+        }
+        return false;
+    }
+
+    // ------------------------------------------------------------------ settler
+
+    function finalize(uint256 seed, uint256 paySeed) public {
+        (uint256 id, bool ok) = _finalizable(seed, paySeed);
+        if (!ok) return;
+        _finalizeOne(id, paySeed);
+    }
+
+    function _finalizeOne(uint256 id, uint256 paySeed) internal {
+        ITaskEscrow.ReplicaReport[] memory report = _report(id, paySeed);
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        vm.prank(settler);
+        escrow.finalize(id, report);
+        _observe(before);
+        calls["finalize"]++;
+    }
+
+    /// @dev One to three tasks in one call (credits tallied per batch, one unlock for all).
+    function finalizeMany(uint256 seed, uint256 paySeed, uint8 count) public {
+        count = uint8(bound(count, 1, 3));
+        uint256[] memory ids = new uint256[](count);
+        ITaskEscrow.ReplicaReport[][] memory reports = new ITaskEscrow.ReplicaReport[][](count);
+        uint256 n;
+        for (uint256 i; i < count; ++i) {
+            (uint256 id, bool ok) = _finalizable(_next(seed, i * 7), _next(paySeed, i));
+            if (!ok) continue;
+            bool dup;
+            for (uint256 j; j < n; ++j) {
+                if (ids[j] == id) dup = true;
+            }
+            if (dup) continue;
+            (ids[n], reports[n]) = (id, _report(id, _next(paySeed, i)));
+            ++n;
+        }
+        if (n == 0) return;
+        assembly {
+            mstore(ids, n)
+            mstore(reports, n)
+        }
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        vm.prank(settler);
+        escrow.finalizeMany(ids, reports);
+        _observe(before);
+        calls["finalizeMany"]++;
+    }
+
+    // ------------------------------------------------------------------ anyone, governance, time
+
+    function expire(uint256 seed, bool open) public {
+        if (seed % 3 != 0) return; // expiring jumps past deadlines: rarer, so that tasks reach settlement
+        (uint256 id, bool found) = _pick(seed, open ? ITaskEscrow.TaskState.Posted : ITaskEscrow.TaskState.Assigned);
+        if (!found) return;
+        uint256 expiresAt = uint256(escrow.getTask(id).deadline) + escrow.expiryGrace();
+        if (block.timestamp < expiresAt) vm.warp(expiresAt);
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        escrow.expire(id, _sorted(replicasOf[id]));
+        _observe(before);
+        calls["expire"]++;
+    }
+
+    function claim(uint256 actor) public {
+        address a = accounts[actor % accounts.length];
+        if (escrow.claimable(a) == 0) return;
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        vm.prank(a);
+        escrow.claim();
+        _observe(before);
+        calls["claim"]++;
+    }
+
+    function claimFor(uint256 actor, uint256 caller) public {
+        address a = accounts[actor % accounts.length];
+        if (escrow.claimable(a) == 0) return;
+        uint256[] memory before = _snapshot();
+        vm.recordLogs();
+        vm.prank(accounts[caller % accounts.length]);
+        escrow.claimFor(a);
+        _observe(before);
+        calls["claimFor"]++;
     }
 
     function stake(uint256 actor, uint256 amount) public {
@@ -298,7 +448,10 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         address p = providers[actor % providers.length];
         uint256 current = registry.stakeOf(p);
         if (current == 0 || registry.activeAssignments(p) != 0) return;
-        amount = bound(amount, 1, current);
+        // mostly keep the provider eligible (at least the minimum left), one time in four take up to all of it
+        uint256 minimum = registry.minStake();
+        uint256 most = current > minimum && amount % 4 != 0 ? current - minimum : current;
+        amount = bound(amount, 1, most);
         vm.prank(p);
         registry.requestUnstake(amount);
         calls["requestUnstake"]++;
@@ -312,46 +465,6 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         vm.prank(p);
         registry.withdraw();
         calls["withdraw"]++;
-    }
-
-    // ------------------------------------------------------------------ settler
-
-    function finalize(uint256 seed, uint256 paySeed) public {
-        (uint256 id, uint96[] memory pay, bool ok) = _settlement(seed, paySeed);
-        if (!ok) return;
-        vm.recordLogs();
-        vm.prank(settler);
-        escrow.finalize(id, pay);
-        _process();
-        calls["finalize"]++;
-    }
-
-    function finalizeMany(uint256 seed, uint256 paySeed) public {
-        (uint256 id, uint96[] memory pay, bool ok) = _settlement(seed, paySeed);
-        if (!ok) return;
-        uint256[] memory ids = new uint256[](1);
-        ids[0] = id;
-        uint96[][] memory pays = new uint96[][](1);
-        pays[0] = pay;
-        vm.recordLogs();
-        vm.prank(settler);
-        escrow.finalizeMany(ids, pays);
-        _process();
-        calls["finalizeMany"]++;
-    }
-
-    // ------------------------------------------------------------------ anyone, governance, time
-
-    function expire(uint256 seed, bool open) public {
-        if (seed % 3 != 0) return; // expiring jumps past deadlines: rarer, so that tasks reach settlement
-        (uint256 id, bool found) = _pick(seed, open ? ITaskEscrow.TaskState.Posted : ITaskEscrow.TaskState.Assigned);
-        if (!found) return;
-        uint256 expiresAt = uint256(escrow.getTask(id).deadline) + escrow.expiryGrace();
-        if (block.timestamp < expiresAt) vm.warp(expiresAt);
-        vm.recordLogs();
-        escrow.expire(id);
-        _process();
-        calls["expire"]++;
     }
 
     function setProtocolFeeBps(uint16 value) public {
@@ -381,13 +494,15 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         return taskIds.length;
     }
 
-    /// @dev Tasks whose attributed payouts break "closed: paid + fee + refund == escrowed; open: <= escrowed".
+    /// @dev Breaches of "a closed task's credits sum to its escrow, an open one's to at most that", plus calls whose
+    /// close events disagree with the credits that really appeared.
     function taskPayoutViolations() external view returns (uint256 bad) {
         for (uint256 i; i < taskIds.length; ++i) {
             uint256 id = taskIds[i];
-            uint256 out = paidOutOf[id];
+            uint256 out = creditedOf[id];
             if (closed[id] ? out != escrowedOf[id] : out > escrowedOf[id]) ++bad;
         }
+        bad += ghost_creditMismatches;
     }
 
     function providerCount() external view returns (uint256) {
@@ -396,60 +511,69 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
 
     function callSummary() external view {
         console.log("-- call summary --");
-        string[20] memory names = [
-            "postTask", "postTaskWithPermit", "cancelTask", "assign", "assignMany", "commit", "commitMany", "reveal",
-            "revealMany", "finalize", "finalizeMany", "expire", "stake", "stakeWithPermit", "requestUnstake",
-            "withdraw", "setProtocolFeeBps", "setSlashBps", "warp", ""
+        string[24] memory names = [
+            "postTask", "postTasks", "postTaskWithPermit", "cancelTask", "assign", "assignMany", "commit",
+            "commitMany", "reveal", "revealMany", "finalize", "finalizeMany", "expire", "claim", "claimFor", "stake",
+            "stakeWithPermit", "requestUnstake", "withdraw", "setProtocolFeeBps", "setSlashBps", "warp", "progress", ""
         ];
-        for (uint256 i; i < 19; ++i) {
+        for (uint256 i; i < 23; ++i) {
             console.log(names[i], calls[bytes32(bytes(names[i]))]);
         }
+        uint256 settled;
+        uint256 failed;
+        for (uint256 i; i < taskIds.length; ++i) {
+            ITaskEscrow.TaskState s = escrow.getTask(taskIds[i]).state;
+            if (s == ITaskEscrow.TaskState.Settled) ++settled;
+            if (s == ITaskEscrow.TaskState.Failed) ++failed;
+        }
         console.log("tasks", taskIds.length);
+        console.log("  settled", settled);
+        console.log("  failed", failed);
         console.log("ghost_escrowed", ghost_escrowed);
-        console.log("ghost_paid", ghost_paid);
-        console.log("ghost_refunded", ghost_refunded);
-        console.log("ghost_fees", ghost_fees);
-        console.log("ghost_slashed", ghost_slashed);
         console.log("ghost_owed", ghost_owed);
+        console.log("ghost_credits", ghost_credits);
+        console.log("ghost_claimed", ghost_claimed);
+        console.log("ghost_paid", ghost_paid);
+        console.log("ghost_slashed", ghost_slashed);
     }
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internals: tasks
 
-    function _terms(uint8 k, uint8 q, uint8 extra) internal pure returns (uint8 kk, uint8 qq, uint8 maxK) {
-        kk = uint8(bound(k, 1, 4));
-        qq = uint8(bound(q, 1, kk));
-        maxK = uint8(bound(uint256(kk) + extra, kk, 6));
-    }
-
-    function _deadline(uint64 life) internal view returns (uint64) {
+    function _newTerms(uint8 k, uint8 q, uint8 extra, uint96 price, uint64 life)
+        internal
+        view
+        returns (ITaskEscrow.TaskTerms memory t)
+    {
+        t.replicas = uint8(bound(k, 1, 4));
+        t.quorum = uint8(bound(q, 1, t.replicas));
+        t.maxReplicas = uint8(bound(uint256(t.replicas) + extra, t.replicas, 6));
+        t.maxPricePerReplica = uint96(bound(price, 1, MAX_PRICE));
         uint256 windows = uint256(escrow.commitWindow()) + escrow.revealWindow();
-        return uint64(block.timestamp + windows + bound(life, 1, 6 hours));
+        t.deadline = uint64(block.timestamp + windows + bound(life, 1, 6 hours));
+        t.specHash = keccak256(abi.encode(block.timestamp, taskIds.length));
     }
 
-    function _owed(uint8 maxK, uint96 price) internal view returns (uint256) {
-        uint256 base = uint256(maxK) * price;
+    function _owed(ITaskEscrow.TaskTerms memory t) internal view returns (uint256) {
+        uint256 base = uint256(t.maxReplicas) * t.maxPricePerReplica;
         return base + base * escrow.protocolFeeBps() / 10_000;
     }
 
     function _posted(uint256 id, uint256 owed) internal {
         taskIds.push(id);
         escrowedOf[id] = owed;
-        ghost_escrowed += owed;
         ghost_owed += owed;
     }
 
-    function _permit(uint256 key, address owner, uint256 value) internal view returns (uint8, bytes32, bytes32) {
-        bytes32 structHash = keccak256(
-            abi.encode(
-                keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"),
-                owner,
-                address(escrow),
-                value,
-                token.nonces(owner),
-                block.timestamp
-            )
-        );
-        return vm.sign(key, keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash)));
+    function _assigned(uint256 id, address[] memory ps) internal {
+        uint256 round = ++roundNow[id];
+        for (uint256 i; i < ps.length; ++i) {
+            replicasOf[id].push(ps[i]);
+            roundOf[id][ps[i]] = round;
+        }
+    }
+
+    function _state(uint256 id, address p) internal view returns (ITaskEscrow.ReplicaState s) {
+        (s,) = escrow.replicaOf(id, p);
     }
 
     function _pick(uint256 seed, ITaskEscrow.TaskState state) internal view returns (uint256 id, bool found) {
@@ -467,14 +591,45 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         return keccak256(abi.encode("salt", id, p));
     }
 
+    function _commitment(uint256 id, address p, uint256 resultSeed) internal returns (bytes32) {
+        bytes32 result = resultSeed % 5 == 0 ? OTHER : RESULT;
+        committedResult[id][p] = result;
+        return keccak256(abi.encode(result, _salt(id, p), p));
+    }
+
+    function _permit(uint256 key, address owner, uint256 value) internal view returns (uint8, bytes32, bytes32) {
+        bytes32 structHash = keccak256(
+            abi.encode(
+                keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"),
+                owner,
+                address(escrow),
+                value,
+                token.nonces(owner),
+                block.timestamp
+            )
+        );
+        return vm.sign(key, keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash)));
+    }
+
+    /// @dev A Posted task (its first round) or, one time in four, an Assigned one (one escalation replica).
     function _assignment(uint256 seed, uint256 providerSeed)
         internal
+        view
         returns (uint256 id, address[] memory ps, bool ok)
     {
         bool escalate = seed % 4 == 0;
         bool found;
         (id, found) = _pick(seed / 4, escalate ? ITaskEscrow.TaskState.Assigned : ITaskEscrow.TaskState.Posted);
         if (!found) return (0, ps, false);
+        return _assignmentOf(id, escalate, providerSeed);
+    }
+
+    function _assignmentOf(uint256 id_, bool escalate, uint256 providerSeed)
+        internal
+        view
+        returns (uint256 id, address[] memory ps, bool ok)
+    {
+        id = id_;
         ITaskEscrow.Task memory t = escrow.getTask(id);
         uint256 want = escalate ? 1 : t.replicas;
         if (escalate && t.assigned >= t.maxReplicas) return (0, ps, false);
@@ -483,43 +638,36 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         if (t.deadline <= roundEnd) return (0, ps, false);
         ps = _choose(id, want, providerSeed);
         ok = ps.length == want;
-        if (ok) roundStartOf[id] = t.assigned;
     }
 
     function _choose(uint256 id, uint256 want, uint256 providerSeed) internal view returns (address[] memory ps) {
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
+        address[] memory reps = replicasOf[id];
         ps = new address[](want);
         uint256 got;
         uint256 n = providers.length;
         for (uint256 i; i < n && got < want; ++i) {
-            address p = providers[(providerSeed + i) % n];
+            address p = providers[_next(providerSeed % n, i) % n];
             if (!registry.isEligible(p)) continue;
             bool taken;
             for (uint256 j; j < reps.length; ++j) {
-                if (reps[j].provider == p) taken = true;
+                if (reps[j] == p) taken = true;
             }
             if (!taken) ps[got++] = p;
         }
         if (got < want) ps = new address[](0);
     }
 
-    function _commitment(uint256 seed, uint256 replicaSeed, uint256 resultSeed)
-        internal
-        returns (uint256 id, address p, bytes32 c, bool ok)
-    {
+    function _committer(uint256 seed, uint256 replicaSeed) internal view returns (uint256 id, address p, bool ok) {
         uint256 n = taskIds.length;
         for (uint256 k; k < n; ++k) {
-            id = taskIds[(seed + k) % n];
+            id = taskIds[_next(seed % n, k) % n];
             ITaskEscrow.Task memory t = escrow.getTask(id);
             if (t.state != ITaskEscrow.TaskState.Assigned || block.timestamp > t.commitDeadline) continue;
-            ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
+            address[] memory reps = replicasOf[id];
             for (uint256 i; i < reps.length; ++i) {
-                uint256 idx = (replicaSeed + i) % reps.length;
-                if (reps[idx].state == ITaskEscrow.ReplicaState.Assigned && idx >= roundStartOf[id]) {
-                    p = reps[idx].provider;
-                    bytes32 result = resultSeed % 4 == 0 ? OTHER : RESULT;
-                    committedResult[id][p] = result;
-                    return (id, p, keccak256(abi.encode(result, _salt(id, p), p)), true);
+                p = reps[_next(replicaSeed % reps.length, i) % reps.length];
+                if (_state(id, p) == ITaskEscrow.ReplicaState.Assigned && roundOf[id][p] == roundNow[id]) {
+                    return (id, p, true);
                 }
             }
         }
@@ -528,110 +676,189 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     function _revealer(uint256 seed, uint256 replicaSeed) internal returns (uint256 id, address p, bool ok) {
         uint256 n = taskIds.length;
         for (uint256 k; k < n; ++k) {
-            id = taskIds[(seed + k) % n];
+            id = taskIds[_next(seed % n, k) % n];
             ITaskEscrow.Task memory t = escrow.getTask(id);
             if (t.state != ITaskEscrow.TaskState.Assigned || block.timestamp > t.revealDeadline) continue;
-            ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
-            bool allCommitted = true;
-            uint256 committed = type(uint256).max;
+            address[] memory reps = replicasOf[id];
             for (uint256 i; i < reps.length; ++i) {
-                uint256 idx = (replicaSeed + i) % reps.length;
-                if (reps[idx].state == ITaskEscrow.ReplicaState.Assigned) allCommitted = false;
-                if (reps[idx].state == ITaskEscrow.ReplicaState.Committed && committed == type(uint256).max) {
-                    committed = idx;
+                p = reps[_next(replicaSeed % reps.length, i) % reps.length];
+                if (_state(id, p) != ITaskEscrow.ReplicaState.Committed) continue;
+                // reveals open once the round committed or at the commit deadline: jump there when needed
+                if (t.roundCommitted != t.roundSize && block.timestamp <= t.commitDeadline) {
+                    vm.warp(t.commitDeadline + 1);
                 }
+                return (id, p, true);
             }
-            if (committed == type(uint256).max) continue;
-            // reveals open once all committed or at the commit deadline: jump there when needed
-            if (!allCommitted && block.timestamp <= t.commitDeadline) vm.warp(t.commitDeadline + 1);
-            return (id, reps[committed].provider, true);
         }
     }
 
-    function _settlement(uint256 seed, uint256 paySeed) internal returns (uint256 id, uint96[] memory pay, bool ok) {
+    /// @dev An Assigned task the settler may finalize now (jumping past its reveal deadline one time in three when
+    /// it may not yet).
+    function _finalizable(uint256 seed, uint256 paySeed) internal returns (uint256 id, bool ok) {
         bool found;
         (id, found) = _pick(seed, ITaskEscrow.TaskState.Assigned);
-        if (!found) return (0, pay, false);
+        if (!found) return (0, false);
         ITaskEscrow.Task memory t = escrow.getTask(id);
-        ITaskEscrow.Replica[] memory reps = escrow.getReplicas(id);
-        // finalize is allowed at the latest after the reveal deadline; sometimes jump there
-        bool pending;
+        bool revealOver = block.timestamp > t.revealDeadline;
+        bool pending = t.roundCommitted != t.roundSize && block.timestamp <= t.commitDeadline;
+        address[] memory reps = replicasOf[id];
         for (uint256 i; i < reps.length; ++i) {
-            if (reps[i].state != ITaskEscrow.ReplicaState.Revealed) pending = true;
+            if (_state(id, reps[i]) == ITaskEscrow.ReplicaState.Committed) pending = true;
         }
-        if (pending && paySeed % 3 == 0 && block.timestamp <= t.revealDeadline) vm.warp(t.revealDeadline + 1);
-        // the winner as the contract counts it: unique most-revealed hash with >= quorum votes
+        if (!pending || revealOver) return (id, true);
+        if (paySeed % 3 != 0) return (0, false);
+        vm.warp(uint256(t.revealDeadline) + 1);
+        return (id, true);
+    }
+
+    /// @dev The settler's report: every replica, sorted, with what it revealed and a payment for those agreeing with
+    /// the result the escrow will accept (unique most-revealed hash with at least `quorum` votes).
+    function _report(uint256 id, uint256 paySeed) internal view returns (ITaskEscrow.ReplicaReport[] memory rs) {
+        address[] memory reps = _sorted(replicasOf[id]);
+        ITaskEscrow.Task memory t = escrow.getTask(id);
+        bool[] memory revealed = new bool[](reps.length);
+        for (uint256 i; i < reps.length; ++i) {
+            revealed[i] = _state(id, reps[i]) == ITaskEscrow.ReplicaState.Revealed;
+        }
         bytes32 winner;
         uint256 votes;
         bool tie;
         for (uint256 i; i < reps.length; ++i) {
-            if (reps[i].state != ITaskEscrow.ReplicaState.Revealed) continue;
+            if (!revealed[i]) continue;
+            bytes32 h = committedResult[id][reps[i]];
             uint256 count;
             for (uint256 j; j < reps.length; ++j) {
-                if (reps[j].state == ITaskEscrow.ReplicaState.Revealed && reps[j].commitment == reps[i].commitment) {
-                    ++count;
-                }
+                if (revealed[j] && committedResult[id][reps[j]] == h) ++count;
             }
-            if (count > votes) (winner, votes, tie) = (reps[i].commitment, count, false);
-            else if (count == votes && reps[i].commitment != winner) tie = true;
+            if (count > votes) (winner, votes, tie) = (h, count, false);
+            else if (count == votes && h != winner) tie = true;
         }
         bool settled = !tie && votes >= t.quorum;
-        pay = new uint96[](reps.length);
+        rs = new ITaskEscrow.ReplicaReport[](reps.length);
         for (uint256 i; i < reps.length; ++i) {
-            if (settled && reps[i].state == ITaskEscrow.ReplicaState.Revealed && reps[i].commitment == winner) {
-                pay[i] = uint96(bound(uint256(keccak256(abi.encode(paySeed, i))), 0, t.maxPricePerReplica));
+            rs[i].provider = reps[i];
+            if (revealed[i]) rs[i].resultHash = committedResult[id][reps[i]];
+            if (settled && revealed[i] && rs[i].resultHash == winner) {
+                rs[i].payment = uint96(bound(uint256(keccak256(abi.encode(paySeed, i))), 0, t.maxPricePerReplica));
             }
         }
-        ok = true;
     }
 
-    /// @dev Reads the recorded logs: escrow close events set the task that following transfers belong to.
-    function _process() internal {
+    /// @dev seed + i, wrapping (fuzzed seeds go up to 2^256 - 1).
+    function _next(uint256 seed, uint256 i) internal pure returns (uint256) {
+        unchecked {
+            return seed + i;
+        }
+    }
+
+    function _sorted(address[] memory ps) internal pure returns (address[] memory out) {
+        out = new address[](ps.length);
+        for (uint256 i; i < ps.length; ++i) {
+            address a = ps[i];
+            uint256 j = i;
+            for (; j > 0 && out[j - 1] > a; --j) {
+                out[j] = out[j - 1];
+            }
+            out[j] = a;
+        }
+    }
+
+    // ------------------------------------------------------------------ internals: measuring
+
+    function _snapshot() internal view returns (uint256[] memory balances) {
+        balances = new uint256[](accounts.length);
+        for (uint256 i; i < accounts.length; ++i) {
+            balances[i] = escrow.claimable(accounts[i]);
+        }
+    }
+
+    struct Call {
+        uint256 reported; // credits the close events report
+        uint256[] reportedTo; // of which to each account (payments only: ReplicaFinalized)
+        uint256 lastTask;
+    }
+
+    /// @dev Credits that appeared (claimable changes) against those reported (close events); tokens that moved.
+    function _observe(uint256[] memory before) internal {
         Vm.Log[] memory logs = vm.getRecordedLogs();
+        Call memory c;
+        c.reportedTo = new uint256[](accounts.length);
         for (uint256 i; i < logs.length; ++i) {
-            Vm.Log memory l = logs[i];
-            bytes32 sig = l.topics.length != 0 ? l.topics[0] : bytes32(0);
-            if (l.emitter == address(escrow)) {
-                if (sig == ITaskEscrow.TaskSettled.selector) {
-                    uint256 id = uint256(l.topics[1]);
-                    (,,, uint256 fee,) = abi.decode(l.data, (bytes32, uint8, uint256, uint256, uint256));
-                    paidOutOf[id] += fee;
-                    _closed(id);
-                } else if (
-                    sig == ITaskEscrow.TaskFailed.selector || sig == ITaskEscrow.TaskExpired.selector
-                        || sig == ITaskEscrow.TaskCancelled.selector
-                ) {
-                    _closed(uint256(l.topics[1]));
+            _log(logs[i], c);
+        }
+        // what really appeared, per account
+        uint256 appeared;
+        uint256 gone;
+        for (uint256 i; i < accounts.length; ++i) {
+            uint256 nowBalance = escrow.claimable(accounts[i]);
+            if (nowBalance >= before[i]) {
+                uint256 added = nowBalance - before[i];
+                appeared += added;
+                // a provider credited more than its reported payments was paid again for the same task
+                if (i >= customers.length && i < customers.length + providers.length && added > c.reportedTo[i]) {
+                    _countPayment(c.lastTask, accounts[i]);
                 }
-            } else if (l.emitter == address(token) && sig == TRANSFER) {
-                address from = address(uint160(uint256(l.topics[1])));
-                address to = address(uint160(uint256(l.topics[2])));
-                uint256 amount = abi.decode(l.data, (uint256));
-                if (from == address(registry) && (to == treasury || !isProvider[to])) {
-                    ghost_slashed += amount;
-                } else if (from == address(escrow)) {
-                    if (to == treasury) {
-                        ghost_fees += amount;
-                    } else {
-                        paidOutOf[currentTask] += amount;
-                        if (isProvider[to]) {
-                            ghost_paid += amount;
-                            uint256 count = ++paidCount[currentTask][to];
-                            if (count > ghost_maxPaidCount) ghost_maxPaidCount = count;
-                        } else {
-                            ghost_refunded += amount;
-                        }
-                    }
-                }
+            } else {
+                gone += before[i] - nowBalance;
             }
+        }
+        ghost_credits = ghost_credits + appeared - gone;
+        if (appeared != c.reported) ++ghost_creditMismatches;
+    }
+
+    function _log(Vm.Log memory l, Call memory c) internal {
+        bytes32 sig = l.topics.length != 0 ? l.topics[0] : bytes32(0);
+        if (l.emitter == address(escrow)) {
+            if (sig == ITaskEscrow.ReplicaFinalized.selector) {
+                uint256 id = uint256(l.topics[1]);
+                address p = address(uint160(uint256(l.topics[2])));
+                (, uint256 paid) = abi.decode(l.data, (uint8, uint256));
+                if (paid != 0) {
+                    creditedOf[id] += paid;
+                    c.reported += paid;
+                    c.reportedTo[_index(p)] += paid;
+                    ghost_paid += paid;
+                    _countPayment(id, p);
+                }
+                c.lastTask = id;
+            } else if (sig == ITaskEscrow.TaskSettled.selector) {
+                uint256 id = uint256(l.topics[1]);
+                (,,, uint256 fee, uint256 refund) = abi.decode(l.data, (bytes32, uint8, uint256, uint256, uint256));
+                _close(id, fee + refund, c);
+            } else if (
+                sig == ITaskEscrow.TaskFailed.selector || sig == ITaskEscrow.TaskExpired.selector
+                    || sig == ITaskEscrow.TaskCancelled.selector
+            ) {
+                _close(uint256(l.topics[1]), abi.decode(l.data, (uint256)), c);
+            }
+        } else if (l.emitter == address(token) && sig == TRANSFER) {
+            address from = address(uint160(uint256(l.topics[1])));
+            address to = address(uint160(uint256(l.topics[2])));
+            uint256 amount = abi.decode(l.data, (uint256));
+            if (to == address(escrow)) ghost_escrowed += amount;
+            else if (from == address(escrow)) ghost_claimed += amount;
+            else if (from == address(registry)) ghost_slashed += amount;
         }
     }
 
-    function _closed(uint256 id) internal {
-        currentTask = id;
+    function _close(uint256 id, uint256 credited, Call memory c) internal {
+        creditedOf[id] += credited;
+        c.reported += credited;
         if (!closed[id]) {
             closed[id] = true;
             ghost_owed -= escrowedOf[id];
         }
+    }
+
+    function _countPayment(uint256 id, address p) internal {
+        uint256 count = ++paidCount[id][p];
+        if (count > ghost_maxPaidCount) ghost_maxPaidCount = count;
+    }
+
+    function _index(address a) internal view returns (uint256) {
+        for (uint256 i; i < accounts.length; ++i) {
+            if (accounts[i] == a) return i;
+        }
+        revert("unknown account");
     }
 }

@@ -1,0 +1,1 @@
+"""The marketplace HTTP API: `create_app(settings)` builds it (see docs/api.md)."""

@@ -1,0 +1,124 @@
+"""`create_app(settings)`: the marketplace API with its database, content store and chain oracles wired in.
+
+Tests pass their own engine and oracles; `hashgrid marketplace serve` uses the chain-backed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from hashgrid.content import ContentStore
+from marketplace.api.chain import ChainFeeOracle, ChainStakeOracle, FeeOracle, StakeOracle
+from marketplace.api.errors import install_error_handlers
+from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
+from marketplace.api.security import purge_expired_nonces
+from marketplace.db import engine_from_settings, init_db
+from marketplace.models import utcnow
+from marketplace.settings import MarketplaceSettings
+
+log = logging.getLogger(__name__)
+NONCE_PURGE_INTERVAL_S = 60.0
+
+DESCRIPTION = """The Hashgrid marketplace: customers register task specs and read their tasks' status,
+logs and verified results; providers register, heartbeat, receive assignments and report; anyone
+reads the explorer.
+
+**Auth** (docs/api.md): every mutating request is signed by a wallet, either per request with EIP-712
+(`X-Hashgrid-Address`, `X-Hashgrid-Signature`, `X-Hashgrid-Nonce`, `X-Hashgrid-Expiry`, `X-Hashgrid-Chain-Id`)
+or with a bearer token from a Sign-In with Ethereum login (`POST /auth/siwe`).
+
+**Errors** are JSON `{code, message, component, retryable, details}`.
+"""
+
+TAGS = [
+    {"name": "auth", "description": "Sign-In with Ethereum (EIP-4361) sessions"},
+    {"name": "blobs", "description": "Content-addressed storage (sha256)"},
+    {"name": "tasks", "description": "A customer's own tasks"},
+    {"name": "providers", "description": "Provider registration, assignments and reports"},
+    {"name": "explorer", "description": "Public read-only views of the indexed chain"},
+    {"name": "health", "description": "Liveness"},
+]
+
+
+async def _purge_nonces(engine: Engine) -> None:
+    def purge() -> int:
+        with Session(engine) as session:
+            return purge_expired_nonces(session, now=utcnow())
+
+    while True:
+        await asyncio.sleep(NONCE_PURGE_INTERVAL_S)
+        try:
+            await run_in_threadpool(purge)
+        except Exception:  # a busy database must not kill the loop; the next round retries
+            log.exception("purging expired nonces failed")
+
+
+def start_jobs(settings: MarketplaceSettings, engine: Engine) -> Any:
+    """The background jobs, settlement included, on a thread of this process (`run_jobs`); None when Redis
+    is configured (Celery workers run them)."""
+    from marketplace.jobs.context import JobContext, JobSettings
+    from marketplace.jobs.scheduler import InProcessScheduler
+
+    job_settings = JobSettings()
+    if job_settings.redis_url:
+        log.info("redis_url is set: background jobs run on Celery, not in the API process")
+        return None
+    ctx = JobContext.from_settings(job_settings, engine=engine)
+    return InProcessScheduler(ctx).start()
+
+
+def create_app(
+    settings: MarketplaceSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    stake_oracle: StakeOracle | None = None,
+    fee_oracle: FeeOracle | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """Build the app; migrates the database to head unless `migrate=False`."""
+    settings = settings or MarketplaceSettings()
+    engine = engine or engine_from_settings(settings)
+    if migrate:
+        init_db(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        purger = asyncio.create_task(_purge_nonces(engine))
+        scheduler = await run_in_threadpool(start_jobs, settings, engine) if settings.run_jobs else None
+        try:
+            yield
+        finally:
+            purger.cancel()
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
+
+    app = FastAPI(
+        title="Hashgrid marketplace",
+        version="1",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.store = ContentStore(settings.content_path)
+    app.state.stake_oracle = stake_oracle or ChainStakeOracle(settings)
+    app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
+    install_error_handlers(app)
+    for router in (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router):
+        app.include_router(router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For `uvicorn --factory marketplace.api.app:app_from_env`."""
+    return create_app(MarketplaceSettings())

@@ -1,0 +1,134 @@
+"""FastAPI dependencies as `Annotated` aliases: settings, database session, content store, chain oracles
+and the calling wallet (`CurrentWallet`), authenticated by a SIWE bearer token or an EIP-712 signature."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from hashgrid.content import ContentStore
+from hashgrid.signing import (
+    HEADER_ADDRESS,
+    HEADER_CHAIN_ID,
+    HEADER_EXPIRY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+)
+from marketplace.api.chain import FeeOracle, StakeOracle
+from marketplace.api.errors import PayloadTooLarge, Unauthorized
+from marketplace.api.security import Caller, consume_nonce, verify_signed_request, verify_token
+from marketplace.settings import MarketplaceSettings
+
+
+def get_settings(request: Request) -> MarketplaceSettings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request. Async only to skip a threadpool hop: opening one does no I/O (the connection is
+    taken on first use, in whichever thread uses it) and closing it is a pool check-in."""
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_store(request: Request) -> ContentStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_stake_oracle(request: Request) -> StakeOracle:
+    return request.app.state.stake_oracle  # type: ignore[no-any-return]
+
+
+def get_fee_oracle(request: Request) -> FeeOracle:
+    return request.app.state.fee_oracle  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[MarketplaceSettings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StoreDep = Annotated[ContentStore, Depends(get_store)]
+StakeOracleDep = Annotated[StakeOracle, Depends(get_stake_oracle)]
+FeeOracleDep = Annotated[FeeOracle, Depends(get_fee_oracle)]
+
+
+def signed_path(request: Request) -> str:
+    """The path as signed: raw (still percent-encoded) path plus '?query' when present."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1").split("?", 1)[0]
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return path + (f"?{query}" if query else "")
+
+
+def authenticate(request: Request, settings: MarketplaceSettings, *, body_sha256: str | None) -> Caller:
+    """Who signed this request (no database access: nonce spending is separate). `body_sha256` is given
+    only when the body is not read here (blob uploads sign the blob's hash)."""
+    headers = request.headers
+    now = int(time.time())
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization must be 'Bearer <token>' (a token from POST /auth/siwe)")
+        return verify_token(settings.secret, token.strip(), chain_id=settings.chain_id, now=now)
+    signature = headers.get(HEADER_SIGNATURE)
+    if not signature:
+        raise Unauthorized(
+            "unsigned request: sign it (EIP-712, X-Hashgrid-* headers) or send a bearer token "
+            "from POST /auth/siwe; see docs/api.md"
+        )
+    missing = [name for name in (HEADER_ADDRESS, HEADER_NONCE, HEADER_EXPIRY) if not headers.get(name)]
+    if missing:
+        raise Unauthorized(f"signed request is missing {', '.join(missing)}", missing=missing)
+    return verify_signed_request(
+        address=headers[HEADER_ADDRESS],
+        signature=signature,
+        nonce=headers[HEADER_NONCE],
+        expiry=headers[HEADER_EXPIRY],
+        chain_id_header=headers.get(HEADER_CHAIN_ID),
+        method=request.method,
+        path=signed_path(request),
+        body_sha256=body_sha256 or "0" * 64,
+        chain_id=settings.chain_id,
+        now=now,
+        max_ttl_s=settings.max_signature_ttl_s,
+    )
+
+
+async def signed_caller(request: Request, settings: SettingsDep) -> Caller:
+    """Authenticate a request whose (bounded) body is part of the signature."""
+    body_sha256 = None
+    if request.headers.get(HEADER_SIGNATURE) and not request.headers.get("authorization"):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {settings.max_body_bytes}")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {settings.max_body_bytes}")
+        body_sha256 = hashlib.sha256(body).hexdigest()
+    return authenticate(request, settings, body_sha256=body_sha256)
+
+
+def current_wallet(
+    request: Request, caller: Annotated[Caller, Depends(signed_caller)], session: SessionDep
+) -> str:
+    """The caller's lower-case address, its nonce spent in this request's transaction (committed at once for
+    reads, with the handler's writes otherwise, so a refused request leaves nothing behind).
+
+    Sync on purpose (run in the threadpool): a write transaction left open across an await on the event
+    loop would let the next request block the loop on SQLite's write lock while holding it (deadlock)."""
+    if caller.nonce is not None and caller.expiry is not None:
+        consume_nonce(
+            session,
+            address=caller.address,
+            nonce=caller.nonce,
+            expiry=caller.expiry,
+            commit=request.method in ("GET", "HEAD"),
+        )
+    return caller.address
+
+
+CurrentWallet = Annotated[str, Depends(current_wallet)]

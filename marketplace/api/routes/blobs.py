@@ -1,0 +1,118 @@
+"""Content-addressed blobs: PUT streams an upload checked against the sha256 in its URL, GET streams it
+back to a wallet allowed to read it, HEAD says whether it is stored."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from hashgrid.errors import ContentMissing
+from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, StoreDep, authenticate
+from marketplace.api.errors import PayloadTooLarge, error_responses
+from marketplace.api.schemas import SHA256_PATTERN
+from marketplace.api.services import blobs as service
+from marketplace.api.services.tasks import spec_blob
+from marketplace.models import Blob, BlobPublic
+
+router = APIRouter(prefix="/blobs", tags=["blobs"])
+Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="sha256 of the blob, 64 lower-case hex")]
+
+
+@router.put(
+    "/{sha256}",
+    response_model=BlobPublic,
+    status_code=201,
+    summary="Upload a blob (streamed; stored once)",
+    responses={
+        200: {"model": BlobPublic, "description": "Already stored: nothing was uploaded"},
+        **error_responses(400, 401, 413, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def put_blob(
+    sha256: Sha256,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    store: StoreDep,
+) -> BlobPublic:
+    """Signed with bodySha256 = the blob's sha256 (the server checks the stream against it, so the body is
+    never buffered). An already-stored blob is not read again; bytes that hash differently are a 400."""
+    caller = authenticate(request, settings, body_sha256=sha256)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_blob_bytes:
+        raise PayloadTooLarge(
+            f"blob of {declared} bytes exceeds the {settings.max_blob_bytes}-byte limit",
+            limit=settings.max_blob_bytes,
+            size=int(declared),
+        )
+    existing = await run_in_threadpool(
+        lambda: service.existing_blob(session=session, store=store, sha256=sha256)
+    )
+    if existing is not None:
+        await run_in_threadpool(
+            lambda: service.commit_blob(
+                session=session, store=store, caller=caller, sha256=sha256, temp=None, size=existing.size
+            )
+        )
+        response.status_code = 200
+        return BlobPublic(sha256=sha256, size=existing.size, created=False)
+    temp = await service.receive_blob(
+        store=store, sha256=sha256, chunks=request.stream(), max_bytes=settings.max_blob_bytes
+    )
+    size = temp.stat().st_size
+
+    def finish() -> bool:
+        return service.commit_blob(
+            session=session, store=store, caller=caller, sha256=sha256, temp=temp, size=size
+        )
+
+    created = await run_in_threadpool(finish)
+    response.status_code = 201 if created else 200
+    return BlobPublic(sha256=sha256, size=size, created=created)
+
+
+@router.get(
+    "/{sha256}",
+    summary="Download a blob (streamed)",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(401, 403, 404, 422)},
+)
+def get_blob(sha256: Sha256, wallet: CurrentWallet, session: SessionDep, store: StoreDep) -> Response:
+    """Task outputs are readable by the task's customer and assigned providers; other blobs (and registered
+    specs, by spec hash) by any signed wallet."""
+    spec = spec_blob(session=session, sha256=sha256)
+    if spec is not None and session.get(Blob, sha256) is None:
+        return Response(spec, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    service.check_blob_reader(session=session, sha256=sha256, wallet=wallet)
+    path = store.path_for(sha256)
+    if not path.is_file():
+        raise ContentMissing(f"blob sha256:{sha256} is recorded but its bytes are missing", sha256=sha256)
+    return FileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+
+
+@router.head(
+    "/{sha256}",
+    summary="Whether a blob is stored, and its size",
+    status_code=200,
+    responses=error_responses(404, 422),
+)
+def head_blob(sha256: Sha256, session: SessionDep, store: StoreDep) -> Response:
+    blob = service.existing_blob(session=session, store=store, sha256=sha256)
+    if blob is not None:
+        size = blob.size
+    else:
+        spec = spec_blob(session=session, sha256=sha256)
+        if spec is None:
+            raise ContentMissing(f"blob sha256:{sha256} is not stored here", sha256=sha256)
+        size = len(spec)
+    return Response(status_code=200, headers={"Content-Length": str(size), "ETag": f'"{sha256}"'})

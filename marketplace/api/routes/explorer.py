@@ -1,0 +1,96 @@
+"""The public explorer: tasks, a task's history, providers with rewards and slashes, network stats; read
+only and unauthenticated, served from what the chain indexer stored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from marketplace.api.deps import SessionDep, SettingsDep
+from marketplace.api.errors import error_responses
+from marketplace.api.schemas import ADDRESS_PATTERN
+from marketplace.api.services import explorer as service
+from marketplace.api.services.providers import is_online
+from marketplace.models import (
+    ChainEventPublic,
+    ProviderPublic,
+    ProvidersPublic,
+    ReplicaPublic,
+    TaskPublic,
+    TasksPublic,
+    TaskStatus,
+)
+
+router = APIRouter(prefix="/explorer", tags=["explorer"])
+Offset = Annotated[int, Query(ge=0, le=2**31)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("/tasks", response_model=TasksPublic, summary="Tasks seen on chain")
+def tasks(
+    session: SessionDep,
+    status: TaskStatus | None = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> TasksPublic:
+    rows, count = service.list_tasks(session=session, status=status, offset=offset, limit=limit)
+    return TasksPublic(
+        data=[TaskPublic.model_validate(row, from_attributes=True) for row in rows], count=count
+    )
+
+
+@router.get(
+    "/tasks/{task_id}",
+    summary="One task's state, replicas and chain events",
+    responses=error_responses(404, 422),
+)
+def task(task_id: Annotated[int, Path(ge=0, le=2**63 - 1)], session: SessionDep) -> dict[str, Any]:
+    row, replicas, history = service.task_history(session=session, task_id=task_id)
+    return {
+        "task": TaskPublic.model_validate(row, from_attributes=True).model_dump(mode="json") if row else None,
+        "replicas": [
+            ReplicaPublic.model_validate(r, from_attributes=True).model_dump(mode="json") for r in replicas
+        ],
+        "events": [
+            ChainEventPublic.model_validate(e, from_attributes=True).model_dump(mode="json") for e in history
+        ],
+    }
+
+
+@router.get("/providers", response_model=ProvidersPublic, summary="Registered providers")
+def providers(
+    session: SessionDep, settings: SettingsDep, offset: Offset = 0, limit: Limit = 100
+) -> ProvidersPublic:
+    rows, count = service.list_providers(session=session, offset=offset, limit=limit)
+    data = []
+    for row in rows:
+        item = ProviderPublic.model_validate(row, from_attributes=True)
+        item.online = is_online(row, ttl_s=settings.heartbeat_ttl_s)
+        data.append(item)
+    return ProvidersPublic(data=data, count=count)
+
+
+@router.get(
+    "/providers/{address}", summary="A provider's rewards and slashes", responses=error_responses(422)
+)
+def provider(address: Annotated[str, Path(pattern=ADDRESS_PATTERN)], session: SessionDep) -> dict[str, Any]:
+    ledger = service.provider_ledger(session=session, address=address.lower())
+    return {
+        "address": address.lower(),
+        "rewards": [
+            ChainEventPublic.model_validate(e, from_attributes=True).model_dump(mode="json")
+            for e in ledger["rewards"]
+        ],
+        "slashes": [
+            ChainEventPublic.model_validate(e, from_attributes=True).model_dump(mode="json")
+            for e in ledger["slashes"]
+        ],
+        "total_rewards": ledger["total_rewards"],
+        "total_slashed": ledger["total_slashed"],
+    }
+
+
+@router.get("/stats", summary="Network stats: providers online, capacity, tasks by state")
+def stats(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    return service.network_stats(session=session, heartbeat_ttl_s=settings.heartbeat_ttl_s)

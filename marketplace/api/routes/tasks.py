@@ -1,0 +1,190 @@
+"""Tasks of the signed customer: register a spec, list and read own tasks, follow logs, fetch the result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlmodel import Session
+
+from marketplace.api.deps import CurrentWallet, FeeOracleDep, SessionDep, SettingsDep
+from marketplace.api.errors import error_responses
+from marketplace.api.services import tasks as service
+from marketplace.models import (
+    LogChunkPublic,
+    LogsPublic,
+    ReplicaPublic,
+    TaskDetail,
+    TaskPublic,
+    TaskRegistration,
+    TaskResult,
+    TasksPublic,
+    TaskStatus,
+)
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+TERMINAL = {TaskStatus.SETTLED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+TaskId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="the on-chain task id")]
+SPEC_EXAMPLE = {
+    "version": 1,
+    "name": "hello",
+    "runtime": "wasm",
+    "module": "ab" * 32,
+    "replicas": 3,
+    "quorum": 2,
+    "max_price_per_replica": "1000000000000000",
+    "deadline_s": 3600,
+}
+
+
+@router.post(
+    "",
+    response_model=TaskRegistration,
+    status_code=201,
+    summary="Register a task spec",
+    responses={
+        200: {"model": TaskRegistration, "description": "Already registered by this customer"},
+        **error_responses(401, 413, 422, 503),
+    },
+)
+def create_task(
+    document: Annotated[
+        dict[str, Any],
+        Body(
+            description="a task spec (hashgrid.spec.TaskSpec, examples/spec.schema.json)",
+            examples=[SPEC_EXAMPLE],
+        ),
+    ],
+    wallet: CurrentWallet,
+    session: SessionDep,
+    fees: FeeOracleDep,
+    response: Response,
+) -> TaskRegistration:
+    """Validate the spec (every problem listed), record it (its canonical JSON is then served as blob
+    <spec hash> for providers), and return the spec hash and the escrow to lock with `TaskEscrow.postTask`.
+    The task appears under GET /tasks once the chain indexer sees its TaskPosted event."""
+    registration = service.register_spec(session=session, fees=fees, customer=wallet, document=document)
+    response.status_code = 201 if registration.created else 200
+    return registration
+
+
+@router.get(
+    "", response_model=TasksPublic, summary="The signed customer's tasks", responses=error_responses(401)
+)
+def list_tasks(
+    wallet: CurrentWallet,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> TasksPublic:
+    rows, count = service.list_tasks(session=session, customer=wallet, offset=offset, limit=limit)
+    return TasksPublic(
+        data=[TaskPublic.model_validate(row, from_attributes=True) for row in rows], count=count
+    )
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskDetail,
+    summary="One of the customer's tasks",
+    responses=error_responses(401, 403, 404, 422),
+)
+def get_task(task_id: TaskId, wallet: CurrentWallet, session: SessionDep) -> TaskDetail:
+    """Status, replicas (with refusal reasons), why it is not placed yet, and the accepted result hash."""
+    task = service.own_task(session=session, task_id=task_id, customer=wallet)
+    replicas = [
+        ReplicaPublic.model_validate(r, from_attributes=True)
+        for r in service.replicas_of(session=session, task_id=task_id)
+    ]
+    detail = TaskDetail.model_validate(task, from_attributes=True)
+    detail.replica_list = replicas
+    return detail
+
+
+def _log_page(session: Session, task_id: int, after: int) -> list[LogChunkPublic]:
+    return [
+        LogChunkPublic.model_validate(chunk, from_attributes=True)
+        for chunk in service.logs_after(session=session, task_id=task_id, after_id=after)
+    ]
+
+
+async def _follow(request: Request, task_id: int, after: int, interval: float) -> AsyncIterator[str]:
+    """SSE: `log` events as chunks arrive, `status` on changes, `end` once the task is final and drained."""
+    engine = request.app.state.engine
+    last_id, last_status = after, None
+
+    def poll() -> tuple[list[tuple[int, dict[str, Any]]], TaskStatus]:
+        with Session(engine) as session:
+            chunks = service.logs_after(session=session, task_id=task_id, after_id=last_id)
+            status = service.get_task(session=session, task_id=task_id).status
+            return [
+                (
+                    int(c.id or 0),
+                    LogChunkPublic.model_validate(c, from_attributes=True).model_dump(mode="json"),
+                )
+                for c in chunks
+            ], status
+
+    while True:
+        chunks, status = await run_in_threadpool(poll)
+        for chunk_id, chunk in chunks:
+            last_id = chunk_id
+            yield f"id: {chunk_id}\nevent: log\ndata: {json.dumps(chunk)}\n\n"
+        if status != last_status:
+            last_status = status
+            yield f"event: status\ndata: {json.dumps({'status': status.value})}\n\n"
+        if status in TERMINAL and not chunks:
+            yield "event: end\ndata: {}\n\n"
+            return
+        if await request.is_disconnected():
+            return
+        if not chunks:
+            await asyncio.sleep(interval)
+
+
+@router.get(
+    "/{task_id}/logs",
+    response_model=LogsPublic,
+    summary="A task's logs (JSON, or SSE with follow)",
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 404, 422)},
+)
+def get_logs(
+    task_id: TaskId,
+    request: Request,
+    wallet: CurrentWallet,
+    session: SessionDep,
+    settings: SettingsDep,
+    follow: bool = False,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Any:
+    """Visible to the task's customer and its assigned providers. With `follow=true` the response is a
+    Server-Sent Events stream that ends when the task is final; `after` resumes after a chunk id."""
+    task = service.get_task(session=session, task_id=task_id)
+    service.check_log_reader(session=session, task=task, wallet=wallet)
+    if follow:
+        return StreamingResponse(
+            _follow(request, task_id, after, settings.poll_interval_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    data = _log_page(session, task_id, after)
+    return LogsPublic(data=data, count=len(data))
+
+
+@router.get(
+    "/{task_id}/result",
+    response_model=TaskResult,
+    summary="The verified result of a settled task",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def get_result(task_id: TaskId, wallet: CurrentWallet, session: SessionDep) -> TaskResult:
+    """The accepted result hash and the output manifest (blob hashes) of an agreeing replica; download the
+    blobs with GET /blobs/{sha256}."""
+    task = service.own_task(session=session, task_id=task_id, customer=wallet)
+    return TaskResult(**service.task_result(session=session, task=task))

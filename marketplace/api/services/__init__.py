@@ -1,0 +1,1 @@
+"""Business rules of the API, one module per resource; functions take keyword-only arguments."""

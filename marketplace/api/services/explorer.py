@@ -1,0 +1,112 @@
+"""Explorer queries: public, read-only views over what the chain indexer wrote (tasks, providers, chain
+events, network stats). Until the indexer has run they return empty lists and zeros."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from hashgrid.errors import NotFound
+from marketplace.models import ChainEvent, IndexerCursor, Provider, Replica, Task, TaskStatus, utcnow
+
+REWARD_EVENTS = ("ReplicaFinalized",)  # v2: a replica's payment is its `paid`
+SLASH_EVENTS = ("Slashed",)
+
+
+def list_tasks(
+    *, session: Session, status: TaskStatus | None, offset: int, limit: int
+) -> tuple[list[Task], int]:
+    where = [col(Task.status) == status] if status is not None else []
+    count = session.exec(select(func.count()).select_from(Task).where(*where)).one()
+    rows = session.exec(
+        select(Task).where(*where).order_by(col(Task.task_id).desc()).offset(offset).limit(limit)
+    )
+    return list(rows), int(count)
+
+
+def events(
+    *,
+    session: Session,
+    task_id: int | None = None,
+    account: str | None = None,
+    names: tuple[str, ...] | None = None,
+    limit: int = 1000,
+) -> list[ChainEvent]:
+    query = select(ChainEvent)
+    if task_id is not None:
+        query = query.where(col(ChainEvent.task_id) == task_id)
+    if account is not None:
+        query = query.where(col(ChainEvent.account) == account)
+    if names:
+        query = query.where(col(ChainEvent.name).in_(names))
+    query = query.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index)).limit(limit)
+    return list(session.exec(query))
+
+
+def task_history(*, session: Session, task_id: int) -> tuple[Task | None, list[Replica], list[ChainEvent]]:
+    task = session.get(Task, task_id)
+    history = events(session=session, task_id=task_id)
+    if task is None and not history:
+        raise NotFound(f"task {task_id} has not been seen on chain (or not indexed yet)", task_id=task_id)
+    replicas = list(
+        session.exec(select(Replica).where(col(Replica.task_id) == task_id).order_by(col(Replica.id)))
+    )
+    return task, replicas, history
+
+
+def list_providers(*, session: Session, offset: int, limit: int) -> tuple[list[Provider], int]:
+    count = session.exec(select(func.count()).select_from(Provider)).one()
+    rows = session.exec(select(Provider).order_by(col(Provider.address)).offset(offset).limit(limit))
+    return list(rows), int(count)
+
+
+def _amount(event: ChainEvent) -> int:
+    value = event.args.get("paid", event.args.get("amount", 0))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def provider_ledger(*, session: Session, address: str) -> dict[str, Any]:
+    rewards = [e for e in events(session=session, account=address, names=REWARD_EVENTS) if _amount(e) > 0]
+    slashes = events(session=session, account=address, names=SLASH_EVENTS)
+    return {
+        "rewards": rewards,
+        "slashes": slashes,
+        "total_rewards": str(sum(map(_amount, rewards))),
+        "total_slashed": str(sum(map(_amount, slashes))),
+    }
+
+
+def network_stats(*, session: Session, heartbeat_ttl_s: int) -> dict[str, Any]:
+    since = utcnow() - timedelta(seconds=heartbeat_ttl_s)
+    online = col(Provider.last_heartbeat) >= since
+    total = int(session.exec(select(func.count()).select_from(Provider)).one())
+    row = session.exec(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Provider.total_cpus), 0),
+            func.coalesce(func.sum(Provider.total_memory_mb), 0),
+            func.coalesce(func.sum(Provider.gpus), 0),
+            func.coalesce(func.sum(Provider.free_cpus), 0),
+            func.coalesce(func.sum(Provider.free_memory_mb), 0),
+            func.coalesce(func.sum(Provider.free_gpus), 0),
+        ).where(online)
+    ).one()
+    by_state = {status.value: 0 for status in TaskStatus}
+    for status, count in session.exec(select(Task.status, func.count()).group_by(Task.status)):
+        by_state[TaskStatus(status).value] = int(count)
+    cursor = session.exec(select(func.max(IndexerCursor.block_number))).one()
+    return {
+        "providers_total": total,
+        "providers_online": int(row[0]),
+        "capacity": {"cpus": float(row[1]), "memory_mb": int(row[2]), "gpus": int(row[3])},
+        "free": {"cpus": float(row[4]), "memory_mb": int(row[5]), "gpus": int(row[6])},
+        "tasks_by_state": by_state,
+        "events_indexed": int(session.exec(select(func.count()).select_from(ChainEvent)).one()),
+        "indexed_block": int(cursor) if cursor is not None else None,
+    }

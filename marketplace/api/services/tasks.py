@@ -1,0 +1,144 @@
+"""Tasks: register a validated spec for posting on chain, and show a customer their own tasks, logs and
+verified results (Task and Replica rows come from the chain indexer)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from hashgrid.canonical import canonical_json
+from hashgrid.errors import NotFound
+from hashgrid.spec import parse_spec, spec_document
+from marketplace.api.chain import FeeOracle, escrow_for
+from marketplace.api.errors import Forbidden, NotYourTask, ResultNotReady
+from marketplace.db import insert_ignore
+from marketplace.models import (
+    LogChunk,
+    Replica,
+    ReplicaStatus,
+    SpecRecord,
+    Task,
+    TaskRegistration,
+    utcnow,
+)
+
+
+def register_spec(
+    *, session: Session, fees: FeeOracle, customer: str, document: Any
+) -> TaskRegistration:
+    """Validate a spec, record it for the customer and quote the escrow. Idempotent per (spec, customer);
+    invalid specs raise before any write. The spec's canonical JSON is served as blob <spec hash> from this
+    row (`spec_blob`), so ingest writes no file."""
+    spec = parse_spec(document)
+    normalised = spec_document(spec)
+    digest = hashlib.sha256(canonical_json(normalised)).hexdigest()
+    fee_bps = fees.fee_bps()
+    row = {"spec_hash": digest, "customer": customer, "spec": normalised, "created_at": utcnow()}
+    created = insert_ignore(session, SpecRecord, row)
+    session.commit()
+    max_replicas = spec.effective_max_replicas
+    price = spec.max_price_per_replica
+    return TaskRegistration(
+        spec_hash="0x" + digest,
+        customer=customer,
+        replicas=spec.replicas,
+        quorum=spec.quorum,
+        max_replicas=max_replicas,
+        max_price_per_replica=str(price),
+        fee_bps=fee_bps,
+        escrow=str(escrow_for(max_replicas=max_replicas, max_price_per_replica=price, fee_bps=fee_bps)),
+        deadline_s=spec.deadline_s,
+        created=created,
+    )
+
+
+def list_tasks(*, session: Session, customer: str, offset: int, limit: int) -> tuple[list[Task], int]:
+    where = col(Task.customer) == customer
+    count = session.exec(select(func.count()).select_from(Task).where(where)).one()
+    rows = session.exec(
+        select(Task).where(where).order_by(col(Task.task_id).desc()).offset(offset).limit(limit)
+    )
+    return list(rows), int(count)
+
+
+def get_task(*, session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(
+            f"task {task_id} is not known to the marketplace (not posted, or not indexed yet)",
+            task_id=task_id,
+        )
+    return task
+
+
+def own_task(*, session: Session, task_id: int, customer: str) -> Task:
+    """The task if `customer` posted it; another customer's task is refused with 403."""
+    task = get_task(session=session, task_id=task_id)
+    if task.customer != customer:
+        raise NotYourTask(
+            f"task {task_id} belongs to another customer; {customer} may not read it", task_id=task_id
+        )
+    return task
+
+
+def replicas_of(*, session: Session, task_id: int) -> list[Replica]:
+    return list(
+        session.exec(select(Replica).where(col(Replica.task_id) == task_id).order_by(col(Replica.id)))
+    )
+
+
+def check_log_reader(*, session: Session, task: Task, wallet: str) -> None:
+    """Logs and outputs are private to the task's customer and the providers assigned to it."""
+    if wallet == task.customer:
+        return
+    assigned = session.exec(
+        select(Replica.id).where(col(Replica.task_id) == task.task_id, col(Replica.provider) == wallet)
+    ).first()
+    if assigned is None:
+        raise Forbidden(
+            f"logs of task {task.task_id} are visible to its customer and assigned providers only",
+            task_id=task.task_id,
+        )
+
+
+def logs_after(*, session: Session, task_id: int, after_id: int, limit: int = 1000) -> list[LogChunk]:
+    query = (
+        select(LogChunk)
+        .where(col(LogChunk.task_id) == task_id, col(LogChunk.id) > after_id)
+        .order_by(col(LogChunk.id))
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def task_result(*, session: Session, task: Task) -> dict[str, Any]:
+    """The accepted result hash and the output manifests of the replicas that revealed it."""
+    if not task.result_hash:
+        raise ResultNotReady(
+            f"task {task.task_id} has no verified result yet (status {task.status.value})",
+            task_id=task.task_id,
+            status=task.status.value,
+        )
+    accepted = task.result_hash.lower().removeprefix("0x")
+    agreeing = [
+        replica
+        for replica in replicas_of(session=session, task_id=task.task_id)
+        if replica.status == ReplicaStatus.AGREED
+        or (replica.result_hash or "").lower().removeprefix("0x") == accepted
+    ]
+    outputs = next((replica.outputs for replica in agreeing if replica.outputs), [])
+    return {
+        "task_id": task.task_id,
+        "result_hash": task.result_hash,
+        "agreeing": [replica.provider for replica in agreeing],
+        "outputs": outputs,
+    }
+
+
+def spec_blob(*, session: Session, sha256: str) -> bytes | None:
+    """The canonical JSON of a registered spec whose hash is `sha256` (what providers fetch), if any."""
+    record = session.exec(select(SpecRecord).where(col(SpecRecord.spec_hash) == sha256)).first()
+    return canonical_json(record.spec) if record is not None else None

@@ -1,0 +1,101 @@
+"""The marketplace's database: one engine per process from Settings, sessions, and migrations to head.
+
+SQLite (the embedded default, at <state_dir>/marketplace.db) runs in WAL mode with a busy timeout so API
+threads, the indexer and jobs can share it; PostgreSQL is used through psycopg 3 (postgresql+psycopg://).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine
+
+from hashgrid.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def database_url(settings: Settings) -> str:
+    """The SQLAlchemy URL: plain postgresql:// URLs are routed to the psycopg 3 driver."""
+    url = settings.database
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url`; SQLite gets its directory created and its pragmas set on every connection."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    return make_engine(database_url(settings))
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An Alembic Config pointing at marketplace/migrations (the same as marketplace/alembic.ini)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def init_db(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent: a database at head is left as is)."""
+    from alembic import command
+
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """Yield one session, closed afterwards (uncommitted work is rolled back)."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's transaction (SQLite and PostgreSQL); True when a
+    row was inserted. Core with a cached statement, not the ORM unit of work: this is the ingest hot path."""
+    dialect = session.get_bind().dialect.name
+    statement = _INSERT_IGNORE.get((dialect, model.__tablename__))
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = model.__table__
+        key = next(iter(table.primary_key.columns))
+        statement = insert(table).on_conflict_do_nothing().returning(key)  # rowcount is -1 on psycopg here
+        _INSERT_IGNORE[(dialect, model.__tablename__)] = statement
+    return session.execute(statement, values).first() is not None

@@ -1,0 +1,99 @@
+"""What every job needs (settings, database engine, chain client, deployment, the matcher's key), built once
+per process from the environment, or handed in by tests and the in-process scheduler."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from eth_account import Account
+from sqlalchemy import Engine
+
+from hashgrid.chain.client import ChainClient
+from hashgrid.chain.deployment import Deployment
+from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
+from hashgrid.errors import ConfigError
+from marketplace.indexer.tables import ensure_tables
+
+log = logging.getLogger(__name__)
+
+
+class JobSettings(Settings):
+    """Knobs of the background jobs (env HASHGRID_*); `heartbeat_ttl_s` is the same variable the API reads."""
+
+    heartbeat_ttl_s: int = 90
+    confirmations: int | None = None  # default: 0 on the dev chain (automine), 12 elsewhere
+    index_batch_blocks: int = 2_000
+    reorg_depth: int = 64
+    matching_batch: int = 500  # tasks claimed per matching round
+    matching_strategy: str = "best_fit"
+    claim_lease_s: float = 120.0  # a crashed matcher's claims (SQLite) are free again after this
+    index_interval_s: float = 0.5
+    matching_interval_s: float = 2.0
+    heartbeat_interval_s: float = 15.0
+    deadline_interval_s: float = 30.0
+    settle_interval_s: float = 1.0
+
+    @property
+    def effective_confirmations(self) -> int:
+        if self.confirmations is not None:
+            return self.confirmations
+        return 0 if self.chain_id == DEV_CHAIN_ID else 12
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{id(object()):x}"[:64]
+
+
+@dataclass
+class JobContext:
+    """One process's handles for the jobs; cheap to share between threads (engine and client are)."""
+
+    settings: JobSettings
+    engine: Engine
+    client: ChainClient
+    deployment: Deployment
+    matcher_key: str | None = None
+    worker_id: str = field(default_factory=_worker_id)
+
+    @classmethod
+    def from_settings(
+        cls, settings: JobSettings | None = None, *, engine: Engine | None = None
+    ) -> JobContext:
+        """Build from the environment: engine (migrated), deployment file, RPC client, matcher key."""
+        from marketplace.db import engine_from_settings, init_db
+
+        settings = settings or JobSettings()
+        if engine is None:
+            engine = engine_from_settings(settings)
+            init_db(engine)
+        ensure_tables(engine)
+        deployment = Deployment.load(settings.deployment_path)
+        client = ChainClient(settings.rpc_url, tx_timeout=settings.tx_timeout_seconds)
+        return cls(settings=settings, engine=engine, client=client, deployment=deployment,
+                   matcher_key=matcher_key(settings, deployment))
+
+    @cached_property
+    def confirmations(self) -> int:
+        return self.settings.effective_confirmations
+
+
+def matcher_key(settings: Settings, deployment: Deployment) -> str | None:
+    """The key that signs assigns: Settings.private_key, or on the dev chain the deployer's well-known key
+    (it holds MATCHER_ROLE there)."""
+    if settings.private_key:
+        return settings.private_key
+    if deployment.chain_id == DEV_CHAIN_ID:
+        for key in ANVIL_DEV_KEYS:
+            if Account.from_key(key).address.lower() == deployment.deployer.lower():
+                return key
+    return None
+
+
+def require_matcher_key(ctx: JobContext) -> str:
+    if not ctx.matcher_key:
+        raise ConfigError("no matcher key: set HASHGRID_PRIVATE_KEY to an account holding MATCHER_ROLE")
+    return ctx.matcher_key

@@ -1,0 +1,112 @@
+"""settle_tasks: finalize on chain, exactly once, every task whose replicas are all revealed (or whose reveal
+window closed), paying what billing says.
+
+The plan is billing's (billing.usage.settle_usage): the signed usage reports the providers sent to the
+marketplace (Replica.usage + usage_signature), each provider's price sheet (Provider.prices), the task's cap
+(max price per replica) and the hashes revealed on chain. billing.settlement.Settler sends it, journaling
+every step in `billing_settlement` (task id = idempotency key), so a second run, a restart or a second worker
+never pays twice; one settler at a time holds the "settler" lease. The indexer then records TaskSettled.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from billing.journal import SettlementJournal
+from billing.prices import PriceSheet
+from billing.settlement import Settler
+from billing.usage import ReplicaInput, UsageSettlement, settle_usage
+from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, accepted_result
+from marketplace.jobs.context import JobContext, require_matcher_key
+from marketplace.jobs.leases import acquire_lease, release_lease
+from marketplace.jobs.matching import ACTIVE
+from marketplace.models import Provider, Replica, Task
+
+log = logging.getLogger(__name__)
+
+SETTLE_LEASE = "settler"
+SETTLE_LEASE_S = 300.0
+_READY_JOURNALS: set[int] = set()
+
+
+def journal_for(ctx: JobContext) -> SettlementJournal:
+    journal = SettlementJournal(ctx.engine)
+    if id(ctx.engine) not in _READY_JOURNALS:
+        journal.create_table()
+        _READY_JOURNALS.add(id(ctx.engine))
+    return journal
+
+
+def ready_to_settle(contracts: Contracts, task_id: int, *, now: int) -> bool:
+    """Finalize may run: the task is Assigned, every replica committed (or the commit window closed) and
+    every committed one revealed (or the reveal window closed)."""
+    task = contracts.escrow.get_task(task_id)
+    if task.state != TaskState.ASSIGNED or task.round_size == 0:
+        return False
+    states = [replica.state for replica in contracts.escrow.replicas(task_id)]
+    if not states:
+        return False
+    uncommitted = any(s == ReplicaState.ASSIGNED for s in states)
+    unrevealed = any(s == ReplicaState.COMMITTED for s in states)
+    if uncommitted and now < task.commit_deadline:
+        return False
+    if unrevealed and now < task.reveal_deadline:
+        return False
+    return any(s == ReplicaState.REVEALED for s in states) or now >= task.reveal_deadline
+
+
+def plan_for(session: Session, contracts: Contracts, task_id: int) -> UsageSettlement:
+    """Billing's plan for one task from the chain's reveals and the marketplace's reports and prices."""
+    task = contracts.escrow.get_task(task_id)
+    revealed = {r.provider.lower(): (r.result_hash if any(r.result_hash) else None)
+                for r in contracts.escrow.build_reports(task_id, {}, only_agreeing=False)}
+    accepted = accepted_result([h for h in revealed.values() if h is not None], task.quorum)
+    rows = {r.provider: r for r in session.exec(select(Replica).where(col(Replica.task_id) == task_id))}
+    inputs = []
+    for provider, result_hash in revealed.items():
+        row = rows.get(provider)
+        listed = session.get(Provider, provider)
+        sheet = PriceSheet.from_mapping(listed.prices if listed is not None else {})
+        report = None
+        if row is not None and row.usage and row.usage_signature and result_hash is not None:
+            # the document exactly as the provider signed it (billing verifies signer, task and hash)
+            report = {"report": dict(row.usage), "signature": row.usage_signature}
+        inputs.append(ReplicaInput(provider=provider, result_hash=result_hash, sheet=sheet, report=report))
+    return settle_usage(task_id=task_id, accepted_hash=accepted, cap=task.max_price_per_replica,
+                        replicas=inputs)
+
+
+def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[str, Any]:
+    """Settle every active task that is ready (or just `task_ids`); resume journaled ones left open."""
+    if not acquire_lease(ctx.engine, SETTLE_LEASE, ctx.worker_id, ttl_s=SETTLE_LEASE_S):
+        return {"skipped": "another settler holds the lease"}
+    try:
+        contracts = Contracts.load(ctx.client, ctx.deployment)
+        journal = journal_for(ctx)
+        settler = Settler(contracts.escrow, journal, sender=require_matcher_key(ctx), max_attempts=3)
+        resumed = [o.task_id for o in settler.resume()]
+        now = ctx.client.timestamp()
+        with Session(ctx.engine) as session:
+            query = select(Task.task_id).where(col(Task.status).in_(ACTIVE))
+            if task_ids is not None:
+                query = query.where(col(Task.task_id).in_(task_ids))
+            candidates = list(session.exec(query.order_by(col(Task.task_id))))
+            plans = []
+            for task_id in candidates:
+                if not ready_to_settle(contracts, task_id, now=now):
+                    continue
+                plan = plan_for(session, contracts, task_id)
+                if plan.refused:
+                    log.info("task %d: usage reports not used for %s", task_id, plan.refused)
+                plans.append(plan)
+        outcomes = settler.settle(plans) if plans else []
+    finally:
+        release_lease(ctx.engine, SETTLE_LEASE, ctx.worker_id)
+    settled = [o.task_id for o in outcomes if o.done]
+    failed = {o.task_id: o.error_name or o.error for o in outcomes if not o.done}
+    if settled or failed:
+        log.info("settlement: confirmed %s, open %s", settled, failed)
+    return {"settled": settled, "open": failed, "resumed": resumed}

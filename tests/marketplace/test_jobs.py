@@ -1,0 +1,271 @@
+"""The background jobs against a real anvil: a matching round assigns on chain and explains an impossible
+task, heartbeat expiry gets a replacement replica assigned, deadlines expire tasks, the in-process scheduler
+runs the jobs by itself, and two matching workers never double-assign (SQLite claims, PostgreSQL SKIP
+LOCKED)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from hashgrid.chain.client import ChainClient
+from hashgrid.chain.contracts import Contracts, TaskState
+from hashgrid.chain.deployment import Deployment
+from marketplace.indexer.tables import ReplicaReplacement
+from marketplace.jobs import (
+    InProcessScheduler,
+    JobContext,
+    check_deadlines,
+    expire_heartbeats,
+    index_chain,
+    run_matching_round,
+)
+from marketplace.jobs.scheduler import Periodic
+from marketplace.models import ChainEvent, Replica, Task, TaskStatus
+from scripts.devnet import DevAccounts
+from tests.marketplace import conftest_services as services
+from tests.marketplace.conftest_services import (
+    add_providers,
+    make_ctx,
+    make_spec,
+    new_engine,
+    post_spec,
+    set_heartbeat,
+    stale,
+)
+
+# fixtures shared by the jobs tests (pytest finds them as module attributes)
+ctx = services.ctx
+jobs_db_url = services.jobs_db_url
+jobs_engine = services.jobs_engine
+pg_db_url = services.pg_db_url
+
+
+def _task(engine: Engine, task_id: int) -> Task:
+    with Session(engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        return task
+
+
+def _replicas(engine: Engine, task_id: int) -> dict[str, Replica]:
+    with Session(engine) as session:
+        return {r.provider: r for r in session.exec(select(Replica).where(Replica.task_id == task_id))}
+
+
+def _assigned_on_chain(contracts: Contracts, task_id: int) -> list[str]:
+    return [p.lower() for p in contracts.escrow.replicas_of(task_id)]
+
+
+def test_matching_round_assigns_on_chain_and_explains_unplaced(ctx: JobContext, contracts: Contracts,
+                                                               dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    ok = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("cpu", replicas=2, quorum=2))
+    gpu = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("gpu", replicas=1, quorum=1,
+                                                                            gpus=1))
+    index_chain(ctx=ctx)
+    outcome = run_matching_round(ctx=ctx)
+    assert outcome["assigned"] == 1 and outcome["unplaced"] == 1
+    on_chain = _assigned_on_chain(contracts, ok)
+    assert len(on_chain) == 2 and len(set(on_chain)) == 2
+    assert contracts.escrow.get_task(ok).state == TaskState.ASSIGNED
+    # the round applied its own receipt: providers see their replicas before the indexer runs again
+    assert set(_replicas(ctx.engine, ok)) == set(on_chain)
+    assert _task(ctx.engine, ok).status == TaskStatus.ASSIGNED
+    waiting = _task(ctx.engine, gpu)
+    assert waiting.status == TaskStatus.POSTED
+    assert waiting.unplaced_reason and "GPU" in waiting.unplaced_reason.upper()
+    assert contracts.escrow.get_task(gpu).state == TaskState.POSTED
+    # a second round and a re-index change nothing: no double assignment, the reason stays
+    again = run_matching_round(ctx=ctx)
+    assert again["assigned"] == 0
+    index_chain(ctx=ctx)
+    assert _assigned_on_chain(contracts, ok) == on_chain
+    with Session(ctx.engine) as session:
+        assigned = session.exec(select(ChainEvent).where(ChainEvent.task_id == ok,
+                                                         ChainEvent.name == "TaskAssigned")).all()
+    assert len(assigned) == 2
+
+
+def test_task_assigned_elsewhere_is_skipped_not_retried(ctx: JobContext, contracts: Contracts,
+                                                        dev_accounts: DevAccounts) -> None:
+    """The chain is the arbiter: another matcher got there first, so our assign reverts and is dropped."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    taken = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("taken", replicas=1, quorum=1))
+    free = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("free", replicas=1, quorum=1))
+    index_chain(ctx=ctx)
+    contracts.escrow.assign(taken, [dev_accounts.providers[3].address], sender=dev_accounts.deployer)
+    outcome = run_matching_round(ctx=ctx)
+    assert outcome["skipped"] == 1 and outcome["assigned"] == 1
+    assert _assigned_on_chain(contracts, taken) == [dev_accounts.providers[3].address.lower()]
+    assert len(_assigned_on_chain(contracts, free)) == 1
+
+
+def test_heartbeat_expiry_assigns_a_replacement(ctx: JobContext, contracts: Contracts,
+                                                dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("replace me", replicas=2, quorum=2, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    first = _assigned_on_chain(contracts, task_id)
+    assert len(first) == 2
+    dead, alive = first
+    by_address = {p.address.lower(): p for p in dev_accounts.providers}
+    # the live one commits; the dead one stops sending heartbeats
+    from hashgrid.chain.contracts import commitment_for
+
+    contracts.escrow.commit(task_id, commitment_for(b"\x01" * 32, b"\x02" * 32, by_address[alive].address),
+                            sender=by_address[alive])
+    index_chain(ctx=ctx)
+    set_heartbeat(ctx.engine, by_address[dead], stale(ctx.settings.heartbeat_ttl_s))
+    outcome = expire_heartbeats(ctx=ctx)
+    assert outcome["new"] == 1  # only the uncommitted replica of the offline provider
+    now_assigned = _assigned_on_chain(contracts, task_id)
+    assert len(now_assigned) == 3
+    newcomer = now_assigned[2]
+    assert newcomer not in first
+    with Session(ctx.engine) as session:
+        request = session.get(ReplicaReplacement, (task_id, dead))
+        assert request is not None and request.replaced_by == newcomer and request.replaced_at is not None
+    replicas = _replicas(ctx.engine, task_id)
+    assert replicas[newcomer].round == 2 and replicas[dead].round == 1
+    # running it again does not add replicas: the request is fulfilled
+    assert expire_heartbeats(ctx=ctx)["new"] == 0
+    assert len(_assigned_on_chain(contracts, task_id)) == 3
+
+
+def test_deadlines_expire_tasks_on_chain(ctx: JobContext, contracts: Contracts, chain: ChainClient,
+                                         dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    now = chain.timestamp()
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("late", replicas=1, quorum=1), deadline=now + 2 * 3600)
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    assert check_deadlines(ctx=ctx) == {"expired": [], "skipped": []}
+    grace = contracts.escrow.param("expiryGrace")
+    chain.rpc("evm_increaseTime", [2 * 3600 + grace + 1])
+    chain.rpc("evm_mine")
+    assert check_deadlines(ctx=ctx)["expired"] == [task_id]
+    assert contracts.escrow.get_task(task_id).state == TaskState.EXPIRED
+    assert _task(ctx.engine, task_id).status == TaskStatus.EXPIRED
+    assert check_deadlines(ctx=ctx)["expired"] == []  # idempotent
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_in_process_scheduler_runs_the_jobs(ctx: JobContext, contracts: Contracts,
+                                            dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    jobs = [Periodic("index_chain", 0.1, lambda: index_chain(ctx=ctx)),
+            Periodic("run_matching_round", 0.1, lambda: run_matching_round(ctx=ctx))]
+    with InProcessScheduler(ctx, jobs, tick_s=0.05) as scheduler:
+        task_id = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("scheduled"))
+        _wait_for(lambda: _task_status(ctx.engine, task_id) == TaskStatus.ASSIGNED)
+    assert len(_assigned_on_chain(contracts, task_id)) == 2
+    assert scheduler.errors == {"index_chain": 0, "run_matching_round": 0}
+
+
+def _task_status(engine: Engine, task_id: int) -> TaskStatus | None:
+    with Session(engine) as session:
+        task = session.get(Task, task_id)
+        return task.status if task else None
+
+
+# ------------------------------------------------------------------ several workers, one queue
+def _concurrent_rounds(contexts: list[JobContext], indexer: JobContext | None = None) -> list[dict[str, Any]]:
+    """Each context runs three matching rounds at once (and `indexer`, if given, indexes meanwhile)."""
+    barrier = threading.Barrier(len(contexts) + (1 if indexer else 0))
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def index_meanwhile(c: JobContext) -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                index_chain(ctx=c)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    def worker(c: JobContext) -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                results.append(run_matching_round(ctx=c))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in contexts]
+    if indexer is not None:
+        threads.append(threading.Thread(target=index_meanwhile, args=(indexer,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    return results
+
+
+def _check_no_double_assignment(contexts: list[JobContext], contracts: Contracts, task_ids: list[int],
+                                results: list[dict[str, Any]]) -> None:
+    assert sum(r["assigned"] for r in results) == len(task_ids)
+    assert sum(r["skipped"] for r in results) == 0  # no worker even tried a task another one had
+    for task_id in task_ids:
+        providers = _assigned_on_chain(contracts, task_id)
+        assert len(providers) == 1, (task_id, providers)
+
+
+def _post_many(contracts: Contracts, engine: Engine, dev_accounts: DevAccounts, n: int) -> list[int]:
+    return [post_spec(contracts, engine, dev_accounts.customer, make_spec(f"many {i}", replicas=1, quorum=1))
+            for i in range(n)]
+
+
+def test_two_workers_never_double_assign_sqlite(ctx: JobContext, contracts: Contracts, chain: ChainClient,
+                                                deployment: Deployment, dev_accounts: DevAccounts,
+                                                tmp_path: Path) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_ids = _post_many(contracts, ctx.engine, dev_accounts, 6)
+    index_chain(ctx=ctx)
+    other = make_ctx(ctx.engine, chain, deployment, tmp_path)
+    assert other.worker_id != ctx.worker_id
+    results = _concurrent_rounds([ctx, other])
+    _check_no_double_assignment([ctx, other], contracts, task_ids, results)
+
+
+def test_postgresql_jobs_and_two_workers_never_double_assign(pg_db_url: str, contracts: Contracts,
+                                                             chain: ChainClient, deployment: Deployment,
+                                                             dev_accounts: DevAccounts,
+                                                             tmp_path: Path) -> None:
+    engine = new_engine(pg_db_url)
+    try:
+        first = make_ctx(engine, chain, deployment, tmp_path)
+        second = make_ctx(engine, chain, deployment, tmp_path)
+        add_providers(engine, dev_accounts.providers)
+        task_ids = _post_many(contracts, engine, dev_accounts, 6)
+        gpu = post_spec(contracts, engine, dev_accounts.customer, make_spec("gpu", replicas=1, quorum=1,
+                                                                            gpus=1))
+        assert index_chain(ctx=first)["events"] > 0
+        assert index_chain(ctx=second)["events"] == 0  # idempotent, resumes from the shared cursor
+        third = make_ctx(engine, chain, deployment, tmp_path)
+        results = _concurrent_rounds([first, second], indexer=third)
+        _check_no_double_assignment([first, second], contracts, task_ids, results)
+        assert "GPU" in (_task(engine, gpu).unplaced_reason or "").upper()
+        index_chain(ctx=first)
+        for task_id in task_ids:
+            assert _task(engine, task_id).status == TaskStatus.ASSIGNED
+    finally:
+        engine.dispose()
