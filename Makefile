@@ -13,7 +13,7 @@ setup: ## install whatever is missing (idempotent; a second run takes seconds)
 	@bash scripts/setup.sh
 
 up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers 5 ...")
-	@$(PY) -m scripts.demo $(ARGS)
+	@$(PY) -m hashgrid.cli up $(ARGS)
 
 test: setup test-contracts test-python bugs ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest
 

@@ -20,10 +20,17 @@ GROUPS: dict[str, tuple[str, str]] = {
     "marketplace": ("marketplace.cli:app", "Run the marketplace API and its background jobs: serve, migrate."),
     "provider": ("provider.cli:app", "Sell this device's compute: init, stake, info, run, exec."),
     "demo": ("scripts.demo:app", "Play the on-chain life of a few tasks on a fresh local chain."),
+    "task": ("hashgrid.customer_cli:task_app", "Customers: submit, status, logs, result, invoice, cancel, "
+                                               "estimate."),
+    "wallet": ("hashgrid.customer_cli:wallet_app", "The customer's wallet: new, import, balance."),
 }
 
 # root commands implemented elsewhere: name -> ("module:function", help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("scripts.up:up", "Run a live local network end to end: chain, marketplace, providers, tasks."),
+    "down": ("scripts.up:down", "Stop what `hashgrid up` left running; --wipe removes its state folder."),
+    "faucet": ("hashgrid.customer_cli:faucet", "Dev chain only: send GRID and ETH to an address."),
+}
 
 
 def _load(target: str) -> object:

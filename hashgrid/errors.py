@@ -129,3 +129,40 @@ class OutputRejected(HashgridError):
     code = "output_rejected"
     component = "provider"
     http_status = 422
+
+
+# ---------------------------------------------------------------- customer client
+
+
+class Forbidden(HashgridError):
+    """The signed wallet may not see or act on this (e.g. another customer's task)."""
+
+    code = "forbidden"
+    component = "client"
+    http_status = 403
+
+
+class NotReady(HashgridError):
+    """What was asked for does not exist yet (a result before settlement, an invoice of an open task)."""
+
+    code = "not_ready"
+    component = "client"
+    http_status = 409
+
+
+class MarketplaceError(HashgridError):
+    """The marketplace could not be reached or failed (5xx): retrying may help."""
+
+    code = "marketplace_unavailable"
+    component = "client"
+    retryable = True
+    http_status = 503
+
+
+class WaitTimeout(HashgridError):
+    """A task did not reach a final state within the time given."""
+
+    code = "wait_timeout"
+    component = "client"
+    retryable = True
+    http_status = 504

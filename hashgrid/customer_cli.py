@@ -1,0 +1,404 @@
+"""`hashgrid task ...`, `hashgrid wallet ...` and `hashgrid faucet`: the customer's commands, a thin layer
+over `hashgrid.client.HashgridClient`.
+
+The signing key: --keystore FILE (password from HASHGRID_KEYSTORE_PASSWORD or a prompt), --key-env VAR (an
+environment variable holding the key), HASHGRID_PRIVATE_KEY, else the default wallet made by `hashgrid wallet
+new` (<state_dir>/wallets/default.json). Errors are one line on stderr; exit 1 on failure, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from eth_account import Account
+from eth_utils import is_address, to_checksum_address
+
+from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
+from hashgrid.errors import ConfigError, HashgridError, InvalidInput
+
+GRID = 10**18
+PASSWORD_ENV = "HASHGRID_KEYSTORE_PASSWORD"
+
+task_app = typer.Typer(help="Submit tasks and follow them: submit, status, logs, result, invoice, cancel, "
+                            "estimate.", no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False)
+wallet_app = typer.Typer(help="The customer's wallet: new, import, balance.", no_args_is_help=True,
+                         add_completion=False, pretty_exceptions_enable=False)
+
+MarketOpt = Annotated[str | None, typer.Option("--marketplace", help="marketplace URL "
+                                               "(default: HASHGRID_MARKETPLACE_URL)")]
+RpcOpt = Annotated[str | None, typer.Option("--rpc", help="RPC URL (default: HASHGRID_RPC_URL)")]
+DeploymentOpt = Annotated[Path | None, typer.Option("--deployment", help="deployment file "
+                                                    "(default: <state_dir>/deployment.json)")]
+KeystoreOpt = Annotated[Path | None, typer.Option("--keystore", help="encrypted keystore to sign with "
+                                                  f"(password from {PASSWORD_ENV} or a prompt)")]
+KeyEnvOpt = Annotated[str | None, typer.Option("--key-env", help="name of an environment variable holding "
+                                               "the private key")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+TaskIdArg = Annotated[int, typer.Argument(help="the on-chain task id", min=0)]
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A Hashgrid error becomes `error: ...` on stderr: exit 2 for bad input, 1 for any other failure."""
+    try:
+        yield
+    except (InvalidInput, ConfigError) as exc:
+        raise _fail(str(exc), 2) from None
+    except HashgridError as exc:
+        raise _fail(str(exc), 1) from None
+    except ValueError as exc:  # settings validation (e.g. a dev key configured off the dev chain)
+        raise _fail(str(exc).splitlines()[0], 2) from None
+
+
+def grid(amount: int, unit: str = "GRID") -> str:
+    """wei as a readable amount: 12.5 GRID."""
+    whole = f"{amount / GRID:,.6f}".rstrip("0").rstrip(".")
+    return f"{whole} {unit}"
+
+
+def wallets_dir() -> Path:
+    return Settings().state_dir / "wallets"
+
+
+def _password(confirm: bool = False) -> str:
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"the keystore needs a password: set {PASSWORD_ENV}")
+        password = typer.prompt("keystore password", hide_input=True, confirmation_prompt=confirm)
+    return password
+
+
+def _default_keystore() -> Path:
+    return wallets_dir() / "default.json"
+
+
+def resolve_key(keystore: Path | None, key_env: str | None, chain_id: int) -> str:
+    """The signing key: --keystore, --key-env, HASHGRID_PRIVATE_KEY, else the default wallet."""
+    from provider.keystore import load_keystore
+
+    if keystore is not None:
+        if not keystore.is_file():
+            raise InvalidInput(f"no keystore at {keystore}")
+        key = load_keystore(keystore, _password())
+    elif key_env is not None:
+        key = os.environ.get(key_env, "")
+        if not key:
+            raise InvalidInput(f"environment variable {key_env} is not set")
+    elif os.environ.get("HASHGRID_PRIVATE_KEY"):
+        key = os.environ["HASHGRID_PRIVATE_KEY"]
+    elif _default_keystore().is_file():
+        key = load_keystore(_default_keystore(), _password())
+    else:
+        raise InvalidInput("no signing key: pass --keystore or --key-env, set HASHGRID_PRIVATE_KEY, or run "
+                           "`hashgrid wallet new`")
+    if key.lower() in ANVIL_DEV_KEYS and chain_id != DEV_CHAIN_ID:
+        raise InvalidInput(f"an anvil dev key cannot sign on chain {chain_id}")
+    return key
+
+
+def resolve_address(address: str | None, keystore: Path | None, key_env: str | None) -> str:
+    """An address given, else the one of the key the other commands would use (keystores stay encrypted)."""
+    from provider.keystore import keystore_address
+
+    if address is not None:
+        if not is_address(address):
+            raise InvalidInput(f"not an address: {address}")
+        return to_checksum_address(address)
+    if keystore is None and key_env is None and not os.environ.get("HASHGRID_PRIVATE_KEY") \
+            and _default_keystore().is_file():
+        keystore = _default_keystore()
+    if keystore is not None:
+        if not keystore.is_file():
+            raise InvalidInput(f"no keystore at {keystore}")
+        return to_checksum_address(keystore_address(keystore))
+    key = resolve_key(None, key_env, DEV_CHAIN_ID)
+    try:
+        return str(Account.from_key(key).address)
+    except (ValueError, TypeError):
+        raise InvalidInput("not a valid private key") from None
+
+
+def _deployment(deployment: Path | None) -> Any:
+    from hashgrid.chain.deployment import Deployment
+
+    return Deployment.load(deployment or Settings().deployment_path)
+
+
+def make_client(marketplace: str | None, rpc: str | None, deployment: Path | None, keystore: Path | None,
+                key_env: str | None) -> Any:
+    """A HashgridClient from the options and HASHGRID_* settings."""
+    from hashgrid.client import HashgridClient
+
+    settings = Settings()
+    loaded = _deployment(deployment)
+    key = resolve_key(keystore, key_env, loaded.chain_id)
+    return HashgridClient(marketplace or settings.marketplace_url, rpc or settings.rpc_url, loaded, key,
+                          tx_timeout=settings.tx_timeout_seconds)
+
+
+def _contracts(rpc: str | None, deployment: Path | None) -> Any:
+    from hashgrid.chain.client import ChainClient
+    from hashgrid.chain.contracts import Contracts
+
+    loaded = _deployment(deployment)
+    chain = ChainClient(rpc or Settings().rpc_url, tx_timeout=Settings().tx_timeout_seconds)
+    if chain.chain_id != loaded.chain_id:
+        raise InvalidInput(f"the RPC serves chain {chain.chain_id} but the deployment is for chain "
+                           f"{loaded.chain_id}")
+    return Contracts.load(chain, loaded)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------- task
+
+
+@task_app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="task spec, YAML or JSON (examples/*.yaml)")],
+    inputs: Annotated[Path | None, typer.Option("--inputs", help="directory holding the module and input "
+                                                "files (default: next to the spec)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the task to the end and print its result "
+                                       "hash")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds --wait waits", min=1)] = 600.0,
+    approve: Annotated[bool, typer.Option("--approve", help="approve then post instead of an EIP-2612 "
+                                          "permit")] = False,
+    marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+    keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None,
+) -> None:
+    """Upload the inputs, register the spec, lock the escrow and post the task; print its id."""
+    with one_line_errors():
+        if not spec.is_file():
+            raise InvalidInput(f"no spec file at {spec}")
+        client = make_client(marketplace, rpc, deployment, keystore, key_env)
+        with client:
+            task_id = client.submit(spec, inputs_dir=inputs, permit=not approve)
+            typer.echo(task_id)
+            if not wait:
+                return
+
+            def show(task: dict[str, Any]) -> None:
+                reason = f" ({task['unplaced_reason']})" if task.get("unplaced_reason") else ""
+                typer.echo(f"task {task_id}: {task['status']}{reason}", err=True)
+
+            task = client.wait(task_id, timeout=timeout, on_status=show)
+            if task["status"] != "settled":
+                raise HashgridError(f"task {task_id} ended {task['status']} without a result")
+            typer.echo(task["result_hash"])
+
+
+@task_app.command()
+def status(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
+           deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """A task's status, replicas and result hash."""
+    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        task = client.status(task_id)
+        if as_json:
+            _print_json(task)
+            return
+        typer.echo(f"task {task_id}: {task['status']}")
+        if task.get("unplaced_reason"):
+            typer.echo(f"  not placed: {task['unplaced_reason']}")
+        for replica in task.get("replica_list", []):
+            detail = f" ({replica['detail']})" if replica.get("detail") else ""
+            typer.echo(f"  {replica['provider']}  round {replica['round']}  {replica['status']}{detail}")
+        if task.get("result_hash"):
+            typer.echo(f"  result {task['result_hash']}")
+
+
+@task_app.command()
+def logs(task_id: TaskIdArg,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the task ends")] = False,
+         marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+         keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """A task's logs, prefixed by the provider that wrote them."""
+    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        for line in client.logs(task_id, follow=follow):
+            typer.echo(line)
+
+
+@task_app.command()
+def result(task_id: TaskIdArg,
+           out: Annotated[Path | None, typer.Option("--out", help="download the outputs into this "
+                                                    "directory")] = None,
+           as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
+           deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """The verified result hash and output files of a settled task."""
+    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        found = client.result(task_id)
+        if as_json:
+            _print_json(found)
+        else:
+            typer.echo(f"result {found['result_hash']}")
+            typer.echo(f"  agreed by {', '.join(found['agreeing'])}")
+            for item in found["outputs"]:
+                typer.echo(f"  {item['path']}  {item['sha256']}  {item.get('size', '?')} bytes")
+        if out is not None:
+            for path in client.download(task_id, out):
+                typer.echo(f"wrote {path}", err=True)
+
+
+@task_app.command()
+def invoice(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt = None,
+            rpc: RpcOpt = None, deployment: DeploymentOpt = None, keystore: KeystoreOpt = None,
+            key_env: KeyEnvOpt = None) -> None:
+    """What a finished task cost, from its chain events: paid per provider, fee, refund."""
+    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        bill = client.invoice(task_id)
+        if as_json:
+            _print_json(bill.to_dict())
+            return
+        typer.echo(f"task {task_id}: {bill.state}")
+        typer.echo(f"  escrowed {grid(bill.escrowed)}")
+        for line in bill.lines:
+            typer.echo(f"  {line.provider}  {line.outcome:<10} {grid(line.payment)}")
+        typer.echo(f"  paid     {grid(bill.paid)}")
+        typer.echo(f"  fee      {grid(bill.fee)}")
+        typer.echo(f"  refund   {grid(bill.refund)}  (claimable: hashgrid wallet balance)")
+
+
+@task_app.command()
+def cancel(task_id: TaskIdArg, marketplace: MarketOpt = None, rpc: RpcOpt = None,
+           deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """Cancel a task not placed yet; its escrow becomes claimable."""
+    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        client.cancel(task_id)
+        typer.echo(f"task {task_id} cancelled")
+
+
+@task_app.command()
+def estimate(spec: Annotated[Path, typer.Argument(help="task spec, YAML or JSON")], as_json: JsonOpt = False,
+             marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+             keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """The price range before paying, from the online providers' prices, and the escrow locked."""
+    with one_line_errors():
+        if not spec.is_file():
+            raise InvalidInput(f"no spec file at {spec}")
+        from hashgrid.spec import load_spec
+
+        parsed = load_spec(spec)
+        with make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+            found = client.estimate(parsed)
+        if as_json:
+            _print_json(found.to_dict())
+            return
+        typer.echo(f"{parsed.name}: {grid(found.low)} .. {grid(found.high)} "
+                   f"({found.providers} provider(s) online for {parsed.runtime}, "
+                   f"fee {found.fee_bps / 100:g}%)")
+        typer.echo(f"  per replica {grid(found.per_replica_low)} .. {grid(found.per_replica_high)}")
+        typer.echo(f"  escrow locked {grid(found.escrow)} (the unspent part is refunded)")
+        for note in found.notes:
+            typer.echo(f"  note: {note}")
+
+
+# ---------------------------------------------------------------- wallet
+
+
+NameOpt = Annotated[str, typer.Option("--name", help="wallet name under <state_dir>/wallets")]
+
+
+def _wallet_path(name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidInput(f"bad wallet name {name!r}")
+    return wallets_dir() / f"{name}.json"
+
+
+@wallet_app.command("new")
+def wallet_new(name: NameOpt = "default") -> None:
+    """Make a new key in an encrypted keystore (password from HASHGRID_KEYSTORE_PASSWORD or a prompt)."""
+    from provider.keystore import create_keystore
+
+    with one_line_errors():
+        path = _wallet_path(name)
+        address = create_keystore(path, _password(confirm=True))
+        typer.echo(to_checksum_address(address))
+        typer.echo(f"keystore {path}", err=True)
+
+
+@wallet_app.command("import")
+def wallet_import(name: NameOpt = "default", key_env: KeyEnvOpt = None) -> None:
+    """Encrypt an existing private key (from --key-env VAR or a prompt) into a keystore."""
+    from provider.keystore import import_keystore
+
+    with one_line_errors():
+        path = _wallet_path(name)
+        if key_env is not None:
+            key = os.environ.get(key_env, "")
+            if not key:
+                raise InvalidInput(f"environment variable {key_env} is not set")
+        elif sys.stdin.isatty():
+            key = typer.prompt("private key", hide_input=True)
+        else:
+            raise InvalidInput("pass --key-env VAR (no terminal to prompt for the key)")
+        address = import_keystore(path, key, _password(confirm=True))
+        typer.echo(to_checksum_address(address))
+        typer.echo(f"keystore {path}", err=True)
+
+
+@wallet_app.command("balance")
+def wallet_balance(address: Annotated[str | None, typer.Argument(help="address (default: the signing "
+                                                                 "key's)")] = None,
+                   as_json: JsonOpt = False, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+                   keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """GRID, ETH and the escrow credits claimable (refunds, payments)."""
+    with one_line_errors():
+        who = resolve_address(address, keystore, key_env)
+        contracts = _contracts(rpc, deployment)
+        grid_balance = contracts.token.balance_of(who)
+        eth = int(contracts.client._guarded(lambda: contracts.client.w3.eth.get_balance(who)))
+        claimable = contracts.escrow.claimable(who)
+        if as_json:
+            _print_json({"address": who, "grid": str(grid_balance), "eth": str(eth),
+                         "claimable": str(claimable)})
+            return
+        typer.echo(who)
+        typer.echo(f"  GRID       {grid(grid_balance)}")
+        typer.echo(f"  ETH        {grid(eth, 'ETH')}")
+        typer.echo(f"  claimable  {grid(claimable)}")
+
+
+# ---------------------------------------------------------------- faucet
+
+
+def faucet(
+    address: Annotated[str | None, typer.Argument(help="who receives (default: the signing key's "
+                                                  "address)")] = None,
+    amount: Annotated[float, typer.Option("--amount", help="GRID to send", min=0)] = 1000.0,
+    eth: Annotated[float, typer.Option("--eth", help="ETH to send for gas", min=0)] = 10.0,
+    rpc: RpcOpt = None, deployment: DeploymentOpt = None, keystore: KeystoreOpt = None,
+    key_env: KeyEnvOpt = None,
+) -> None:
+    """Dev chain only: send GRID and ETH from the dev deployer (anvil's publicly known key 0)."""
+    with one_line_errors():
+        who = resolve_address(address, keystore, key_env)
+        contracts = _contracts(rpc, deployment)
+        chain_id = contracts.client.chain_id
+        if chain_id != DEV_CHAIN_ID:
+            raise InvalidInput(f"the faucet runs on the dev chain ({DEV_CHAIN_ID}) only, not chain "
+                               f"{chain_id}")
+        deployer = Account.from_key(ANVIL_DEV_KEYS[0])  # DEV-ONLY key, dev chain checked above
+        grid_wei, eth_wei = int(amount * GRID), int(eth * GRID)
+        if grid_wei:
+            contracts.token.transfer(who, grid_wei, sender=deployer)
+        if eth_wei:
+            contracts.client.send_transaction({"to": who, "value": eth_wei}, sender=deployer)
+        typer.echo(f"sent {grid(grid_wei)} and {grid(eth_wei, 'ETH')} to {who}")

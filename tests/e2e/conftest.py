@@ -1,0 +1,163 @@
+"""Shared e2e harness: the marketplace (uvicorn, in-process jobs, temp SQLite) and three provider daemons on
+the session's anvil, and the helpers to start, poll and stop processes (used by test_marketplace_e2e.py and
+test_customer_cli.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from hashgrid.chain.deployment import Deployment
+from hashgrid.config import DEV_CHAIN_ID
+from hashgrid.signing import HashgridAuth
+from scripts.devnet import DevAccounts
+from scripts.localnet import Anvil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2,
+             diagnose: Callable[[], str] | None = None) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` (and a diagnosis) at the
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f"\n{diagnose()}" if diagnose else ""))
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any HASHGRID_* setting leaking in, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHGRID_")}
+    env.update(extra, COLUMNS="200")
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=30)
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], log_path: Path) -> Proc:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    return Proc(name, process, log_path)
+
+
+@dataclass
+class Network:
+    url: str
+    db_url: str
+    server: Proc
+    daemons: list[Proc]
+    providers: list[LocalAccount]
+
+    def diagnose(self) -> str:
+        parts = [f"--- {p.name} (alive={p.alive()})\n{p.log()[-4000:]}" for p in (self.server, *self.daemons)]
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def wordfreq_module() -> Path:
+    module = ROOT / "examples/wasm/wordfreq.wasm"
+    if not module.exists():
+        subprocess.run(["bash", str(ROOT / "scripts/build_wasm.sh")], check=True, cwd=ROOT)
+    return module
+
+
+@pytest.fixture
+def network(anvil: Anvil, deployment: Deployment, dev_accounts: DevAccounts, tmp_path: Path
+            ) -> Iterator[Network]:
+    """The marketplace (uvicorn, in-process jobs, temp SQLite) and three daemons reporting to it; every
+    process is stopped at the end (before the chain is reverted), and none may be left running."""
+    deployment_file = deployment.save(tmp_path / "deployment.json")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    db_url = f"sqlite:///{tmp_path / 'marketplace.sqlite'}"
+    started: list[Proc] = []
+    try:
+        server_env = clean_env(
+            HASHGRID_STATE_DIR=str(tmp_path / "market"), HASHGRID_DATABASE_URL=db_url,
+            HASHGRID_RPC_URL=anvil.url, HASHGRID_DEPLOYMENT_FILE=str(deployment_file),
+            HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID), HASHGRID_MARKETPLACE_URL=url, HASHGRID_RUN_JOBS="true",
+            HASHGRID_INDEX_INTERVAL_S="0.2", HASHGRID_MATCHING_INTERVAL_S="0.5",
+            HASHGRID_SETTLE_INTERVAL_S="0.5", HASHGRID_POLL_INTERVAL_S="0.1")
+        server = spawn("marketplace", [sys.executable, "-m", "uvicorn", "--factory",
+                                       "marketplace.api.app:app_from_env", "--host", "127.0.0.1", "--port",
+                                       str(port), "--log-level", "info"],
+                       server_env, tmp_path / "market" / "server.log")
+        started.append(server)
+
+        def healthy() -> bool:
+            assert server.alive(), server.log()
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=60, what="the marketplace API", diagnose=server.log)
+        providers = list(dev_accounts.providers[:3])
+        daemons = []
+        for i, account in enumerate(providers):
+            state = tmp_path / f"provider{i}"
+            env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
+                            HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID))
+            daemon = spawn(f"provider{i}", [
+                sys.executable, "-m", "hashgrid.cli", "provider", "run", "--state-dir", str(state), "--rpc",
+                anvil.url, "--deployment", str(deployment_file), "--content-dir", str(state / "content"),
+                "--poll-interval", "0.2", "--grace", "10", "--marketplace", url], env, state / "daemon.log")
+            started.append(daemon)
+            daemons.append(daemon)
+        yield Network(url, db_url, server, daemons, providers)
+    finally:
+        for proc in reversed(started):  # daemons first, then the API (and its jobs)
+            code = proc.stop()
+            assert not proc.alive(), f"{proc.name} still running"
+            if proc.name.startswith("provider"):
+                assert code == 0, f"{proc.name} exited {code}:\n{proc.log()[-4000:]}"
+        assert all(not proc.alive() for proc in started)
+
+
+def signed_client(url: str, account: LocalAccount) -> httpx.Client:
+    return httpx.Client(base_url=url, auth=HashgridAuth(account, chain_id=DEV_CHAIN_ID), timeout=30)
