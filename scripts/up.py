@@ -625,6 +625,27 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     return summary
 
 
+def write_env_file(state: StateDir, summary: dict[str, Any]) -> Path:
+    """Settings for the CLI against this network: `source <state>/env` before `hashgrid task ...`."""
+    path = state.root / "env"
+    path.write_text("# written by `hashgrid up`: the settings of the network it runs (dev chain only)\n"
+                    f"export HASHGRID_RPC_URL={summary['rpc']}\n"
+                    f"export HASHGRID_MARKETPLACE_URL={summary['marketplace']}\n"
+                    f"export HASHGRID_DEPLOYMENT_FILE={summary['deployment_file']}\n")
+    return path
+
+
+def serve_until_interrupted(state: StateDir, supervisor: Supervisor) -> None:
+    """--keep: the network stays up for the user's own tasks until Ctrl-C (or a process of it dies)."""
+    console.print(Rule("the network stays up (Ctrl-C stops it)"))
+    console.print(f"In another terminal:\n  source {state.root / 'env'}\n"
+                  "  .venv/bin/hashgrid wallet new && .venv/bin/hashgrid faucet\n"
+                  "  .venv/bin/hashgrid task submit examples/wasm.yaml --wait", highlight=False)
+    while True:
+        supervisor.check()
+        time.sleep(1.0)  # idle wait for Ctrl-C; not synchronisation
+
+
 supervisor_anvil: list[Any] = []  # the Anvil of this run (stopped with the other processes)
 
 
@@ -647,6 +668,8 @@ def up(
     database: Annotated[str | None, typer.Option(help="database URL (default: SQLite in the state folder)")]
     = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the tasks to finish")] = 600.0,
+    keep: Annotated[bool, typer.Option(help="after the summary, keep the network running (Ctrl-C stops it) "
+                                            "so you can submit your own tasks")] = False,
 ) -> None:
     """Run a live local Hashgrid network end to end: chain, marketplace, providers, a customer's tasks."""
     if cheaters >= providers and providers > 1 or (providers == 1 and cheaters):
@@ -663,8 +686,13 @@ def up(
     try:
         summary = run_up(options, state, supervisor)
         state.summary.write_text(json.dumps(summary, indent=2) + "\n")
-        console.print(f"done in {summary['wall_time_s']}s; summary in {state.summary}. Stopping everything.",
-                      highlight=False)
+        write_env_file(state, summary)
+        if keep:
+            serve_until_interrupted(state, supervisor)
+        else:
+            console.print(f"done in {summary['wall_time_s']}s; summary in {state.summary}. Stopping "
+                          "everything (`make up ARGS=--keep` keeps the network up for your own tasks).",
+                          highlight=False)
     except KeyboardInterrupt:
         console.print("\ninterrupted: stopping every process it started")
         code = 130
