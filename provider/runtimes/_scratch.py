@@ -4,10 +4,18 @@
 (ENOSPC), so a task can never fill the provider's disk, and the files outlive the sandbox (a tmpfs inside a
 container vanishes with it) so they can be copied to the caller's output dir. Mounting needs CAP_SYS_ADMIN;
 without it the area is a plain directory whose size is only checked after the run (logged as a weaker mode).
+
+`OutputArea.pooled()` (used by the wasm backend, where a mount + unmount is a fifth of a whole run) takes an
+already mounted tmpfs of the same cap from a per-process pool instead: same `size=` cap enforced by the kernel
+while the task runs; on close() the task's files are deleted, and the tmpfs goes back to the pool only when it
+is then verifiably empty (no blocks, only the root inode) and still owned/moded as mounted, else it is
+unmounted. Pooled mounts are `hashgrid-pool-<pid>-*` dirs, unmounted at interpreter exit; ones left by a dead
+process are swept when the next process first uses the pool.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import logging
@@ -16,6 +24,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from provider.runtimes.errors import InvalidRunRequest
@@ -23,6 +32,8 @@ from provider.runtimes.errors import InvalidRunRequest
 log = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "hashgrid-run-"
+POOL_PREFIX = "hashgrid-pool-"
+POOL_PER_SHAPE = 8  # idle mounts kept per (cap, uid, gid)
 PAGE = 4096
 MAX_OUTPUT_FILES = 65536  # tmpfs inode cap: empty files cost memory but no blocks
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,10 +73,15 @@ def leftover_scratch_dirs() -> list[Path]:
 class OutputArea:
     """A run's scratch dir holding `out/` (capped at `cap_bytes`) and whatever files the backend needs."""
 
-    def __init__(self, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int) -> None:
+    def __init__(
+        self, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int, *, prefix: str | None = None
+    ) -> None:
         self.cap_bytes = cap_bytes
+        self.owner = (owner_uid, owner_gid)
+        self.pool_key: tuple[int, int, int] | None = None  # set for areas that return to the pool
+        self.in_pool = False  # given back: a second close() must not touch it
         self.dir = Path(
-            tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{check_run_id(run_id)}-", dir=scratch_root())
+            tempfile.mkdtemp(prefix=prefix or f"{SCRATCH_PREFIX}{check_run_id(run_id)}-", dir=scratch_root())
         )
         self.out = self.dir / "out"
         self.out.mkdir()
@@ -75,6 +91,24 @@ class OutputArea:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def pooled(cls, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int) -> OutputArea:
+        """A capped, empty tmpfs from the per-process pool (or a fresh one); close() gives it back.
+
+        Without CAP_SYS_ADMIN (no tmpfs) this is a plain per-run area, as with the constructor.
+        """
+        check_run_id(run_id)
+        key = (cap_bytes, owner_uid, owner_gid)
+        area = _POOL.take(key)
+        if area is None:
+            area = cls(run_id, cap_bytes, owner_uid, owner_gid, prefix=f"{POOL_PREFIX}{os.getpid()}-")
+            if not area.mounted:  # no pooling of plain dirs: their size is not capped while the task runs
+                area.close()
+                return cls(run_id, cap_bytes, owner_uid, owner_gid)
+        area.pool_key = key
+        _POOL.lend(area)
+        return area
 
     def _mount(self, uid: int, gid: int) -> None:
         global _warned_unmountable
@@ -138,7 +172,38 @@ class OutputArea:
                     log.info("skipping special file %s in the output", entry.path)
 
     def close(self) -> None:
-        """Unmount and delete everything; safe to call twice and after partial setup."""
+        """Unmount and delete everything (a pooled area: empty it and give it back); safe to call twice."""
+        if self.in_pool:
+            return
+        key, self.pool_key = self.pool_key, None
+        if key is not None and self.mounted and self._empty_for_reuse() and _POOL.give(key, self):
+            return
+        if key is not None:
+            _POOL.forget(self)
+        self._unmount_and_remove()
+
+    def _empty_for_reuse(self) -> bool:
+        """Delete what the task wrote; True when the tmpfs is then as fresh (empty, same owner and mode)."""
+        try:
+            with os.scandir(self.out) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+            st = os.statvfs(self.out)
+            own = os.lstat(self.out)
+        except OSError as exc:
+            log.info("not reusing %s: %s", self.out, exc)
+            return False
+        return (
+            st.f_blocks == st.f_bfree
+            and st.f_files - st.f_ffree <= 1
+            and (own.st_uid, own.st_gid) == self.owner
+            and stat.S_IMODE(own.st_mode) == 0o700
+        )
+
+    def _unmount_and_remove(self) -> None:
         if self.mounted:
             path = str(self.out).encode()
             if _libc.umount2(path, 0) != 0 and _libc.umount2(path, 2) != 0:  # 2 = MNT_DETACH
@@ -147,3 +212,74 @@ class OutputArea:
                 self.mounted = False
         if not self.mounted:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _Pool:
+    """Idle mounted tmpfs areas by (cap, uid, gid); all unmounted at interpreter exit."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: dict[tuple[int, int, int], list[OutputArea]] = {}
+        self.lent: set[OutputArea] = set()  # pooled areas in use (or never given back): unmounted at exit too
+        self.swept = False
+
+    def take(self, key: tuple[int, int, int]) -> OutputArea | None:
+        with self.lock:
+            if not self.swept:
+                self.swept = True
+                _sweep_dead_pools()
+            areas = self.idle.get(key)
+            if not areas:
+                return None
+            area = areas.pop()
+            area.in_pool = False
+            self.lent.add(area)
+            return area
+
+    def lend(self, area: OutputArea) -> None:
+        with self.lock:
+            self.lent.add(area)
+
+    def give(self, key: tuple[int, int, int], area: OutputArea) -> bool:
+        with self.lock:
+            areas = self.idle.setdefault(key, [])
+            if len(areas) >= POOL_PER_SHAPE:
+                return False
+            self.lent.discard(area)
+            area.in_pool = True
+            areas.append(area)
+            return True
+
+    def forget(self, area: OutputArea) -> None:
+        with self.lock:
+            self.lent.discard(area)
+
+    def drain(self) -> None:
+        with self.lock:
+            areas = [a for group in self.idle.values() for a in group] + list(self.lent)
+            self.idle.clear()
+            self.lent.clear()
+        for area in areas:
+            area.in_pool = False
+            area._unmount_and_remove()
+
+
+def _sweep_dead_pools() -> None:
+    """Unmount pool dirs whose process is gone (killed before its atexit drain)."""
+    for path in scratch_root().glob(POOL_PREFIX + "*"):
+        try:
+            pid = int(path.name[len(POOL_PREFIX) :].split("-", 1)[0])
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        out = str(path / "out").encode()
+        if os.path.ismount(path / "out"):
+            _libc.umount2(out, 2)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_POOL = _Pool()
+atexit.register(_POOL.drain)

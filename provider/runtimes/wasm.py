@@ -1,29 +1,47 @@
 """WASM sandbox backend (wasmtime): WASI with only /in (read-only) and /out preopened, no sockets at all.
 
-Each run gets its own Engine (about 0.2 ms with a cached, pre-compiled module) so that its epoch belongs to it
-alone: the timeout timer and cancel() stop exactly this run with `engine.increment_epoch()`, the one call
-wasmtime allows from another thread. Fuel (`timeout_s * fuel_per_second`) is a deterministic CPU budget: every
+One Engine per process (epoch interruption + fuel), its compiled modules cached by sha256 (and the module
+file's sha256 by its stat identity), one pre-linked InstancePre per module. One ticker thread increments the
+epoch every TICK_S while any run is active; every run's Store has an epoch-deadline callback that fires on
+each tick and stops that run only (the callback returns an error: a trap in that store) when its
+own wall-clock deadline has passed (KillReason.TIMEOUT) or cancel() flagged it (KillReason.CANCELLED); else
+it continues for another tick. So timeout and cancel take effect within one tick (10 ms), and other runs
+sharing the Engine are untouched. Fuel (`timeout_s * fuel_per_second`) is a deterministic CPU budget: every
 replica of a task runs out at the same instruction, so a FUEL outcome is reproducible where a timeout is not.
+
+Where a run executes: start() queues it for a pool of worker threads and returns at once (so it does run in
+the background); wait() claims a run that no worker has picked up yet and runs it in the calling thread,
+which saves a thread hand-off (executor.py calls wait() right after start()). A Ctrl-C arriving while such an
+inline run executes is seen by the epoch callback: the run stops as CANCELLED, its scratch is cleaned up and
+wait() re-raises the KeyboardInterrupt (a later cancel() is a no-op and wait() returns the result).
 
 Exit codes: the guest's own exit status, 137 when stopped (fuel, epoch, cancel), 134 for any other trap.
 Memory: `Store.set_limits` makes `memory.grow` fail past the limit (malloc returns NULL); wasmtime-py has no
 callback to see that, so a failed run whose linear memory ended within 1/8 of the limit is reported as
 KillReason.MEMORY. Peak memory is the linear memory's final size (wasm memories never shrink).
+/out: a pooled, capped tmpfs (see _scratch.OutputArea.pooled). Stores are closed after each run, and the
+Engine and its modules at interpreter exit, so no wasmtime object is finalized after wasmtime's own globals.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import hashlib
+import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from provider.runtimes._scratch import OutputArea, check_run_id
 from provider.runtimes.base import KillReason, RunRequest, RunResult
@@ -37,6 +55,8 @@ EXIT_KILLED = 137
 EXIT_TRAP = 134
 _MIB = 1024 * 1024
 _MODULE_CACHE_SIZE = 32
+TICK_S = 0.01  # epoch period: timeout and cancel take effect within one tick
+_RACY_S = 2.0  # a module file changed this close to when it was hashed is hashed again (as git's racy check)
 
 
 class _Stopped(Exception):
@@ -84,37 +104,209 @@ class _Output:
             self.changed.notify_all()
 
 
+_DeadlineCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(ffi.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t),
+)
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+
+
 @dataclass
 class _WasmRun:
-    """One run: prepared in start(), executed by its own thread, reported by wait()."""
+    """One run: prepared in start(), executed by a worker or inline in wait(), reported by wait()."""
 
     request: RunRequest
-    engine: wasmtime.Engine
     module: wasmtime.Module
+    pre: wasmtime.InstancePre
     area: OutputArea
     fuel: int
-    thread: threading.Thread | None = None
-    timer: threading.Timer | None = None
+    deadline: float  # time.monotonic() past which the run is stopped (TIMEOUT)
+    key: int = 0
+    claimed: bool = False
+    collected: bool = False  # /out checked, exported and its area released
     kill_reason: KillReason | None = None
     finished: bool = False
+    interrupted: BaseException | None = None  # a KeyboardInterrupt seen by the callback of an inline run
     result: RunResult | None = None
     error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     output: _Output = field(default_factory=lambda: _Output())
 
+    def claim(self) -> bool:
+        with self.lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+            return True
+
+
+class _Shared:
+    """The per-process Engine, linker, module cache, epoch ticker and the runs its callback can stop."""
+
+    def __init__(self) -> None:
+        self.engine = wasmtime.Engine(_config())
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        self.modules: OrderedDict[str, tuple[wasmtime.Module, wasmtime.InstancePre]] = OrderedDict()
+        self.hashes: dict[tuple[int, ...], str] = {}  # module file stat identity -> sha256
+        self.lock = threading.Lock()
+        self.runs: dict[int, _WasmRun] = {}  # active runs, by the key given to the epoch callback
+        self.keys = itertools.count(1)
+        self.tick = threading.Condition()
+        self.ticker: threading.Thread | None = None
+        self.closed = False
+        self.callback = _DeadlineCallback(self._on_deadline)
+
+    # -- modules --
+
+    def module(self, path: Path) -> tuple[wasmtime.Module, wasmtime.InstancePre]:
+        """Compiled module and its pre-linked instance, by sha256 of the file's bytes."""
+        key = self._sha256(path)
+        with self.lock:
+            cached = self.modules.get(key)
+            if cached is not None:
+                self.modules.move_to_end(key)
+                return cached
+        module = wasmtime.Module(self.engine, path.read_bytes())
+        pair = (module, self.linker.instantiate_pre(module))
+        with self.lock:
+            self.modules[key] = pair
+            while len(self.modules) > _MODULE_CACHE_SIZE:
+                self.modules.popitem(last=False)  # closed by the GC once no run holds it
+        return pair
+
+    def _sha256(self, path: Path) -> str:
+        """sha256 of the file; cached by (dev, inode, size, mtime, ctime) when the file was last changed well
+        before it was hashed (so a change or a new file in its place, which sets a later ctime, misses)."""
+        st = os.stat(path)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self.lock:
+            known = self.hashes.get(ident)
+        if known is not None:
+            return known
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if os.stat(path).st_ctime_ns == st.st_ctime_ns and time.time() - st.st_ctime_ns / 1e9 > _RACY_S:
+            with self.lock:
+                if len(self.hashes) > 4 * _MODULE_CACHE_SIZE:
+                    self.hashes.clear()
+                self.hashes[ident] = digest
+        return digest
+
+    # -- runs and the epoch --
+
+    def add(self, run: _WasmRun) -> None:
+        with self.tick:
+            run.key = next(self.keys)
+            self.runs[run.key] = run
+            if self.ticker is None:
+                self.ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+                self.ticker.start()
+            self.tick.notify()
+
+    def remove(self, run: _WasmRun) -> None:
+        with self.tick:
+            self.runs.pop(run.key, None)
+
+    def _tick(self) -> None:
+        while True:
+            with self.tick:
+                while not self.runs and not self.closed:
+                    self.tick.wait()
+                if self.closed:
+                    return
+            time.sleep(TICK_S)
+            with self.tick:
+                if self.closed:
+                    return
+                self.engine.increment_epoch()
+
+    def _on_deadline(self, _context: object, env: int | None, delta: Any, kind: Any) -> int:
+        """Epoch callback (in the run's own thread): stop this run, or give it one more tick."""
+        try:
+            run = self.runs.get(env or 0)
+            if run is not None:
+                with run.lock:
+                    if run.kill_reason is None and time.monotonic() >= run.deadline:
+                        run.kill_reason = KillReason.TIMEOUT
+                    reason = run.kill_reason
+                if reason is not None:
+                    return _error(f"hashgrid: run stopped ({reason})")
+            delta[0] = 1
+            kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+            return 0
+        except BaseException as exc:  # a Ctrl-C delivered here (an inline run in the main thread)
+            run = self.runs.get(env or 0)
+            if run is not None:
+                with run.lock:
+                    run.interrupted = exc
+                    run.kill_reason = run.kill_reason or KillReason.CANCELLED
+            return _error("hashgrid: run interrupted")
+
+    def close(self) -> None:
+        """At exit: stop every run, then free the Engine and modules while wasmtime can still do it."""
+        with self.tick:
+            self.closed = True
+            runs = list(self.runs.values())
+            self.tick.notify_all()
+        for run in runs:
+            with run.lock:
+                run.kill_reason = run.kill_reason or KillReason.CANCELLED
+        if self.ticker is not None:
+            self.ticker.join(1)
+        end = time.monotonic() + 2
+        while not all(run.done.is_set() for run in runs) and time.monotonic() < end:
+            self.engine.increment_epoch()  # the ticker is gone: tick here so their callbacks stop them
+            time.sleep(TICK_S)
+        if not all(run.done.is_set() for run in runs):
+            log.warning(
+                "wasm runs still executing at exit: leaking the engine rather than freeing it under them"
+            )
+            for obj in [self.engine, self.linker, *(o for pair in self.modules.values() for o in pair)]:
+                obj._consume()
+            return
+        with self.lock:
+            pairs = list(self.modules.values())
+            self.modules.clear()
+        for module, pre in pairs:
+            pre.close()
+            module.close()
+        self.linker.close()
+        self.engine.close()
+
+
+def _error(message: str) -> int:
+    return ctypes.cast(ffi.wasmtime_error_new(message.encode()), ctypes.c_void_p).value or 0
+
+
+_shared_lock = threading.Lock()
+_shared_state: _Shared | None = None
+
+
+def _shared() -> _Shared:
+    global _shared_state
+    with _shared_lock:
+        if _shared_state is None:
+            _shared_state = _Shared()
+            atexit.register(_shared_state.close)
+        return _shared_state
+
 
 class WasmRuntime:
-    """Runs WASI command modules (`_start`) in wasmtime, each in a thread so start/wait/cancel work."""
+    """Runs WASI command modules (`_start`) in wasmtime: in a pool worker, or inline in wait() (see above)."""
 
     name = "wasm"
 
     def __init__(self, *, fuel_per_second: int = FUEL_PER_SECOND) -> None:
         self.fuel_per_second = fuel_per_second
-        self._compile_engine = wasmtime.Engine(_config())
-        self._modules: OrderedDict[str, bytes] = OrderedDict()
-        self._modules_lock = threading.Lock()
+        self._shared = _shared()
         self._runs: dict[str, _WasmRun] = {}
         self._runs_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_WasmRun] = queue.SimpleQueue()
+        self._idle = 0  # workers waiting on the queue and not yet promised a run
 
     def available(self) -> bool:
         """wasmtime is a library we ship: it works wherever this module imports."""
@@ -123,7 +315,7 @@ class WasmRuntime:
     # -- Runtime protocol ----------------------------------------------------------------------------------
 
     def start(self, request: RunRequest) -> str:
-        """Load (compile once, then from cache) the module and start it in a thread of its own."""
+        """Load (compile once, then from cache) the module and queue the run for a worker; returns at once."""
         run_id = check_run_id(request.run_id)
         if request.module_path is None or not request.module_path.is_file():
             raise InvalidRunRequest(
@@ -138,53 +330,70 @@ class WasmRuntime:
         with self._runs_lock:
             if run_id in self._runs:
                 raise InvalidRunRequest(f"run {run_id} is already running", run_id=run_id)
-        engine = wasmtime.Engine(_config())
         try:
-            module = wasmtime.Module.deserialize(engine, self._compiled(request.module_path))
+            module, pre = self._shared.module(request.module_path)
         except wasmtime.WasmtimeError as exc:
             raise InvalidRunRequest(
                 f"{request.module_path} is not a valid wasm module: {exc}", run_id=run_id
             ) from exc
         limits = request.limits
-        area = OutputArea(run_id, limits.output_mb * _MIB, os.getuid(), os.getgid())
+        area = OutputArea.pooled(run_id, limits.output_mb * _MIB, os.getuid(), os.getgid())
         run = _WasmRun(
-            request, engine, module, area, fuel=max(1, int(limits.timeout_s * self.fuel_per_second))
+            request,
+            module,
+            pre,
+            area,
+            fuel=max(1, int(limits.timeout_s * self.fuel_per_second)),
+            deadline=time.monotonic() + limits.timeout_s,
         )
+        self._shared.add(run)  # gives it its callback key: before any worker can see it
         with self._runs_lock:
             self._runs[run_id] = run
-        run.thread = threading.Thread(target=self._execute, args=(run,), name=f"wasm-{run_id}", daemon=True)
-        run.timer = threading.Timer(limits.timeout_s, self._interrupt, (run, KillReason.TIMEOUT))
-        run.timer.daemon = True
-        run.thread.start()
-        run.timer.start()
+            self._queue.put(run)
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that worker is promised this run
+        if spawn:
+            threading.Thread(target=self._worker, name="wasm-worker", daemon=True).start()
         return run_id
 
     def wait(self, handle: str) -> RunResult:
-        """Join the run's thread, copy /out (or refuse it when over the cap) and delete the scratch dir."""
+        """Run it here if no worker has yet, else wait for it; copy /out (or refuse it when over the cap)."""
         run = self._get(handle)
-        assert run.thread is not None
+        if run.claim():
+            self._execute(run)
+        else:
+            run.done.wait()
         try:
-            run.thread.join()
-            if run.error is not None:
-                raise run.error
-            assert run.result is not None
-            result = run.result
-            if run.area.over_cap():
-                if result.kill_reason is not KillReason.CANCELLED:
-                    result.kill_reason = KillReason.OUTPUT_TOO_LARGE
-            else:
-                run.area.export(run.request.output_dir)
-            return result
+            if run.result is not None and not run.collected:
+                if run.area.over_cap():
+                    if run.result.kill_reason is not KillReason.CANCELLED:
+                        run.result.kill_reason = KillReason.OUTPUT_TOO_LARGE
+                else:
+                    run.area.export(run.request.output_dir)
         finally:
-            if run.timer is not None:
-                run.timer.cancel()
-            with self._runs_lock:
-                self._runs.pop(handle, None)
-            run.area.close()
+            if not run.collected:
+                run.collected = True
+                run.area.close()
+            interrupted, run.interrupted = run.interrupted, None
+            if interrupted is None:
+                with self._runs_lock:
+                    self._runs.pop(handle, None)
+        if interrupted is not None:  # kept registered: the caller's cancel() + wait() get the result
+            raise interrupted
+        if run.error is not None:
+            raise run.error
+        assert run.result is not None
+        return run.result
 
     def cancel(self, handle: str) -> None:
-        """Interrupt the run at its next epoch check; wait() then reports KillReason.CANCELLED."""
-        self._interrupt(self._get(handle), KillReason.CANCELLED)
+        """Stop the run at its next epoch tick (or before it starts); wait() then reports CANCELLED."""
+        run = self._get(handle)
+        with run.lock:
+            if run.finished or run.kill_reason is not None:
+                return
+            run.kill_reason = KillReason.CANCELLED
+        log.info("run %s cancelled", run.request.run_id)
 
     def logs(self, handle: str) -> Iterator[bytes]:
         """Follow the module's stdout and stderr writes, in order, until the run ends."""
@@ -202,20 +411,13 @@ class WasmRuntime:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _compiled(self, path: Path) -> bytes:
-        """Compiled module bytes, cached by the module's sha256 (callers copy modules to per-run paths)."""
-        wasm = path.read_bytes()
-        key = hashlib.sha256(wasm).hexdigest()
-        with self._modules_lock:
-            if key in self._modules:
-                self._modules.move_to_end(key)
-                return self._modules[key]
-        data = wasmtime.Module(self._compile_engine, wasm).serialize()
-        with self._modules_lock:
-            self._modules[key] = data
-            while len(self._modules) > _MODULE_CACHE_SIZE:
-                self._modules.popitem(last=False)
-        return data
+    def _worker(self) -> None:
+        while True:
+            run = self._queue.get()
+            if run.claim():
+                self._execute(run)
+            with self._runs_lock:
+                self._idle += 1
 
     def _get(self, handle: str) -> _WasmRun:
         with self._runs_lock:
@@ -224,27 +426,33 @@ class WasmRuntime:
             raise UnknownRun(f"wasm: no running task {handle}", run_id=handle)
         return run
 
-    def _interrupt(self, run: _WasmRun, reason: KillReason) -> None:
-        with run.lock:
-            if run.finished or run.kill_reason is not None:
-                return
-            run.kill_reason = reason
-            run.engine.increment_epoch()
-        log.info("run %s interrupted: %s", run.request.run_id, reason)
-
     def _execute(self, run: _WasmRun) -> None:
-        """Thread body: instantiate and call `_start`, translating exits and traps into a RunResult."""
+        """Instantiate and call `_start`, translating exits and traps into a RunResult (never raises)."""
+        try:
+            self._execute_in(run)
+        except BaseException as exc:  # reported by wait(), never lost in a worker
+            run.error = exc
+        finally:
+            with run.lock:
+                run.finished = True
+            self._shared.remove(run)
+            run.output.close()
+            run.done.set()
+
+    def _execute_in(self, run: _WasmRun) -> None:
         request, limits = run.request, run.request.limits
         wall0, cpu0 = time.monotonic(), time.thread_time()
         exit_code, kill_reason, note = 0, None, ""
-        store = wasmtime.Store(run.engine)
+        assert run.key, "run not registered with the epoch callback"
+        store = wasmtime.Store(self._shared.engine)
         instance = None
         try:
             store.set_limits(memory_size=limits.memory_mb * _MIB, instances=1, memories=1, tables=4)
             store.set_fuel(run.fuel)
-            with run.lock:  # an interrupt before this point would not count for the deadline: look at it here
-                store.set_epoch_deadline(1)
-                early = run.kill_reason
+            ffi.wasmtime_store_epoch_deadline_callback(
+                store.ptr(), self._shared.callback, ctypes.c_void_p(run.key), _NO_FINALIZER
+            )
+            store.set_epoch_deadline(1)
             wasi = wasmtime.WasiConfig()
             assert request.module_path is not None
             wasi.argv = list(request.command) or [request.module_path.name]
@@ -254,12 +462,14 @@ class WasmRuntime:
             wasi.stdout_custom = run.output.writer(run.output.stdout)
             wasi.stderr_custom = run.output.writer(run.output.stderr)
             store.set_wasi(wasi)
-            linker = wasmtime.Linker(run.engine)
-            linker.define_wasi()
             try:
+                with run.lock:
+                    early = run.kill_reason
+                if early is None and time.monotonic() >= run.deadline:
+                    early = KillReason.TIMEOUT
                 if early is not None:
                     raise _Stopped(early)
-                instance = linker.instantiate(store, run.module)
+                instance = run.pre.instantiate(store)
                 start = instance.exports(store)["_start"]
                 assert isinstance(start, wasmtime.Func)
                 start(store)
@@ -274,8 +484,13 @@ class WasmRuntime:
                     exit_code, kill_reason = EXIT_KILLED, run.kill_reason or KillReason.TIMEOUT
                 else:
                     exit_code, note = EXIT_TRAP, f"wasm trap: {exc.message}\n"
-            except (wasmtime.WasmtimeError, KeyError) as exc:  # instantiation refused, no _start export
-                exit_code, note = EXIT_TRAP, f"wasm instantiation failed: {exc}\n"
+            except (wasmtime.WasmtimeError, KeyError) as exc:  # stopped by the epoch callback, or refused
+                with run.lock:
+                    stopped = run.kill_reason
+                if stopped is not None:
+                    exit_code, kill_reason = EXIT_KILLED, stopped
+                else:
+                    exit_code, note = EXIT_TRAP, f"wasm instantiation failed: {exc}\n"
             with run.lock:
                 run.finished = True
                 if run.kill_reason is not None and kill_reason is None and exit_code != 0:
@@ -284,25 +499,17 @@ class WasmRuntime:
             limit = limits.memory_mb * _MIB
             if kill_reason is None and exit_code != 0 and (peak >= limit - limit // 8 or "limit" in note):
                 kill_reason = KillReason.MEMORY
-            stdout = bytes(run.output.stdout)
-            stderr = bytes(run.output.stderr) + note.encode()
             run.result = RunResult(
                 exit_code=exit_code,
                 kill_reason=kill_reason,
                 wall_seconds=time.monotonic() - wall0,
                 cpu_seconds=time.thread_time() - cpu0,
                 peak_memory_mb=peak / _MIB,
-                stdout=stdout,
-                stderr=stderr,
+                stdout=bytes(run.output.stdout),
+                stderr=bytes(run.output.stderr) + note.encode(),
             )
-        except BaseException as exc:  # reported by wait(), never lost in the thread
-            run.error = exc
         finally:
-            with run.lock:
-                run.finished = True
-            run.output.close()
-            if run.timer is not None:
-                run.timer.cancel()
+            store.close()  # closes the WASI files (so /out can be checked and emptied) and frees the instance
 
 
 def _linear_memory(store: wasmtime.Store, instance: wasmtime.Instance | None) -> int:

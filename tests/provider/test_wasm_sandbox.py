@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,10 +16,11 @@ from typing import Any
 import pytest
 
 from provider.runtimes import get_runtime
+from provider.runtimes._scratch import POOL_PREFIX, scratch_root
 from provider.runtimes.base import KillReason, RunResult
 from provider.runtimes.errors import InvalidRunRequest
 from provider.runtimes.wasm import WasmRuntime
-from tests.provider.conftest import TaskDirs, leftovers
+from tests.provider.conftest import ROOT, TaskDirs, leftovers
 
 
 @pytest.fixture
@@ -124,3 +132,112 @@ def test_network_and_missing_module_are_refused(
         backend.start(task_dirs.request("wasm", module=wasm_modules["probe"], network=True))
     with pytest.raises(InvalidRunRequest, match="needs a module"):
         backend.start(task_dirs.request("wasm", module=task_dirs.input_dir / "missing.wasm"))
+
+
+# -- the shared engine, its epoch ticker, the run pool and the pooled /out mounts ---------------------------
+
+
+def test_cancel_and_timeout_stop_only_their_own_run(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """All runs share one Engine: cancelling one must not touch another, which runs on to its own timeout."""
+    slow = backend.start(
+        task_dirs.request("wasm", module=wasm_modules["probe"], command=("probe", "busy"), timeout_s=1.5)
+    )
+    doomed = backend.start(
+        task_dirs.request("wasm", module=wasm_modules["probe"], command=("probe", "busy"), timeout_s=30)
+    )
+    time.sleep(0.2)
+    backend.cancel(doomed)
+    cancelled = backend.wait(doomed)
+    timed_out = backend.wait(slow)
+    assert (cancelled.exit_code, cancelled.kill_reason) == (137, KillReason.CANCELLED)
+    assert cancelled.wall_seconds < 1.0
+    assert (timed_out.exit_code, timed_out.kill_reason) == (137, KillReason.TIMEOUT), timed_out.wall_seconds
+    assert 1.4 <= timed_out.wall_seconds < 5
+
+
+def test_a_run_proceeds_in_the_background_before_wait(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """start() does not block, yet the run goes ahead without wait() (a pool worker picks it up)."""
+    handle = backend.start(task_dirs.request("wasm", module=wasm_modules["wordfreq"], command=("wordfreq",)))
+    assert backend._runs[handle].done.wait(10)
+    result = backend.wait(handle)
+    assert (result.exit_code, result.kill_reason) == (0, None)
+    assert b"words 11\n" in (task_dirs.output_dir / "result.txt").read_bytes()
+
+
+def test_pooled_out_is_emptied_and_still_capped_on_reuse(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """A recycled /out tmpfs holds nothing of the previous run, and the kernel still refuses writes past the
+    cap while the task runs (exit 4 = the probe saw its write fail), not just a check afterwards."""
+    outs = [task_dirs.input_dir.parent / f"reuse{i}" for i in range(3)]
+    for out in outs[:2]:
+        request = task_dirs.request(
+            "wasm",
+            module=wasm_modules["probe"],
+            command=("probe", "bigout", "5"),
+            output_mb=2,
+            output_dir=out,
+        )
+        result = backend.wait(backend.start(request))
+        assert (result.exit_code, result.kill_reason) == (4, KillReason.OUTPUT_TOO_LARGE)
+        assert not out.exists() or not any(out.iterdir())
+    request = task_dirs.request(
+        "wasm", module=wasm_modules["probe"], command=("probe", "escape"), output_mb=2, output_dir=outs[2]
+    )
+    result = backend.wait(backend.start(request))
+    assert result.exit_code == 0
+    assert sorted(p.name for p in outs[2].iterdir()) == ["ok.txt"]
+
+
+def test_ctrl_c_while_waiting_stops_the_run(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """A KeyboardInterrupt during wait() (the run may be executing inline in this thread) reaches the caller
+    promptly; the executor's cancel() + wait() that follow report CANCELLED and clean up."""
+    handle = backend.start(
+        task_dirs.request("wasm", module=wasm_modules["probe"], command=("probe", "busy"), timeout_s=30)
+    )
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        backend.wait(handle)
+    assert time.monotonic() - t0 < 5
+    backend.cancel(handle)
+    result = backend.wait(handle)
+    assert (result.exit_code, result.kill_reason) == (137, KillReason.CANCELLED)
+
+
+def test_interpreter_exits_cleanly_after_cancelled_and_unfinished_runs(
+    task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """No wasmtime panic and no 'Exception ignored in Managed.__del__' at exit; no mount left behind."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from provider.runtimes.base import Limits, RunRequest
+        from provider.runtimes.wasm import WasmRuntime
+        rt = WasmRuntime()
+        def request(run_id):
+            return RunRequest(run_id=run_id, runtime="wasm", image=None,
+                              module_path=Path({str(wasm_modules["probe"])!r}), command=("probe", "busy"),
+                              env={{}}, input_dir=Path({str(task_dirs.input_dir)!r}),
+                              output_dir=Path({str(task_dirs.output_dir)!r}), limits=Limits(timeout_s=30))
+        handle = rt.start(request("exit-a-{os.getpid()}"))
+        time.sleep(0.2)
+        rt.cancel(handle)
+        assert rt.wait(handle).kill_reason == "cancelled"
+        rt.start(request("exit-b-{os.getpid()}"))  # still running at exit
+        time.sleep(0.2)
+        print("done")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stdout, stderr) == (0, b"done\n", b"")
+    assert not list(scratch_root().glob(f"{POOL_PREFIX}{proc.pid}-*"))
