@@ -33,6 +33,11 @@ import {ITaskEscrow} from "./interfaces/ITaskEscrow.sol";
 /// the totals and the treasury's credit once; finalizeMany unlocks all its replicas in one registry call, after
 /// every task's effects and events, and slashes after that. A tie for the most-revealed hash counts as no quorum;
 /// every assign must leave room for a full round before the task's deadline; deadlines must fit 40 bits.
+/// Gas (the target is 250k per task end to end at k = 3, batches of 100; see contracts/README.md): the loops that
+/// run once per replica of a batch (adding replicas, commit, reveal, checking and judging a report) are inline
+/// assembly with one fast test per entry and a Solidity slow path that re-checks a failing entry to name the
+/// error; finalize tallies a batch's credits in a small memory table and writes each payee's balance once.
+/// Batch entry points read their nested calldata lists without Solidity's offset checks (see `_addressesAt`).
 contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -263,7 +268,7 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
 
     /// @inheritdoc ITaskEscrow
     function finalize(uint256 taskId, ReplicaReport[] calldata reports) external onlyRole(SETTLER_ROLE) nonReentrant {
-        Batch memory batch = Batch(0, 0, new address[](reports.length), 0, 0, 0, false, 0, false, _newCreditTable(), _newScratch());
+        Batch memory batch = _newBatch(reports.length);
         bool slashes = _finalize(taskId, reports, batch);
         _closeBatch(batch);
         if (slashes) _slashFaulty(taskId, reports, _params);
@@ -283,7 +288,7 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
         for (uint256 i; i < n; ++i) {
             replicas += _reportsAt(reports, i).length;
         }
-        Batch memory batch = Batch(0, 0, new address[](replicas), 0, 0, 0, false, 0, false, _newCreditTable(), _newScratch());
+        Batch memory batch = _newBatch(replicas);
         bool[] memory slashes = new bool[](n);
         bool anySlash;
         for (uint256 i; i < n; ++i) {
@@ -619,7 +624,8 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
             let copy := mload(all)
             let out := add(add(all, 0x20), shl(5, from))
             for { let i := 0 } lt(i, providers.length) { i := add(i, 1) } {
-                let provider := and(calldataload(add(providers.offset, shl(5, i))), 0xffffffffffffffffffffffffffffffffffffffff)
+                let provider :=
+                    and(calldataload(add(providers.offset, shl(5, i))), 0xffffffffffffffffffffffffffffffffffffffff)
                 mstore(0, provider)
                 mstore(0x20, base)
                 let slot := keccak256(0, 0x40)
@@ -1039,10 +1045,13 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
     }
 
     /// @dev The error for entry `i` whose payment `_judge` refused.
-    function _revertPayment(uint256 taskId, ReplicaReport[] calldata reports, uint256 i, uint256 cap, Batch memory batch)
-        private
-        pure
-    {
+    function _revertPayment(
+        uint256 taskId,
+        ReplicaReport[] calldata reports,
+        uint256 i,
+        uint256 cap,
+        Batch memory batch
+    ) private pure {
         (uint256 provider, bytes32 reported, uint256 amount) = _reportAt(reports, i);
         if (batch.settled && reported == batch.winner) {
             revert EscrowPaymentAboveCap(taskId, address(uint160(provider)), amount, cap);
@@ -1203,6 +1212,11 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
             mstore(add(table, 0x400), _claimable.slot)
             mstore(0x40, add(table, 0x420))
         }
+    }
+
+    /// @dev An empty finalize batch for `replicas` replicas in all.
+    function _newBatch(uint256 replicas) private pure returns (Batch memory) {
+        return Batch(0, 0, new address[](replicas), 0, 0, 0, false, 0, false, _newCreditTable(), _newScratch());
     }
 
     /// @dev A finalize batch's scratch memory (see Batch.scratch): 10 context words and a 17-word list.
