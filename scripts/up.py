@@ -324,6 +324,7 @@ class Options:
     redis: str | None
     database: str | None
     timeout: float
+    keep: bool = False  # leave the network up after the summary
 
 
 def tokens(amount: int) -> str:
@@ -578,16 +579,19 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     for line in unplaced:
         console.print(f"[yellow]{line}[/]", highlight=False)
 
-    # stop the daemons and the marketplace (it signs with the deployer key too) before the last transactions
-    supervisor.stop_all()
-    client.nonces.reset()
+    # the marketplace signs with the deployer key: stop it (and the daemons) before the deployer sends the
+    # last transactions, unless the network stays up, when the customer pushes the credits instead
+    closer = accounts.customer if options.keep else accounts.deployer
+    if not options.keep:
+        supervisor.stop_all()
+        client.nonces.reset()
 
     # the unplaceable task is cancelled (its escrow refunded); then every credit is claimed
     for task in tasks:
         if not task.placeable and escrow.get_task(task.task_id).state.name == "POSTED":
             escrow.cancel_task(task.task_id, sender=accounts.customer)
             _step(f"cancelled task {task.task_id} ({task.document['name']}): its escrow is refunded")
-    claim_all(contracts, watched, sender=accounts.deployer)
+    claim_all(contracts, watched, sender=closer)
 
     providers = Table(title="providers", title_justify="left")
     for column in ("provider", "address", "earned", "slashed", "stake now", "wallet change"):
@@ -681,7 +685,7 @@ def up(
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in handled}
     code = 0
-    options = Options(providers, cheaters, tasks, runtime, rpc, redis, database, timeout)
+    options = Options(providers, cheaters, tasks, runtime, rpc, redis, database, timeout, keep)
     console.print(f"[bold]hashgrid up[/]: state in {state.root} (dev keys: this local chain only)")
     try:
         summary = run_up(options, state, supervisor)
