@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
@@ -54,6 +54,18 @@ def engine_from_settings(settings: Settings) -> Engine:
     return make_engine(database_url(settings))
 
 
+def schema_metadata() -> list[MetaData]:
+    """Every table the marketplace's database holds, by owner: the API's models, the background jobs' tables
+    and billing's settlement journal. The migrations create exactly these (Alembic compares against them)."""
+    from sqlmodel import SQLModel
+
+    import marketplace.models  # noqa: F401  (registers the API's tables on SQLModel.metadata)
+    from billing.journal import BILLING_METADATA
+    from marketplace.indexer.tables import JOBS_METADATA
+
+    return [SQLModel.metadata, JOBS_METADATA, BILLING_METADATA]
+
+
 def alembic_config(url: str | None = None) -> Any:
     """An Alembic Config pointing at marketplace/migrations (the same as marketplace/alembic.ini)."""
     from alembic.config import Config
@@ -66,7 +78,8 @@ def alembic_config(url: str | None = None) -> Any:
 
 
 def init_db(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent: a database at head is left as is)."""
+    """Bring the schema to the newest migration (idempotent: a database at head is left as is). This is the
+    only place the marketplace's tables are created, the jobs' and billing's included."""
     from alembic import command
 
     config = alembic_config()

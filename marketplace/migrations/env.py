@@ -4,11 +4,10 @@ by `-x db_url=...`, sqlalchemy.url, or HASHGRID settings (batch mode so ALTERs w
 from __future__ import annotations
 
 from alembic import context
-from sqlmodel import SQLModel
 
-import marketplace.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from marketplace.db import schema_metadata
 
-target_metadata = SQLModel.metadata
+target_metadata = schema_metadata()  # the API's models, the jobs' tables, billing's journal
 
 
 def _url() -> str:
