@@ -9,6 +9,7 @@ strings; `canonical_json` refuses them rather than rounding silently.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,11 +22,53 @@ CHUNK_SIZE = 1 << 20
 SHA256_HEX_LEN = 64
 
 
+_JCS_INT_MAX = 2**53 - 1  # RFC 8785 numbers are doubles: integers past this would round
+
+
+class _NotPlain(Exception):
+    """The document has something json.dumps would write differently from RFC 8785."""
+
+
+def _plain(value: Any) -> Any:
+    """`value` with integral floats as ints, when json.dumps(sort_keys) then writes exactly RFC 8785: ASCII
+    keys (code point and UTF-16 orders agree), integers within ±(2**53-1), no other floats. Else _NotPlain."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+            return value
+        raise _NotPlain
+    if kind is float:
+        if value.is_integer() and -_JCS_INT_MAX <= value <= _JCS_INT_MAX:
+            return int(value)  # ES6 prints 1.0 as 1 (and -0.0 as 0)
+        raise _NotPlain
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _NotPlain
+            out[key] = _plain(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_plain(item) for item in value]
+    raise _NotPlain
+
+
 def canonical_json(document: Any) -> bytes:
-    """The RFC 8785 (JCS) bytes of a JSON-able document: sorted keys, no whitespace, UTF-8."""
+    """The RFC 8785 (JCS) bytes of a JSON-able document: sorted keys, no whitespace, UTF-8.
+
+    Documents of the common shape (ASCII keys, integral numbers) go through the C json encoder, whose
+    output is then byte-identical (tests/core/test_canonical.py checks it against rfc8785); the rest, and
+    every refusal, through the rfc8785 package. Spec ingest hashes one per request, so this is hot."""
+    try:
+        text = json.dumps(_plain(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+    except (_NotPlain, UnicodeEncodeError, RecursionError):
+        pass
     try:
         return rfc8785.dumps(document)
-    except rfc8785.CanonicalizationError as exc:
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError) as exc:  # the latter: a lone surrogate key
         raise InvalidInput(f"cannot canonicalize document: {exc}") from exc
 
 
