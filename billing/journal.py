@@ -3,8 +3,8 @@ is sent, so a crash, a restart or an RPC outage leaves a record of what was plan
 may be in flight. States: pending -> sent(tx hash) -> confirmed | failed(reason).
 
 The table (`billing_settlement`) is billing's own and sits on its own metadata (`BILLING_METADATA`), not on
-`SQLModel.metadata`, so it never disturbs the marketplace's schema until an Alembic migration adds it;
-`SettlementJournal.create_table` creates it where missing (embedded default, tests).
+`SQLModel.metadata`. In the marketplace's database the marketplace's Alembic migrations create it; a journal
+used on a database of its own (tests, tools) calls `SettlementJournal.create_table` first.
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ class SettlementJournal:
         self.engine = engine
 
     def create_table(self) -> None:
-        """Create `billing_settlement` if missing (embedded default, tests; production: a migration)."""
-        BILLING_METADATA.create_all(self.engine)
+        """Create `billing_settlement` if missing, for a journal on a database of its own; the marketplace's
+        database gets it from its migrations (never call this there: the schema is Alembic's)."""
+        BILLING_METADATA.create_all(self.engine, checkfirst=True)
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -4,9 +4,9 @@ the database can be rebuilt from the chain alone."""
 from marketplace.indexer.apply import apply_event, ingest, store_event
 from marketplace.indexer.events import DecodedEvent, EventDecoder
 from marketplace.indexer.indexer import Indexer, IndexReport, rebuild
-from marketplace.indexer.tables import JOBS_METADATA, ensure_tables
+from marketplace.indexer.tables import JOBS_METADATA
 
 __all__ = [
-    "JOBS_METADATA", "DecodedEvent", "EventDecoder", "IndexReport", "Indexer", "apply_event", "ensure_tables",
-    "ingest", "rebuild", "store_event",
+    "JOBS_METADATA", "DecodedEvent", "EventDecoder", "IndexReport", "Indexer", "apply_event", "ingest",
+    "rebuild", "store_event",
 ]

@@ -1,14 +1,14 @@
 """Tables the background jobs own (claims, leases, replacement requests, provider totals).
 
-They sit on their own metadata (`JOBS_METADATA`), not on `SQLModel.metadata`, so they never disturb the
-API's schema until the Alembic migration adds them; `ensure_tables(engine)` creates them where missing.
+They sit on their own metadata (`JOBS_METADATA`), not on `SQLModel.metadata`; Alembic creates them
+(migration 0002) like every other table: `marketplace.db.schema_metadata` lists this metadata.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Engine
+from sqlalchemy import BigInteger
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -70,8 +70,3 @@ class ProviderTotals(JobsBase, table=True):
     dissented: int = 0
     no_show: int = 0
     released: int = 0
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create the jobs' tables if they do not exist yet (idempotent; the migration makes this a no-op)."""
-    JOBS_METADATA.create_all(engine, checkfirst=True)

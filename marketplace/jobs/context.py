@@ -16,7 +16,6 @@ from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
 from hashgrid.errors import ConfigError
-from marketplace.indexer.tables import ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +62,14 @@ class JobContext:
     def from_settings(
         cls, settings: JobSettings | None = None, *, engine: Engine | None = None
     ) -> JobContext:
-        """Build from the environment: engine (migrated), deployment file, RPC client, matcher key."""
+        """Build from the environment: engine (migrated to head here; one handed in must already be),
+        deployment file, RPC client, matcher key."""
         from marketplace.db import engine_from_settings, init_db
 
         settings = settings or JobSettings()
         if engine is None:
             engine = engine_from_settings(settings)
             init_db(engine)
-        ensure_tables(engine)
         deployment = Deployment.load(settings.deployment_path)
         client = ChainClient(settings.rpc_url, tx_timeout=settings.tx_timeout_seconds)
         return cls(settings=settings, engine=engine, client=client, deployment=deployment,

@@ -29,15 +29,11 @@ log = logging.getLogger(__name__)
 
 SETTLE_LEASE = "settler"
 SETTLE_LEASE_S = 300.0
-_READY_JOURNALS: set[int] = set()
 
 
 def journal_for(ctx: JobContext) -> SettlementJournal:
-    journal = SettlementJournal(ctx.engine)
-    if id(ctx.engine) not in _READY_JOURNALS:
-        journal.create_table()
-        _READY_JOURNALS.add(id(ctx.engine))
-    return journal
+    """The journal on the marketplace's database (its table comes with the migrations)."""
+    return SettlementJournal(ctx.engine)
 
 
 def ready_to_settle(contracts: Contracts, task_id: int, *, now: int) -> bool:

@@ -33,7 +33,7 @@ from hashgrid.chain.deployment import Deployment
 from hashgrid.config import ANVIL_DEV_KEYS, REPO_ROOT
 from hashgrid.spec import TaskSpec, spec_document, spec_hash
 from marketplace.db import init_db, make_engine
-from marketplace.indexer.tables import ProviderTotals, ensure_tables
+from marketplace.indexer.tables import ProviderTotals
 from marketplace.jobs.context import JobContext, JobSettings
 from marketplace.models import ChainEvent, Provider, Replica, SpecRecord, Task, utcnow
 from scripts.devnet import GRID, post
@@ -51,7 +51,6 @@ def free_port() -> int:
 def new_engine(url: str) -> Engine:
     engine = make_engine(url)
     init_db(engine)
-    ensure_tables(engine)
     return engine
 
 
