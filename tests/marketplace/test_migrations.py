@@ -107,10 +107,11 @@ def test_0002_keeps_tables_made_at_runtime(db_url: str) -> None:
                 text("INSERT INTO job_lease (name, holder, expires_at) VALUES ('indexer', 'w1', :at)"),
                 {"at": datetime(2026, 1, 1, tzinfo=UTC)},
             )
-        init_db(engine)
+        _alembic(db_url, "upgrade", "0002")
         assert _version(engine) == "0002"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT holder FROM job_lease WHERE name = 'indexer'")).scalar() == "w1"
+        init_db(engine)  # on to head (later revisions)
         _assert_matches_models(engine)
     finally:
         engine.dispose()
