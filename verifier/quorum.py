@@ -45,12 +45,14 @@ def decide(
     quorum: int,
     max_replicas: int,
     deadline_allows: bool = True,
+    room: int | None = None,
 ) -> Decision:
     """Decide a task from `reveals` (provider -> revealed hash, or None for a no-show).
 
     No-shows do not use up `max_replicas`: they ran nothing, are penalised and replaced, so room for
-    escalation is `max_replicas` minus the replicas that revealed. The extra needed is what the leading hash
-    lacks to reach `quorum` (at least one to break a tie).
+    escalation is `max_replicas` minus the replicas that revealed, unless `room` says otherwise (the chain
+    counts every assigned replica, no-shows included). The extra needed is what the leading hash lacks to
+    reach `quorum` (at least one to break a tie).
     """
     if quorum < 1:
         raise InvalidInput(f"quorum must be >= 1, got {quorum}", quorum=quorum)
@@ -66,7 +68,8 @@ def decide(
         return Decision(Verdict.ACCEPTED, winner, agreeing, dissenting, no_shows, votes, 0,
                         f"{top} of {len(reveals)} replicas agree (quorum {quorum})")
     needed = max(quorum - top, 1 if tied else 0)
-    room = max_replicas - sum(counts.values())
+    if room is None:
+        room = max_replicas - sum(counts.values())
     if needed <= room and deadline_allows:
         why = "tie" if tied else f"best hash has {top} of quorum {quorum}"
         return Decision(Verdict.ESCALATE, None, (), (), no_shows, votes, needed, f"{why}: add {needed}")

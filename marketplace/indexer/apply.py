@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from marketplace.indexer.events import DecodedEvent
 from marketplace.indexer.tables import ProviderTotals
+from marketplace.indexer.verification import refresh_reputation
 from marketplace.models import (
     ChainEvent,
     Provider,
@@ -318,6 +319,7 @@ def refresh_totals(session: Session, providers: Iterable[str]) -> None:
         row.agreed, row.dissented = counts[ReplicaStatus.AGREED], counts[ReplicaStatus.DISSENTED]
         row.no_show, row.released = counts[ReplicaStatus.NO_SHOW], counts[ReplicaStatus.RELEASED]
         session.add(row)
+    refresh_reputation(session, providers)
 
 
 # ------------------------------------------------------------------ re-projection (rewind and rebuild)

@@ -23,6 +23,7 @@ from hashgrid.chain.deployment import Deployment
 from marketplace.indexer import apply
 from marketplace.indexer.events import REGISTRY, DecodedEvent, EventDecoder
 from marketplace.indexer.tables import ProviderTotals
+from marketplace.indexer.verification import ProviderReputation
 from marketplace.models import ChainEvent, IndexerCursor, Provider, utcnow
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class Indexer:
         session.execute(delete(ChainEvent).where(col(ChainEvent.block_number) >= start))
         stash = apply.drop_tasks(session, None)
         session.execute(delete(ProviderTotals))
+        session.execute(delete(ProviderReputation))  # refolded from the events; TaskCheck is kept (off chain)
         session.execute(update(Provider).values(stake="0"))
         cursor = self.cursor(session)
         cursor.block_number, cursor.block_hash, cursor.updated_at = start - 1, "", utcnow()

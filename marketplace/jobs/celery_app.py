@@ -45,6 +45,7 @@ celery_app.conf.update(
             ("expire-heartbeats", "expire_heartbeats", _settings.heartbeat_interval_s),
             ("check-deadlines", "check_deadlines", _settings.deadline_interval_s),
             ("settle-tasks", "settle_tasks", _settings.settle_interval_s),
+            ("post-canaries", "post_canaries", _settings.canary_interval_s),
         )
     },
 )
@@ -113,3 +114,10 @@ def settle_tasks_task(self: Task) -> dict[str, Any]:
     from marketplace.jobs.settle import settle_tasks
 
     return _run(self, settle_tasks)
+
+
+@celery_app.task(name="hashgrid.post_canaries", bind=True)
+def post_canaries_task(self: Task) -> dict[str, Any]:
+    from marketplace.jobs.canary import post_canaries
+
+    return _run(self, post_canaries)

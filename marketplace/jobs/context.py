@@ -35,6 +35,10 @@ class JobSettings(Settings):
     heartbeat_interval_s: float = 15.0
     deadline_interval_s: float = 30.0
     settle_interval_s: float = 1.0
+    spot_check_rate: float = 0.15  # a trusted provider's alone-run is re-run elsewhere with this probability
+    canary_rate: float = 0.02  # known-answer canary tasks posted per settled real task
+    canary_interval_s: float = 30.0
+    canary_key: str | None = None  # the wallet that posts canaries (unset: no canaries)
 
     @property
     def effective_confirmations(self) -> int:

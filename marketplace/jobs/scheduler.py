@@ -26,6 +26,7 @@ class Periodic:
 
 def periodic_jobs(ctx: JobContext) -> list[Periodic]:
     """The jobs and their intervals from the settings (the same schedule Celery beat uses)."""
+    from marketplace.jobs.canary import post_canaries
     from marketplace.jobs.jobs import check_deadlines, expire_heartbeats, index_chain, run_matching_round
     from marketplace.jobs.settle import settle_tasks
 
@@ -43,6 +44,7 @@ def periodic_jobs(ctx: JobContext) -> list[Periodic]:
         Periodic("expire_heartbeats", s.heartbeat_interval_s, lambda: expire_heartbeats(ctx=ctx)),
         Periodic("check_deadlines", s.deadline_interval_s, lambda: check_deadlines(ctx=ctx)),
         Periodic("settle_tasks", s.settle_interval_s, lambda: settle_tasks(ctx=ctx)),
+        Periodic("post_canaries", s.canary_interval_s, lambda: post_canaries(ctx=ctx)),
     ]
 
 

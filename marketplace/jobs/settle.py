@@ -1,5 +1,6 @@
 """settle_tasks: finalize on chain, exactly once, every task whose replicas are all revealed (or whose reveal
-window closed), paying what billing says.
+window closed) and that the verifier accepts or gives up on (jobs.verify: escalation, spot checks,
+canaries), paying what billing says.
 
 The plan is billing's (billing.usage.settle_usage): the signed usage reports the providers sent to the
 marketplace (Replica.usage + usage_signature), each provider's price sheet (Provider.prices), the task's cap
@@ -22,8 +23,10 @@ from billing.usage import ReplicaInput, UsageSettlement, settle_usage
 from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, accepted_result
 from marketplace.jobs.context import JobContext, require_matcher_key
 from marketplace.jobs.leases import acquire_lease, release_lease
-from marketplace.jobs.matching import ACTIVE
+from marketplace.jobs.matching import ACTIVE, run_matching_round
+from marketplace.jobs.verify import Round, review, spot_secret
 from marketplace.models import Provider, Replica, Task
+from verifier.quorum import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,13 @@ def ready_to_settle(contracts: Contracts, task_id: int, *, now: int) -> bool:
     task = contracts.escrow.get_task(task_id)
     if task.state != TaskState.ASSIGNED or task.round_size == 0:
         return False
-    states = [replica.state for replica in contracts.escrow.replicas(task_id)]
+    replicas = contracts.escrow.replicas(task_id)
+    states = [replica.state for replica in replicas]
     if not states:
         return False
-    uncommitted = any(s == ReplicaState.ASSIGNED for s in states)
+    # only the current round can still commit: an older round's Assigned replica is a replaced no-show
+    uncommitted = any(r.state == ReplicaState.ASSIGNED and int.from_bytes(r.payload, "big") == task.round
+                      for r in replicas)
     unrevealed = any(s == ReplicaState.COMMITTED for s in states)
     if uncommitted and now < task.commit_deadline:
         return False
@@ -85,6 +91,10 @@ def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[
         settler = Settler(contracts.escrow, journal, sender=require_matcher_key(ctx), max_attempts=3)
         resumed = [o.task_id for o in settler.resume()]
         now = ctx.client.timestamp()
+        step = Round(now=now, windows=contracts.escrow.param("commitWindow")
+                     + contracts.escrow.param("revealWindow"), secret=spot_secret(require_matcher_key(ctx)),
+                     spot_check_rate=ctx.settings.spot_check_rate)
+        escalated: list[int] = []
         with Session(ctx.engine) as session:
             query = select(Task.task_id).where(col(Task.status).in_(ACTIVE))
             if task_ids is not None:
@@ -94,10 +104,15 @@ def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[
             for task_id in candidates:
                 if not ready_to_settle(contracts, task_id, now=now):
                     continue
+                decision = review(session, contracts, task_id, step)
+                if decision is None or decision.verdict is Verdict.ESCALATE:
+                    escalated += [task_id] if decision is not None else []
+                    continue
                 plan = plan_for(session, contracts, task_id)
                 if plan.refused:
                     log.info("task %d: usage reports not used for %s", task_id, plan.refused)
                 plans.append(plan)
+            session.commit()  # the verifier's checks and escalation requests
         outcomes = settler.settle(plans) if plans else []
     finally:
         release_lease(ctx.engine, SETTLE_LEASE, ctx.worker_id)
@@ -105,4 +120,7 @@ def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[
     failed = {o.task_id: o.error_name or o.error for o in outcomes if not o.done}
     if settled or failed:
         log.info("settlement: confirmed %s, open %s", settled, failed)
-    return {"settled": settled, "open": failed, "resumed": resumed}
+    outcome: dict[str, Any] = {"settled": settled, "open": failed, "resumed": resumed, "escalated": escalated}
+    if escalated:
+        outcome["matching"] = run_matching_round(ctx=ctx, task_ids=escalated)
+    return outcome

@@ -72,12 +72,14 @@ def providers(
 
 
 @router.get(
-    "/providers/{address}", summary="A provider's rewards and slashes", responses=error_responses(422)
+    "/providers/{address}", summary="A provider's reputation, rewards and slashes",
+    responses=error_responses(422),
 )
 def provider(address: Annotated[str, Path(pattern=ADDRESS_PATTERN)], session: SessionDep) -> dict[str, Any]:
     ledger = service.provider_ledger(session=session, address=address.lower())
     return {
         "address": address.lower(),
+        "reputation": ledger["reputation"],
         "rewards": [
             ChainEventPublic.model_validate(e, from_attributes=True).model_dump(mode="json")
             for e in ledger["rewards"]

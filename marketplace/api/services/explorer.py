@@ -10,6 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from hashgrid.errors import NotFound
+from marketplace.indexer.verification import ProviderReputation
 from marketplace.models import ChainEvent, IndexerCursor, Provider, Replica, Task, TaskStatus, utcnow
 
 REWARD_EVENTS = ("ReplicaFinalized",)  # v2: a replica's payment is its `paid`
@@ -71,10 +72,20 @@ def _amount(event: ChainEvent) -> int:
         return 0
 
 
+def reputation_view(record: ProviderReputation | None) -> dict[str, Any]:
+    """The verifier's record (from verified outcomes only), or the prior for a provider with none yet."""
+    record = record or ProviderReputation(address="")
+    return {"score": record.score, "trusted": record.trusted, "streak": record.streak,
+            "verified": record.verified, "dissents": record.dissents, "caught": record.caught,
+            "no_shows": record.no_shows}
+
+
 def provider_ledger(*, session: Session, address: str) -> dict[str, Any]:
     rewards = [e for e in events(session=session, account=address, names=REWARD_EVENTS) if _amount(e) > 0]
     slashes = events(session=session, account=address, names=SLASH_EVENTS)
+    record = session.get(ProviderReputation, address)
     return {
+        "reputation": reputation_view(record),
         "rewards": rewards,
         "slashes": slashes,
         "total_rewards": str(sum(map(_amount, rewards))),

@@ -1,0 +1,115 @@
+"""The verifier's step before settlement: for a task whose replicas all revealed (or whose windows closed),
+decide accept, escalate or fail, with the checks adaptive replication adds (spot checks, partners, canaries).
+
+Escalation is a request for extra replicas: rows in `replica_replacement` named `escalation:<round>:<i>`,
+which the matching round places like any replacement (distinct providers, within maxReplicas), so the task
+opens a new commit/reveal round; the settle job waits while a request is open and the deadline still leaves
+room for a round. A task accepted or failed goes on to billing and finalize, which slashes the dissenters
+and no-shows on chain. Idempotent: the request rows are keyed by the round, a check is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from eth_utils import keccak
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from hashgrid.chain.contracts import Contracts
+from hashgrid.chain.contracts import Task as ChainTask
+from marketplace.indexer.tables import ReplicaReplacement
+from marketplace.indexer.verification import TaskCheck, trusted_providers
+from marketplace.models import utcnow
+from verifier.checks import Check, CheckKind, check_for_alone, spot_draw, verify
+from verifier.quorum import Decision, Verdict
+
+log = logging.getLogger(__name__)
+
+ESCALATION = "escalation:"
+ZERO = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one verifier pass needs from the chain and the settings, read once."""
+
+    now: int
+    windows: int  # commit + reveal window: the time an extra round needs before the deadline
+    secret: bytes  # the spot-check draw's key
+    spot_check_rate: float
+
+
+def spot_secret(matcher_key: str) -> bytes:
+    """A secret only the verifier holds, derived from its key (the draw must be unguessable by providers)."""
+    return keccak(b"hashgrid spot-check secret" + bytes.fromhex(matcher_key.removeprefix("0x")))
+
+
+def reveals_of(contracts: Contracts, task_id: int) -> dict[str, str | None]:
+    """provider (lowercase) -> revealed hash as 0x hex, None for a replica that did not reveal."""
+    out: dict[str, str | None] = {}
+    for report in contracts.escrow.build_reports(task_id, {}, only_agreeing=False):
+        value = "0x" + bytes(report.result_hash).hex()
+        out[report.provider.lower()] = None if value == ZERO else value
+    return out
+
+
+def open_requests(session: Session, task_id: int) -> list[ReplicaReplacement]:
+    return list(session.exec(select(ReplicaReplacement).where(
+        col(ReplicaReplacement.task_id) == task_id, col(ReplicaReplacement.replaced_at).is_(None))))
+
+
+def review(session: Session, contracts: Contracts, task_id: int, step: Round) -> Decision | None:
+    """The verdict for a ready task, or None while extra replicas it asked for are still to be placed."""
+    task = contracts.escrow.get_task(task_id)
+    deadline_allows = step.now + step.windows < task.deadline
+    pending = open_requests(session, task_id)
+    if pending:
+        if deadline_allows:
+            return None
+        for request in pending:  # no time for another round: the requests are moot
+            request.replaced_at = utcnow()
+            session.add(request)
+    reveals = reveals_of(contracts, task_id)
+    check = _check(session, task, task_id, reveals, step)
+    decision = verify(reveals, quorum=task.quorum, room=task.max_replicas - task.assigned,
+                      deadline_allows=deadline_allows, check=check)
+    if decision.verdict is Verdict.ESCALATE:
+        added = request_replicas(session, task_id, round_=task.round, count=decision.extra_replicas)
+        log.info("task %d: %s (%d request(s) new)", task_id, decision.reason, added)
+    return decision
+
+
+def _check(session: Session, task: ChainTask, task_id: int, reveals: dict[str, str | None],
+           step: Round) -> Check | None:
+    """The task's recorded check; for a replica run alone with room to spare, decided now (once)."""
+    row = session.get(TaskCheck, task_id)
+    if row is None:
+        revealed = [p for p, h in reveals.items() if h is not None]
+        if task.replicas != 1 or task.max_replicas < 2 or task.round != 1 or len(revealed) != 1:
+            return None
+        check = check_for_alone(trusted=revealed[0] in trusted_providers(session),
+                                draw=spot_draw(step.secret, task_id), spot_check_rate=step.spot_check_rate)
+        if check is None:
+            return None
+        row = TaskCheck(task_id=task_id, kind=check.kind.value)
+        session.add(row)
+        session.flush()
+        return check
+    kind = CheckKind(row.kind)
+    return Check(kind, row.expected_hash if kind is CheckKind.CANARY else None)
+
+
+def request_replicas(session: Session, task_id: int, *, round_: int, count: int) -> int:
+    """Ask the matcher for `count` extra replicas for the task's next round; a repeat adds nothing."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    added = 0
+    for i in range(count):
+        statement = insert(ReplicaReplacement).values(  # type: ignore[operator]
+            task_id=task_id, provider=f"{ESCALATION}{round_}:{i}", detected_at=utcnow()
+        ).on_conflict_do_nothing(index_elements=["task_id", "provider"]).returning(
+            col(ReplicaReplacement.task_id))
+        added += int(session.execute(statement).first() is not None)
+    return added

@@ -1,0 +1,241 @@
+"""The verifier step of the settle job on anvil: escalation when hashes disagree (or refund when there is no
+room), partners and spot checks for replicas run alone, canaries answered wrongly, and the reputation the
+indexer folds from the outcomes. The matching and settle jobs run for real; the providers' commits and
+reveals are played from the test (the daemons' side is tested in tests/e2e)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from sqlmodel import Session, select
+
+from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, commitment_for
+from marketplace.api.services.explorer import provider_ledger
+from marketplace.indexer.tables import ReplicaReplacement
+from marketplace.indexer.verification import ProviderReputation, TaskCheck
+from marketplace.jobs import JobContext, index_chain, run_matching_round
+from marketplace.jobs.canary import post_canaries
+from marketplace.jobs.settle import settle_tasks
+from marketplace.jobs.verify import ESCALATION
+from marketplace.models import Provider
+from scripts.devnet import GRID, DevAccounts
+from tests.marketplace import conftest_services as services
+from tests.marketplace.conftest_services import add_providers, make_ctx, make_spec, post_spec
+
+ctx = services.ctx
+jobs_db_url = services.jobs_db_url
+jobs_engine = services.jobs_engine
+
+RIGHT = b"\x11" * 32
+WRONG = b"\x22" * 32
+OTHER = b"\x33" * 32
+
+
+def reveal(contracts: Contracts, task_id: int, results: list[tuple[LocalAccount, bytes]]) -> None:
+    """The round's providers commit, then reveal (a reveal opens once the whole round committed)."""
+    salts = [os.urandom(32) for _ in results]
+    for (by, result), salt in zip(results, salts, strict=True):
+        contracts.escrow.commit(task_id, commitment_for(result, salt, by.address), sender=by)
+    for (by, result), salt in zip(results, salts, strict=True):
+        contracts.escrow.reveal(task_id, result, salt, sender=by)
+
+
+def assigned(contracts: Contracts, task_id: int) -> list[str]:
+    return [p.lower() for p in contracts.escrow.replicas_of(task_id)]
+
+
+def accounts_of(dev_accounts: DevAccounts, addresses: list[str]) -> list[LocalAccount]:
+    by_address = {p.address.lower(): p for p in dev_accounts.providers}
+    return [by_address[a] for a in addresses]
+
+
+def stakes(contracts: Contracts, accounts: list[LocalAccount]) -> list[int]:
+    return [contracts.registry.stake_of(a.address) for a in accounts]
+
+
+def test_disagreement_escalates_until_a_quorum_and_slashes_the_dissenters(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("three answers", replicas=3, quorum=2, max_replicas=4))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    first = accounts_of(dev_accounts, assigned(contracts, task_id))
+    assert len(first) == 3
+    reveal(contracts, task_id, list(zip(first, (WRONG, OTHER, RIGHT), strict=True)))
+    index_chain(ctx=ctx)
+
+    outcome = settle_tasks(ctx=ctx)
+    assert outcome["escalated"] == [task_id] and outcome["settled"] == []
+    assert outcome["matching"]["assigned"] == 1
+    task = contracts.escrow.get_task(task_id)
+    assert (task.state, task.assigned, task.round) == (TaskState.ASSIGNED, 4, 2)
+    extra = accounts_of(dev_accounts, assigned(contracts, task_id)[3:])[0]
+    assert extra not in first
+    with Session(ctx.engine) as session:
+        request = session.get(ReplicaReplacement, (task_id, f"{ESCALATION}1:0"))
+        assert request is not None and request.replaced_by == extra.address.lower()
+
+    # the new round is not ready: nothing settles, nothing is requested twice
+    again = settle_tasks(ctx=ctx)
+    assert again["settled"] == [] and again["escalated"] == []
+    assert contracts.escrow.get_task(task_id).assigned == 4
+
+    before = stakes(contracts, first)
+    reveal(contracts, task_id, [(extra, RIGHT)])
+    index_chain(ctx=ctx)
+    done = settle_tasks(ctx=ctx)
+    assert done["settled"] == [task_id]
+    assert contracts.escrow.get_task(task_id).state == TaskState.SETTLED
+    assert contracts.escrow.result_of(task_id) == RIGHT
+    after = stakes(contracts, first)
+    assert after[0] < before[0] and after[1] < before[1]  # both dissenters slashed
+    assert after[2] == before[2]
+    states = {r.provider.lower(): r.state for r in contracts.escrow.replicas(task_id)}
+    assert states[first[2].address.lower()] == states[extra.address.lower()] == ReplicaState.AGREED
+
+    index_chain(ctx=ctx)
+    with Session(ctx.engine) as session:
+        wrong = session.get(ProviderReputation, first[0].address.lower())
+        right = session.get(ProviderReputation, extra.address.lower())
+        assert wrong is not None and right is not None
+        assert (wrong.dissents, wrong.streak) == (1, 0) and (right.dissents, right.streak) == (0, 1)
+        assert right.score > wrong.score
+        provider = session.get(Provider, extra.address.lower())
+        assert provider is not None and provider.reputation == right.score  # what the matcher weighs
+        shown = provider_ledger(session=session, address=first[0].address.lower())["reputation"]
+        assert (shown["dissents"], shown["score"]) == (1, wrong.score)  # what the explorer shows
+
+
+def test_no_room_to_escalate_fails_and_refunds(ctx: JobContext, contracts: Contracts,
+                                               dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    customer = dev_accounts.customer.address
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("no room", replicas=3, quorum=2, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    reveal(contracts, task_id, list(zip(accounts_of(dev_accounts, assigned(contracts, task_id)),
+                                        (WRONG, OTHER, RIGHT), strict=True)))
+    index_chain(ctx=ctx)
+    refund_before = contracts.escrow.claimable(customer)
+    outcome = settle_tasks(ctx=ctx)
+    assert outcome["escalated"] == [] and outcome["settled"] == [task_id]
+    assert contracts.escrow.get_task(task_id).state == TaskState.FAILED
+    assert contracts.escrow.claimable(customer) > refund_before  # the customer's escrow came back
+    with Session(ctx.engine) as session:
+        requests = session.exec(select(ReplicaReplacement).where(ReplicaReplacement.task_id == task_id))
+        assert requests.all() == []
+
+
+def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: Contracts,
+                                                    dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("alone", replicas=1, quorum=1, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    reveal(contracts, task_id, [(primary, RIGHT)])
+    index_chain(ctx=ctx)
+    outcome = settle_tasks(ctx=ctx)
+    assert outcome["escalated"] == [task_id]
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and check.kind == "partner"
+    (partner,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    reveal(contracts, task_id, [(partner, RIGHT)])
+    index_chain(ctx=ctx)
+    assert settle_tasks(ctx=ctx)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+
+
+def test_a_spot_check_catches_a_trusted_cheater(ctx: JobContext, contracts: Contracts,
+                                                dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0)
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("trusted alone", replicas=1, quorum=1, max_replicas=3))
+    index_chain(ctx=always)
+    run_matching_round(ctx=always)
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    reveal(contracts, task_id, [(primary, WRONG)])
+    index_chain(ctx=always)
+    with Session(ctx.engine) as session:  # a long clean record, as if earned (the indexer folds it later)
+        session.merge(ProviderReputation(address=primary.address.lower(), score=0.97, trusted=True,
+                                         streak=40, verified=40))
+        session.commit()
+    assert settle_tasks(ctx=always)["escalated"] == [task_id]
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and check.kind == "spot_check"
+    (checker,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    reveal(contracts, task_id, [(checker, RIGHT)])
+    index_chain(ctx=always)
+    # one against one: a tie, so one more replica decides
+    assert settle_tasks(ctx=always)["escalated"] == [task_id]
+    (third,) = accounts_of(dev_accounts, assigned(contracts, task_id)[2:])
+    reveal(contracts, task_id, [(third, RIGHT)])
+    index_chain(ctx=always)
+    stake_before = contracts.registry.stake_of(primary.address)
+    assert settle_tasks(ctx=always)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+    assert contracts.registry.stake_of(primary.address) < stake_before
+    index_chain(ctx=always)
+    with Session(ctx.engine) as session:
+        record = session.get(ProviderReputation, primary.address.lower())
+        assert record is not None
+        assert (record.caught, record.trusted, record.streak) == (1, False, 0)  # the record is wiped
+
+
+def test_a_canary_answered_wrongly_gets_its_provider_slashed(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    # a real task, verified by three agreeing providers: its hash becomes the canary's known answer
+    real = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                     make_spec("real work", replicas=3, quorum=2, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    reveal(contracts, real, [(a, RIGHT) for a in accounts_of(dev_accounts, assigned(contracts, real))])
+    index_chain(ctx=ctx)
+    assert settle_tasks(ctx=ctx)["settled"] == [real]
+    index_chain(ctx=ctx)
+
+    wallet = dev_accounts.spare[-1]  # the protocol's canary wallet (dev key), funded as the DAO would
+    contracts.token.transfer(wallet.address, 10 * GRID, sender=dev_accounts.deployer)
+    canaries = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, canary_rate=1.0,
+                        canary_key="0x" + wallet.key.hex().removeprefix("0x"))
+    posted = post_canaries(ctx=canaries)["posted"]
+    assert len(posted) == 1 and post_canaries(ctx=canaries)["posted"] == []  # one per settled real task
+    task_id = posted[0]
+    on_chain = contracts.escrow.get_task(task_id)
+    assert (on_chain.customer.lower(), on_chain.replicas, on_chain.max_replicas) == (
+        wallet.address.lower(), 1, 3)
+    assert contracts.escrow.spec_hash_of(task_id) != contracts.escrow.spec_hash_of(real)
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and (check.kind, check.expected_hash, check.source_task) == (
+            "canary", "0x" + RIGHT.hex(), real)
+
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    (cheater,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    reveal(contracts, task_id, [(cheater, WRONG)])
+    index_chain(ctx=ctx)
+    outcome = settle_tasks(ctx=ctx)
+    assert outcome["escalated"] == [task_id]
+    assert outcome["matching"]["assigned"] == 1
+    checkers = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    assert len(checkers) == 2  # the known answer must lead: two against the cheater's one
+    reveal(contracts, task_id, [(account, RIGHT) for account in checkers])
+    index_chain(ctx=ctx)
+    stake_before = contracts.registry.stake_of(cheater.address)
+    assert settle_tasks(ctx=ctx)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+    assert contracts.registry.stake_of(cheater.address) < stake_before
+    index_chain(ctx=ctx)
+    with Session(ctx.engine) as session:
+        record = session.get(ProviderReputation, cheater.address.lower())
+        assert record is not None and record.caught == 1 and not record.trusted
