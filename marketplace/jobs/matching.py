@@ -200,8 +200,12 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
             needed = min(len(open_requests), room)
             # the chain is the arbiter: if it holds more replicas than we know of, someone assigned
             # already (or the indexer is behind); wait for the indexer rather than over-assign
-            if int(chain.task(task.task_id).get("assigned", len(replicas))) != len(replicas):
+            on_chain = chain.task(task.task_id)
+            if int(on_chain.get("assigned", len(replicas))) != len(replicas):
                 log.info("task %d: chain has replicas the index lacks; replacement waits", task.task_id)
+                continue
+            if _round_would_strand(on_chain, replicas, open_requests, ctx.client.timestamp()):
+                log.info("task %d: replacement waits until the round's live replicas commit", task.task_id)
                 continue
         views.append(task_view(task, spec, replicas=needed, assigned=holders))
         by_id[task.task_id] = task
@@ -215,6 +219,18 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
     sent, skipped = _send(session, ctx, chain, plan)
     return {"tasks": len(tasks), "assigned": len(sent), "unplaced": unplaced, "skipped": len(skipped),
             "assignments": {str(k): v for k, v in sent.items()}}
+
+
+def _round_would_strand(on_chain: dict[str, Any], replicas: Sequence[Replica],
+                        requests: Sequence[ReplicaReplacement], chain_now: int) -> bool:
+    """Whether a new round now would shut out live replicas: the escrow takes commits from the current round
+    only, so a replacement waits until every replica of the round that is not being replaced has committed
+    (or the round's commit window closed)."""
+    current = int(on_chain.get("round", 0))
+    replaced = {r.provider for r in requests}
+    live = [r for r in replicas if r.round == current and r.provider not in replaced
+            and r.status in (ReplicaStatus.ASSIGNED, ReplicaStatus.RUNNING, ReplicaStatus.EXECUTED)]
+    return bool(live) and chain_now <= int(on_chain.get("commitDeadline", 0))
 
 
 def _unseen_load(session: Session, rows: Sequence[Provider]) -> dict[str, Resources]:

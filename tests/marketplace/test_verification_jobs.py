@@ -15,14 +15,21 @@ from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, commitm
 from marketplace.api.services.explorer import provider_ledger
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
-from marketplace.jobs import JobContext, index_chain, run_matching_round
+from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_matching_round
 from marketplace.jobs.canary import post_canaries
 from marketplace.jobs.settle import settle_tasks
 from marketplace.jobs.verify import ESCALATION
 from marketplace.models import Provider
 from scripts.devnet import GRID, DevAccounts
 from tests.marketplace import conftest_services as services
-from tests.marketplace.conftest_services import add_providers, make_ctx, make_spec, post_spec
+from tests.marketplace.conftest_services import (
+    add_providers,
+    make_ctx,
+    make_spec,
+    post_spec,
+    set_heartbeat,
+    stale,
+)
 
 ctx = services.ctx
 jobs_db_url = services.jobs_db_url
@@ -239,3 +246,39 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
     with Session(ctx.engine) as session:
         record = session.get(ProviderReputation, cheater.address.lower())
         assert record is not None and record.caught == 1 and not record.trusted
+
+
+def test_a_provider_gone_mid_task_is_replaced_the_task_completes_and_the_no_show_is_slashed(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("one dies", replicas=2, quorum=2, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    dead, alive = accounts_of(dev_accounts, assigned(contracts, task_id))
+    set_heartbeat(ctx.engine, dead, stale(ctx.settings.heartbeat_ttl_s))  # killed: its heartbeats stop
+    # the live replica is still running: a new round now would shut it out (commits are per round)
+    assert expire_heartbeats(ctx=ctx)["new"] == 1
+    assert contracts.escrow.get_task(task_id).assigned == 2
+    salt = os.urandom(32)
+    contracts.escrow.commit(task_id, commitment_for(RIGHT, salt, alive.address), sender=alive)
+    index_chain(ctx=ctx)
+    # once it committed, the replacement goes out
+    expire_heartbeats(ctx=ctx)
+    assert contracts.escrow.get_task(task_id).round == 2
+    (newcomer,) = accounts_of(dev_accounts, assigned(contracts, task_id)[2:])
+    assert newcomer.address not in (dead.address, alive.address)
+    reveal(contracts, task_id, [(newcomer, RIGHT)])
+    contracts.escrow.reveal(task_id, RIGHT, salt, sender=alive)
+    index_chain(ctx=ctx)
+    stake_before = contracts.registry.stake_of(dead.address)
+    assert settle_tasks(ctx=ctx)["settled"] == [task_id]  # no wait for the dead round-1 replica
+    assert contracts.escrow.result_of(task_id) == RIGHT
+    states = {r.provider.lower(): r.state for r in contracts.escrow.replicas(task_id)}
+    assert states[dead.address.lower()] == ReplicaState.NO_SHOW
+    assert states[alive.address.lower()] == states[newcomer.address.lower()] == ReplicaState.AGREED
+    assert contracts.registry.stake_of(dead.address) < stake_before  # penalised
+    index_chain(ctx=ctx)
+    with Session(ctx.engine) as session:
+        record = session.get(ProviderReputation, dead.address.lower())
+        assert record is not None and record.no_shows == 1 and record.score < 0.5
