@@ -138,16 +138,8 @@ def write_docs(rows: list[Row], runs: int) -> None:
     DOCS.write_text(text.rstrip("\n") + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="seeded runs per row (the median is reported)")
-    parser.add_argument("--tasks", type=int, default=100_000, help="measured tasks per run")
-    parser.add_argument("--quick", action="store_true", help="1 run of 30,000 tasks")
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    args = parser.parse_args()
-    runs, tasks = (1, 30_000) if args.quick else (args.runs, args.tasks)
-    console = Console()
-    rows = measure(runs, tasks)
+def render(rows: list[Row], runs: int) -> Table:
+    """The table `main` prints (also printed by bench.verification), targets coloured."""
     table = Table(title=f"Verification: fixed k=3 vs adaptive, median of {runs} seeded runs")
     columns = ("policy", "cheaters", "runs/accepted", "theory", "wrong/10k", "theory", "warm-up wrong",
                "s/run")
@@ -163,7 +155,20 @@ def main() -> None:
             f"[{'green' if wrong_ok else 'red'}]{r.wrong_per_10k:.2f}", f"{r.wrong_theory_per_10k:.2f}",
             str(r.bootstrap_wrong), f"{r.seconds:.1f}",
         )
-    console.print(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="seeded runs per row (the median is reported)")
+    parser.add_argument("--tasks", type=int, default=100_000, help="measured tasks per run")
+    parser.add_argument("--quick", action="store_true", help="1 run of 30,000 tasks")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    runs, tasks = (1, 30_000) if args.quick else (args.runs, args.tasks)
+    console = Console()
+    rows = measure(runs, tasks)
+    console.print(render(rows, runs))
     if not args.no_docs:
         write_docs(rows, runs)
         console.print(f"wrote the Verification (simulation) section of {DOCS.relative_to(ROOT)}")

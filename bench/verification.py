@@ -1,0 +1,52 @@
+"""`python -m bench.verification`: what verification costs, in gas and in replica-runs.
+
+1. Gas per task end to end (post, assign, commit, reveal, finalize with settlement, then the payees' claims)
+   for k = 1, 3, 5, one call per step and batched by 10 and 100, from real receipts on anvil (bench.gas).
+2. Replica-runs per accepted task under adaptive replication against fixed k = 3, with 10% cheating
+   providers, naive (always wrong) and strategic (honest until trusted, then wrong on a fraction of tasks),
+   and the rate of wrong results accepted for each (bench.verification_sim; theory in docs/verification.md).
+
+`--quick` runs one simulation of 30,000 tasks; `--no-docs` leaves docs/gas.md and docs/benchmarks.md alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+
+from bench import gas
+from bench import verification_sim as sim
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="seeded simulation runs per row (the median)")
+    parser.add_argument("--tasks", type=int, default=100_000, help="simulated tasks measured per run")
+    parser.add_argument("--quick", action="store_true", help="1 simulation run of 30,000 tasks")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="do not rewrite docs/gas.md or docs/benchmarks.md")
+    args = parser.parse_args()
+    console = Console()
+    started = time.monotonic()
+    console.print("[bold]1. gas per task on anvil[/bold] (k = 1, 3, 5; single calls and batches of 10, 100)")
+    rows, stores_result = gas.measure()
+    console.print(gas.render_table(rows))
+    gas_seconds = time.monotonic() - started
+    runs, tasks = (1, 30_000) if args.quick else (args.runs, args.tasks)
+    console.print(f"[bold]2. replica-runs per accepted task[/bold] ({runs} run(s) of {tasks:,} tasks)")
+    sim_rows = sim.measure(runs, tasks)
+    console.print(sim.render(sim_rows, runs))
+    console.print("Strategic cheaters: the wrong/10k figure above is stated, not bounded; what it costs them "
+                  "(a slash of slashDissentBps of the stake per conviction, and the lost record) is worked "
+                  "out in docs/verification.md §3.1.")
+    if not args.no_docs:
+        gas.write_doc(rows, gas_seconds, stores_result=stores_result)
+        sim.write_docs(sim_rows, runs)
+        console.print("wrote docs/gas.md and the Verification (simulation) section of docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
