@@ -92,23 +92,3 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """Yield one session, closed afterwards (uncommitted work is rolled back)."""
     with Session(engine, expire_on_commit=False) as session:
         yield session
-
-
-_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
-
-
-def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's transaction (SQLite and PostgreSQL); True when a
-    row was inserted. Core with a cached statement, not the ORM unit of work: this is the ingest hot path."""
-    dialect = session.get_bind().dialect.name
-    statement = _INSERT_IGNORE.get((dialect, model.__tablename__))
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        table = model.__table__
-        key = next(iter(table.primary_key.columns))
-        statement = insert(table).on_conflict_do_nothing().returning(key)  # rowcount is -1 on psycopg here
-        _INSERT_IGNORE[(dialect, model.__tablename__)] = statement
-    return session.execute(statement, values).first() is not None

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from hashgrid.content import ContentStore
 from marketplace.api.chain import ChainFeeOracle, ChainStakeOracle, FeeOracle, StakeOracle
 from marketplace.api.errors import install_error_handlers
+from marketplace.api.ingest import SpecWriter
 from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
 from marketplace.api.security import purge_expired_nonces
 from marketplace.db import engine_from_settings, init_db
@@ -98,6 +99,7 @@ def create_app(
             yield
         finally:
             purger.cancel()
+            await run_in_threadpool(app.state.spec_writer.close)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
 
@@ -113,6 +115,7 @@ def create_app(
     app.state.store = ContentStore(settings.content_path)
     app.state.stake_oracle = stake_oracle or ChainStakeOracle(settings)
     app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
+    app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle)
     install_error_handlers(app)
     for router in (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router):
         app.include_router(router)

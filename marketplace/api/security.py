@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from eth_hash.auto import keccak
 from sqlalchemy import insert
@@ -68,7 +69,13 @@ def recover_address(digest: bytes, signature_hex: str) -> str:
             raw = sig.recover_public_key_from_msg_hash(digest).to_bytes()
     except Exception as exc:  # malformed r/s: the library's error type differs per backend
         raise Unauthorized(f"signature does not recover to a key: {exc}") from None
-    return "0x" + keccak(raw)[-20:].hex()
+    return _address_of(raw)
+
+
+@lru_cache(maxsize=4096)
+def _address_of(public_key: bytes) -> str:
+    """The address of a 64-byte public key (cached: the same wallets sign request after request)."""
+    return "0x" + keccak(public_key)[-20:].hex()
 
 
 def verify_signed_request(

@@ -3,6 +3,7 @@ blobs, tasks, providers, explorer; every refused request is a clear 4xx and stor
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -16,7 +17,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from hashgrid.canonical import canonical_json
+from hashgrid.errors import ChainError
 from hashgrid.signing import sign_siwe, siwe_login
+from marketplace.api.chain import StaticFeeOracle
+from marketplace.api.ingest import SpecIngest, SpecIngested, SpecWriter
 from marketplace.models import LogChunk, Provider, Replica, ReplicaStatus, Task, TaskStatus
 from tests.marketplace.conftest import FEE_BPS, Signer, row_counts, wallet
 
@@ -121,6 +125,46 @@ def test_replayed_nonce_is_refused(client: TestClient, customer: Account, engine
     replay = client.post("/tasks", content=body, headers=headers)
     assert replay.status_code == 401 and replay.json()["code"] == "nonce_reused"
     assert row_counts(engine) == before
+
+
+class _ChainDown:
+    """A fee oracle whose RPC is unreachable: the fault ChainFeeOracle raises then (a named fake)."""
+
+    def fee_bps(self) -> int:
+        raise ChainError("chain call failed: connection refused (test fault)")
+
+
+def _write_all(writer: SpecWriter, items: list[SpecIngest]) -> list[Any]:
+    """Hand `items` to the writer at once, as concurrent requests do; the writer is closed afterwards."""
+
+    async def write() -> list[Any]:
+        return await asyncio.gather(*(writer.write(item) for item in items), return_exceptions=True)
+
+    try:
+        return asyncio.run(write())
+    finally:
+        writer.close()
+
+
+def test_group_commit_refuses_replays_within_a_batch(
+    client: TestClient, customer: Account, engine: Engine
+) -> None:
+    """Registrations that reach the spec writer together: a nonce used twice is refused once, a spec sent
+    under several nonces is created once; a batch that fails (chain down) writes nothing. (`client` only
+    migrates the database.)"""
+    address, expiry = customer.address.lower(), int(time.time()) + 60
+    items = [SpecIngest(address, "ab" * 32, {"name": "a"}, nonce="nonce-0000", expiry=expiry)] * 2
+    items += [
+        SpecIngest(address, "ab" * 32, {"name": "a"}, nonce=f"nonce-{i:04d}", expiry=expiry)
+        for i in range(1, 6)
+    ]
+    results = _write_all(SpecWriter(engine, StaticFeeOracle(FEE_BPS)), items)
+    assert [type(r).__name__ for r in results].count("NonceReused") == 1
+    assert [r.created for r in results if isinstance(r, SpecIngested)].count(True) == 1
+    assert row_counts(engine)["usednonce"] == 6 and row_counts(engine)["specrecord"] == 1
+    before = row_counts(engine)
+    down = _write_all(SpecWriter(engine, _ChainDown()), [SpecIngest(address, "cd" * 32, {}, "nonce-0100", 1)])
+    assert isinstance(down[0], ChainError) and row_counts(engine) == before
 
 
 def test_replayed_get_is_refused(client: TestClient, customer: Account) -> None:

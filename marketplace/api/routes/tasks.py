@@ -13,8 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from marketplace.api.deps import CurrentWallet, FeeOracleDep, SessionDep, SettingsDep
+from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, SignedCaller, SpecWriterDep
 from marketplace.api.errors import error_responses
+from marketplace.api.ingest import SpecIngest
 from marketplace.api.services import tasks as service
 from marketplace.models import (
     LogChunkPublic,
@@ -53,7 +54,7 @@ SPEC_EXAMPLE = {
         **error_responses(401, 413, 422, 503),
     },
 )
-def create_task(
+async def create_task(
     document: Annotated[
         dict[str, Any],
         Body(
@@ -61,17 +62,29 @@ def create_task(
             examples=[SPEC_EXAMPLE],
         ),
     ],
-    wallet: CurrentWallet,
-    session: SessionDep,
-    fees: FeeOracleDep,
+    caller: SignedCaller,
+    writer: SpecWriterDep,
     response: Response,
 ) -> TaskRegistration:
     """Validate the spec (every problem listed), record it (its canonical JSON is then served as blob
     <spec hash> for providers), and return the spec hash and the escrow to lock with `TaskEscrow.postTask`.
     The task appears under GET /tasks once the chain indexer sees its TaskPosted event."""
-    registration = service.register_spec(session=session, fees=fees, customer=wallet, document=document)
-    response.status_code = 201 if registration.created else 200
-    return registration
+    # async end to end: the signature and the spec are checked on the loop, then the nonce and the spec row
+    # are committed by the group-commit writer (ingest.py), with no threadpool hop on the way
+    prepared = service.prepare_spec(document)
+    written = await writer.write(
+        SpecIngest(
+            customer=caller.address,
+            spec_hash=prepared.spec_hash,
+            spec=prepared.document,
+            nonce=caller.nonce,
+            expiry=caller.expiry,
+        )
+    )
+    response.status_code = 201 if written.created else 200
+    return service.registration(
+        prepared, customer=caller.address, fee_bps=written.fee_bps, created=written.created
+    )
 
 
 @router.get(

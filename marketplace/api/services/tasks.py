@@ -1,9 +1,10 @@
-"""Tasks: register a validated spec for posting on chain, and show a customer their own tasks, logs and
-verified results (Task and Replica rows come from the chain indexer)."""
+"""Tasks: validate a spec for posting on chain (marketplace.api.ingest records it), and show a customer their
+own tasks, logs and verified results (Task and Replica rows come from the chain indexer)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func
@@ -11,10 +12,9 @@ from sqlmodel import Session, col, select
 
 from hashgrid.canonical import canonical_json
 from hashgrid.errors import NotFound
-from hashgrid.spec import parse_spec, spec_document
-from marketplace.api.chain import FeeOracle, escrow_for
+from hashgrid.spec import TaskSpec, parse_spec, spec_document
+from marketplace.api.chain import escrow_for
 from marketplace.api.errors import Forbidden, NotYourTask, ResultNotReady
-from marketplace.db import insert_ignore
 from marketplace.models import (
     LogChunk,
     Replica,
@@ -22,27 +22,33 @@ from marketplace.models import (
     SpecRecord,
     Task,
     TaskRegistration,
-    utcnow,
 )
 
 
-def register_spec(
-    *, session: Session, fees: FeeOracle, customer: str, document: Any
-) -> TaskRegistration:
-    """Validate a spec, record it for the customer and quote the escrow. Idempotent per (spec, customer);
-    invalid specs raise before any write. The spec's canonical JSON is served as blob <spec hash> from this
-    row (`spec_blob`), so ingest writes no file."""
+@dataclass(frozen=True)
+class PreparedSpec:
+    """A validated spec, its normalised document and the hash that goes on chain (hex, no 0x)."""
+
+    spec: TaskSpec
+    document: dict[str, Any]
+    spec_hash: str
+
+
+def prepare_spec(document: Any) -> PreparedSpec:
+    """Validate and normalise a spec (SpecInvalid lists every problem); no database access, so it runs
+    before anything is written."""
     spec = parse_spec(document)
     normalised = spec_document(spec)
-    digest = hashlib.sha256(canonical_json(normalised)).hexdigest()
-    fee_bps = fees.fee_bps()
-    row = {"spec_hash": digest, "customer": customer, "spec": normalised, "created_at": utcnow()}
-    created = insert_ignore(session, SpecRecord, row)
-    session.commit()
+    return PreparedSpec(spec, normalised, hashlib.sha256(canonical_json(normalised)).hexdigest())
+
+
+def registration(prepared: PreparedSpec, *, customer: str, fee_bps: int, created: bool) -> TaskRegistration:
+    """The answer to a registration: the spec hash and the escrow to lock with `TaskEscrow.postTask`."""
+    spec = prepared.spec
     max_replicas = spec.effective_max_replicas
     price = spec.max_price_per_replica
     return TaskRegistration(
-        spec_hash="0x" + digest,
+        spec_hash="0x" + prepared.spec_hash,
         customer=customer,
         replicas=spec.replicas,
         quorum=spec.quorum,
