@@ -30,6 +30,8 @@ def main() -> None:
                         help="do not rewrite docs/gas.md or docs/benchmarks.md")
     args = parser.parse_args()
     console = Console()
+    if not console.is_terminal:
+        console.width = 140
     started = time.monotonic()
     console.print("[bold]1. gas per task on anvil[/bold] (k = 1, 3, 5; single calls and batches of 10, 100)")
     rows, stores_result = gas.measure()

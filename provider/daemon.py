@@ -52,7 +52,7 @@ FAULT_EXIT_CODE = 86  # the exit status of an injected crash, so a test can tell
 class Fault(StrEnum):
     """TEST/DEMO FAULTS ONLY: deliberate misbehaviour, to show the protocol catching it. Never in production.
 
-    dishonest: commit and reveal a wrong result hash (the verifier must see a dissent and slash it).
+    dishonest: commit and reveal a wrong result hash, its own (the verifier must see a dissent and slash it).
     crash-after-commit: exit abruptly right after a commit transaction is mined, before the journal records
     it (the journal is then behind the chain; the restart must notice and not commit again).
     """
@@ -369,7 +369,9 @@ class Daemon:
                 return
             result_hash = execution.result_hash.digest
             if self.options.fault == Fault.DISHONEST:
-                result_hash = hashlib.sha256(b"hashgrid fault: dishonest" + result_hash).digest()
+                # a wrong answer of its own (two dishonest providers disagree, as independent faults do)
+                result_hash = hashlib.sha256(b"hashgrid fault: dishonest" + bytes.fromhex(
+                    self.ops.address.removeprefix("0x")) + result_hash).digest()
                 log.warning("task %d: FAULT INJECTION (dishonest): will commit %s instead of %s", task_id,
                             to_hex32(result_hash), execution.result_hash.hex)
             usage = execution.usage.to_dict()

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,37 @@ class Network:
     server: Proc
     daemons: list[Proc]
     providers: list[LocalAccount]
+    rpc_url: str
+    deployment_file: Path
+    state: Path
 
     def diagnose(self) -> str:
         parts = [f"--- {p.name} (alive={p.alive()})\n{p.log()[-4000:]}" for p in (self.server, *self.daemons)]
         return "\n".join(parts)
+
+    def start_daemon(self, account: LocalAccount, *, fault: str | None = None) -> Proc:
+        """A `hashgrid provider run --marketplace` daemon for `account` (with a TEST FAULT if given)."""
+        i = len(self.daemons)
+        state = self.state / f"provider{i}"
+        env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
+                        HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID))
+        daemon = spawn(f"provider{i}", [
+            sys.executable, "-m", "hashgrid.cli", "provider", "run", "--state-dir", str(state), "--rpc",
+            self.rpc_url, "--deployment", str(self.deployment_file), "--content-dir", str(state / "content"),
+            "--poll-interval", "0.2", "--grace", "10", "--marketplace", self.url,
+            *(["--fault", fault] if fault else [])], env, state / "daemon.log")
+        self.daemons.append(daemon)
+        self.providers.append(account)
+        return daemon
+
+    def registered(self) -> bool:
+        """Every daemon is alive and listed online by the marketplace (signed registration, stake checked)."""
+        for account, daemon in zip(self.providers, self.daemons, strict=True):
+            assert daemon.alive(), daemon.log()
+            response = httpx.get(f"{self.url}/providers/{account.address.lower()}/info", timeout=5)
+            if response.status_code != 200 or not response.json()["provider"]["online"]:
+                return False
+        return True
 
 
 @pytest.fixture(scope="session")
@@ -106,29 +134,27 @@ def wordfreq_module() -> Path:
     return module
 
 
-@pytest.fixture
-def network(anvil: Anvil, deployment: Deployment, dev_accounts: DevAccounts, tmp_path: Path
-            ) -> Iterator[Network]:
-    """The marketplace (uvicorn, in-process jobs, temp SQLite) and three daemons reporting to it; every
+@contextmanager
+def marketplace_network(anvil: Anvil, deployment: Deployment, tmp_path: Path,
+                        daemons: Sequence[tuple[LocalAccount, str | None]]) -> Iterator[Network]:
+    """The marketplace (uvicorn, in-process jobs, temp SQLite) and a daemon per (account, fault); every
     process is stopped at the end (before the chain is reverted), and none may be left running."""
     deployment_file = deployment.save(tmp_path / "deployment.json")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     db_url = f"sqlite:///{tmp_path / 'marketplace.sqlite'}"
-    started: list[Proc] = []
+    server_env = clean_env(
+        HASHGRID_STATE_DIR=str(tmp_path / "market"), HASHGRID_DATABASE_URL=db_url,
+        HASHGRID_RPC_URL=anvil.url, HASHGRID_DEPLOYMENT_FILE=str(deployment_file),
+        HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID), HASHGRID_MARKETPLACE_URL=url, HASHGRID_RUN_JOBS="true",
+        HASHGRID_INDEX_INTERVAL_S="0.2", HASHGRID_MATCHING_INTERVAL_S="0.5",
+        HASHGRID_SETTLE_INTERVAL_S="0.5", HASHGRID_POLL_INTERVAL_S="0.1")
+    server = spawn("marketplace", [sys.executable, "-m", "uvicorn", "--factory",
+                                   "marketplace.api.app:app_from_env", "--host", "127.0.0.1", "--port",
+                                   str(port), "--log-level", "info"],
+                   server_env, tmp_path / "market" / "server.log")
+    network = Network(url, db_url, server, [], [], anvil.url, deployment_file, tmp_path)
     try:
-        server_env = clean_env(
-            HASHGRID_STATE_DIR=str(tmp_path / "market"), HASHGRID_DATABASE_URL=db_url,
-            HASHGRID_RPC_URL=anvil.url, HASHGRID_DEPLOYMENT_FILE=str(deployment_file),
-            HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID), HASHGRID_MARKETPLACE_URL=url, HASHGRID_RUN_JOBS="true",
-            HASHGRID_INDEX_INTERVAL_S="0.2", HASHGRID_MATCHING_INTERVAL_S="0.5",
-            HASHGRID_SETTLE_INTERVAL_S="0.5", HASHGRID_POLL_INTERVAL_S="0.1")
-        server = spawn("marketplace", [sys.executable, "-m", "uvicorn", "--factory",
-                                       "marketplace.api.app:app_from_env", "--host", "127.0.0.1", "--port",
-                                       str(port), "--log-level", "info"],
-                       server_env, tmp_path / "market" / "server.log")
-        started.append(server)
-
         def healthy() -> bool:
             assert server.alive(), server.log()
             try:
@@ -137,26 +163,24 @@ def network(anvil: Anvil, deployment: Deployment, dev_accounts: DevAccounts, tmp
                 return False
 
         wait_for(healthy, timeout=60, what="the marketplace API", diagnose=server.log)
-        providers = list(dev_accounts.providers[:3])
-        daemons = []
-        for i, account in enumerate(providers):
-            state = tmp_path / f"provider{i}"
-            env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
-                            HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID))
-            daemon = spawn(f"provider{i}", [
-                sys.executable, "-m", "hashgrid.cli", "provider", "run", "--state-dir", str(state), "--rpc",
-                anvil.url, "--deployment", str(deployment_file), "--content-dir", str(state / "content"),
-                "--poll-interval", "0.2", "--grace", "10", "--marketplace", url], env, state / "daemon.log")
-            started.append(daemon)
-            daemons.append(daemon)
-        yield Network(url, db_url, server, daemons, providers)
+        for account, fault in daemons:
+            network.start_daemon(account, fault=fault)
+        yield network
     finally:
-        for proc in reversed(started):  # daemons first, then the API (and its jobs)
+        for proc in reversed([server, *network.daemons]):  # daemons first, then the API (and its jobs)
             code = proc.stop()
             assert not proc.alive(), f"{proc.name} still running"
             if proc.name.startswith("provider"):
                 assert code == 0, f"{proc.name} exited {code}:\n{proc.log()[-4000:]}"
-        assert all(not proc.alive() for proc in started)
+
+
+@pytest.fixture
+def network(anvil: Anvil, deployment: Deployment, dev_accounts: DevAccounts, tmp_path: Path
+            ) -> Iterator[Network]:
+    """The marketplace and three honest daemons (provider keys 2-4)."""
+    with marketplace_network(anvil, deployment, tmp_path,
+                             [(account, None) for account in dev_accounts.providers[:3]]) as network:
+        yield network
 
 
 def signed_client(url: str, account: LocalAccount) -> httpx.Client:

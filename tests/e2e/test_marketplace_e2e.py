@@ -52,15 +52,7 @@ def test_task_runs_through_the_marketplace_to_settlement(
     stranger = signed_client(network.url, STRANGER)
 
     # every daemon registers with the marketplace (signed, stake checked on chain)
-    def registered() -> bool:
-        for account, daemon in zip(network.providers, network.daemons, strict=True):
-            assert daemon.alive(), daemon.log()
-            response = httpx.get(f"{network.url}/providers/{account.address.lower()}/info", timeout=5)
-            if response.status_code != 200 or not response.json()["provider"]["online"]:
-                return False
-        return True
-
-    wait_for(registered, timeout=90, what="three providers registered", diagnose=network.diagnose)
+    wait_for(network.registered, timeout=90, what="three providers registered", diagnose=network.diagnose)
 
     # the customer uploads module and input, registers the spec, posts it on chain
     module_sha = upload(customer, wordfreq_module.read_bytes())
