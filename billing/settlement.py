@@ -11,6 +11,7 @@ RPC errors keep it open and are retried with back-off, now or on the next `settl
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from hashgrid.chain.contracts import ChainEvent, Escrow, ReplicaReport, TaskStat
 from hashgrid.errors import ChainError, ContractRevert, HashgridError
 
 log = logging.getLogger(__name__)
+
+# TEST FAULT INJECTION ONLY: with HASHGRID_TEST_FAULT=settle-exit-after-broadcast the process exits right
+# after a finalize is broadcast, before its receipt is seen (a kill at the worst moment, for the crash tests)
+FAULT_ENV = "HASHGRID_TEST_FAULT"
+EXIT_AFTER_BROADCAST = "settle-exit-after-broadcast"
 
 CLOSED_STATES = {TaskState.SETTLED: "settled", TaskState.FAILED: "failed", TaskState.EXPIRED: "expired",
                  TaskState.CANCELLED: "cancelled"}
@@ -252,6 +258,9 @@ class Settler:
             except Web3RPCError as exc:
                 if "already known" not in str(exc):
                     raise ChainError(f"finalize send failed: {exc}", tx_hash=tx_hash) from exc
+            if os.environ.get(FAULT_ENV) == EXIT_AFTER_BROADCAST:
+                log.warning("TEST FAULT INJECTION (%s): exiting with %s in flight", FAULT_ENV, tx_hash)
+                os._exit(137)
         log.info("settlement tx %s sent for task(s) %s (nonce %d)", tx_hash, list(task_ids), nonce)
         return tx_hash
 

@@ -1,16 +1,19 @@
 """Leases and claims that work the same on SQLite and PostgreSQL: an atomic conditional UPDATE decides which
 worker holds a name (or a task); a lease that is not renewed expires, so a crashed worker blocks nothing for
-long."""
+long, and a lease whose holder was a process of this host that is gone is taken over at once (a restarted
+marketplace resumes its settlements without waiting for the TTL)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from marketplace.indexer.tables import JobLease, MatchingClaim
 from marketplace.models import utcnow
@@ -27,15 +30,32 @@ def acquire_lease(engine: Engine, name: str, holder: str, *, ttl_s: float) -> bo
         insert = _insert(session)
         session.execute(insert(JobLease).values(name=name).on_conflict_do_nothing(  # type: ignore[operator]
             index_elements=["name"]))
+        free = or_(col(JobLease.holder).is_(None), col(JobLease.holder) == holder,
+                   col(JobLease.expires_at) < now)
+        current = session.exec(select(JobLease.holder).where(col(JobLease.name) == name)).first()
+        if current and holder_gone(current):
+            free = or_(free, col(JobLease.holder) == current)
         result = session.execute(
-            update(JobLease)
-            .where(col(JobLease.name) == name,
-                   or_(col(JobLease.holder).is_(None), col(JobLease.holder) == holder,
-                       col(JobLease.expires_at) < now))
+            update(JobLease).where(col(JobLease.name) == name, free)
             .values(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
         )
         session.commit()
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def holder_gone(holder: str) -> bool:
+    """Whether `holder` (`host:pid:...`, context._worker_id) was a process of this host that has exited."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def release_lease(engine: Engine, name: str, holder: str) -> None:
