@@ -159,6 +159,9 @@ class ArtifactSignature(_Strict):
         return value.lower()
 
 
+TRUST_MAX_REPLICAS = 3  # under a trust level: the primary, a partner or spot check, one tie-breaker
+
+
 class TaskSpec(_Strict):
     """A task: what to run, on what inputs, with which limits, how many replicas and at what price."""
 
@@ -182,6 +185,10 @@ class TaskSpec(_Strict):
     quorum: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="q: equal result hashes needed")
     max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS,
                                      description="replicas paid for in escrow (default: replicas)")
+    trust: Literal["standard"] | None = Field(
+        default=None, description="adaptive replication instead of a fixed k: one replica, checked by a "
+                                  "partner or spot check as the provider's record calls for (replicas and "
+                                  "quorum stay 1; max_replicas, the room for checks, defaults to 3)")
     max_price_per_replica: Wei = 0
     deadline_s: int = Field(default=3600, ge=60, le=30 * 86_400, description="seconds from posting")
     priority: int = Field(default=0, ge=0, le=100)
@@ -265,14 +272,22 @@ class TaskSpec(_Strict):
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be at least replicas "
                              f"({self.replicas})")
+        if self.trust is not None:
+            if self.replicas != 1 or self.quorum != 1:
+                raise ValueError(f"trust {self.trust!r} replaces a fixed k: leave replicas and quorum at 1 "
+                                 f"(got {self.replicas} and {self.quorum})")
+            if self.max_replicas is not None and self.max_replicas < 2:
+                raise ValueError(f"trust {self.trust!r} needs max_replicas >= 2 (room for the checks)")
         return self
 
     # ---------------------------------------------------------------- derived values
 
     @property
     def effective_max_replicas(self) -> int:
-        """Replicas escrowed: max_replicas, or replicas when unset."""
-        return self.max_replicas if self.max_replicas is not None else self.replicas
+        """Replicas escrowed: max_replicas, or if unset replicas (3 under a trust level: room for checks)."""
+        if self.max_replicas is not None:
+            return self.max_replicas
+        return TRUST_MAX_REPLICAS if self.trust is not None else self.replicas
 
     @property
     def image_id(self) -> str | None:

@@ -1,7 +1,8 @@
 """post_canaries: known-answer tasks that a provider cannot tell from real work.
 
 A canary repeats a task the network already verified (its accepted hash is the known answer), posted on chain
-from the protocol's canary wallet in the shape of an adaptive task (k=1, q=1, room for two more replicas),
+from the protocol's canary wallet in the shape of an adaptive task (trust `standard`: k=1, q=1, room for two
+more replicas),
 under the name of another real task so its spec hash is new. The verifier (jobs.verify) then accepts it only
 when the known answer leads: a provider that answers wrongly is outvoted by the extra replicas, slashed by
 finalize and loses its record (CANARY_FAIL). `canary_rate` canaries are posted per settled real task; the
@@ -72,7 +73,8 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
         for source, spec in _sources(session, canary, due, rng):
             disguised = spec.model_copy(update={
                 "name": str(rng.choice(names).get("name", spec.name)) if names else spec.name,
-                "replicas": CANARY_REPLICAS, "quorum": 1, "max_replicas": CANARY_MAX_REPLICAS})
+                "replicas": CANARY_REPLICAS, "quorum": 1, "max_replicas": CANARY_MAX_REPLICAS,
+                "trust": "standard"})
             if spec_hash(disguised) == bytes.fromhex(source.spec_hash):
                 disguised = disguised.model_copy(update={"name": f"{spec.name} "})
             digest = spec_hash(disguised)

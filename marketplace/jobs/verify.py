@@ -22,7 +22,7 @@ from hashgrid.chain.contracts import Contracts
 from hashgrid.chain.contracts import Task as ChainTask
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import TaskCheck, trusted_providers
-from marketplace.models import utcnow
+from marketplace.models import SpecRecord, Task, utcnow
 from verifier.checks import Check, CheckKind, check_for_alone, spot_draw, verify
 from verifier.quorum import Decision, Verdict
 
@@ -84,11 +84,12 @@ def review(session: Session, contracts: Contracts, task_id: int, step: Round) ->
 
 def _check(session: Session, task: ChainTask, task_id: int, reveals: dict[str, str | None],
            step: Round) -> Check | None:
-    """The task's recorded check; for a replica run alone with room to spare, decided now (once)."""
+    """The task's recorded check; for a replica run alone under a trust level, decided now (once)."""
     row = session.get(TaskCheck, task_id)
     if row is None:
         revealed = [p for p, h in reveals.items() if h is not None]
-        if task.replicas != 1 or task.max_replicas < 2 or task.round != 1 or len(revealed) != 1:
+        if (task.replicas != 1 or task.max_replicas < 2 or task.round != 1 or len(revealed) != 1
+                or not asks_for_trust(session, task_id)):
             return None
         check = check_for_alone(trusted=revealed[0] in trusted_providers(session),
                                 draw=spot_draw(step.secret, task_id), spot_check_rate=step.spot_check_rate)
@@ -100,6 +101,13 @@ def _check(session: Session, task: ChainTask, task_id: int, reveals: dict[str, s
         return check
     kind = CheckKind(row.kind)
     return Check(kind, row.expected_hash if kind is CheckKind.CANARY else None)
+
+
+def asks_for_trust(session: Session, task_id: int) -> bool:
+    """Whether the customer chose adaptive replication (the spec's `trust`) rather than a fixed k."""
+    task = session.get(Task, task_id)
+    record = session.get(SpecRecord, (task.spec_hash, task.customer)) if task is not None else None
+    return record is not None and record.spec.get("trust") is not None
 
 
 def request_replicas(session: Session, task_id: int, *, round_: int, count: int) -> int:

@@ -135,12 +135,12 @@ def set_heartbeat(engine: Engine, account: LocalAccount, seen: datetime) -> None
 
 
 def make_spec(name: str = "job", *, replicas: int = 2, quorum: int = 2, max_replicas: int | None = None,
-              gpus: int = 0, price: int = GRID) -> TaskSpec:
+              gpus: int = 0, price: int = GRID, trust: str | None = None) -> TaskSpec:
     return TaskSpec.model_validate({
         "version": 1, "name": name, "runtime": "docker", "image": IMAGE, "command": ["true"],
         "resources": {"cpus": 1, "memory_mb": 256, "gpus": gpus, "timeout_s": 60},
         "replicas": replicas, "quorum": quorum, "max_replicas": max_replicas,
-        "max_price_per_replica": price,
+        "max_price_per_replica": price, "trust": trust,
     })
 
 

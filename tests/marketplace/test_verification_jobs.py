@@ -141,7 +141,7 @@ def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: 
                                                     dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
     task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("alone", replicas=1, quorum=1, max_replicas=3))
+                        make_spec("alone", replicas=1, quorum=1, trust="standard"))
     index_chain(ctx=ctx)
     run_matching_round(ctx=ctx)
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
@@ -159,12 +159,28 @@ def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: 
     assert contracts.escrow.result_of(task_id) == RIGHT
 
 
+def test_a_fixed_k_of_one_is_not_checked(ctx: JobContext, contracts: Contracts,
+                                         dev_accounts: DevAccounts) -> None:
+    """Room for escalation alone is not a trust level: the customer fixed k = 1, so one answer settles."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("fixed one", replicas=1, quorum=1, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    reveal(contracts, task_id, [(primary, RIGHT)])
+    index_chain(ctx=ctx)
+    assert settle_tasks(ctx=ctx)["settled"] == [task_id]
+    with Session(ctx.engine) as session:
+        assert session.get(TaskCheck, task_id) is None
+
+
 def test_a_spot_check_catches_a_trusted_cheater(ctx: JobContext, contracts: Contracts,
                                                 dev_accounts: DevAccounts, tmp_path: Path) -> None:
     always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0)
     add_providers(ctx.engine, dev_accounts.providers)
     task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("trusted alone", replicas=1, quorum=1, max_replicas=3))
+                        make_spec("trusted alone", replicas=1, quorum=1, trust="standard"))
     index_chain(ctx=always)
     run_matching_round(ctx=always)
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
