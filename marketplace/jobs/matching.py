@@ -22,10 +22,12 @@ from hashgrid.errors import ContractRevert
 from hashgrid.spec import TaskSpec
 from marketplace.indexer import apply
 from marketplace.indexer.tables import ReplicaReplacement
+from marketplace.indexer.verification import checks_of, trusted_providers
 from marketplace.jobs.chain import ChainOps
 from marketplace.jobs.context import JobContext, require_matcher_key
 from marketplace.jobs.leases import claim_tasks, release_tasks
 from marketplace.matching import MatchConfig, Prices, ProviderView, Resources, TaskView, match
+from marketplace.matching.models import MatchResult
 from marketplace.models import Provider, Replica, ReplicaStatus, SpecRecord, Task, TaskStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,7 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
                 continue
         views.append(task_view(task, spec, replicas=needed, assigned=holders))
         by_id[task.task_id] = task
-    result = match(providers, views, config, now.timestamp())
+    result = _match_checked_first(session, providers, views, config, now.timestamp())
     for why in result.unplaced:
         task = by_id[int(why.task_id)]
         task.unplaced_reason = why.reason
@@ -219,6 +221,30 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
     sent, skipped = _send(session, ctx, chain, plan)
     return {"tasks": len(tasks), "assigned": len(sent), "unplaced": unplaced, "skipped": len(skipped),
             "assignments": {str(k): v for k, v in sent.items()}}
+
+
+def _match_checked_first(session: Session, providers: list[ProviderView], views: list[TaskView],
+                         config: MatchConfig, now: float) -> MatchResult:
+    """Extra replicas of checked tasks (spot checks, partners, canaries) go to trusted providers only, so a
+    check cannot be run by an untrusted accomplice; they are matched first, their resources taken from the
+    providers, then the rest. With no trusted provider yet (a young network) any eligible provider checks."""
+    checks = checks_of(session, (int(v.task_id) for v in views if v.assigned))
+    checked = [v for v in views if v.assigned and int(v.task_id) in checks]
+    trusted = trusted_providers(session)
+    if not checked or not trusted:
+        return match(providers, views, config, now)
+    first = match([p for p in providers if p.address in trusted], checked, config, now)
+    need = {v.task_id: v.resources for v in checked}
+    used: dict[str, Resources] = {}
+    for a in first.assignments:
+        for address in a.providers:
+            have, add = used.get(address, Resources()), need[a.task_id]
+            used[address] = Resources(have.cpus + add.cpus, have.memory_mb + add.memory_mb,
+                                      have.disk_mb + add.disk_mb, have.gpus + add.gpus)
+    rest = match([_less(p, used.get(p.address)) for p in providers],
+                 [v for v in views if v not in checked], config, now)
+    return MatchResult(first.assignments + rest.assignments, first.unplaced + rest.unplaced,
+                       first.preemptions + rest.preemptions)
 
 
 def _round_would_strand(on_chain: dict[str, Any], replicas: Sequence[Replica],

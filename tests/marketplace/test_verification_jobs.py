@@ -175,8 +175,17 @@ def test_a_fixed_k_of_one_is_not_checked(ctx: JobContext, contracts: Contracts,
         assert session.get(TaskCheck, task_id) is None
 
 
-def test_a_spot_check_catches_a_trusted_cheater(ctx: JobContext, contracts: Contracts,
-                                                dev_accounts: DevAccounts, tmp_path: Path) -> None:
+def plant_trusted(ctx: JobContext, accounts: list[LocalAccount]) -> None:
+    """A long clean record, as if earned (the indexer refolds a provider's row when events touch it)."""
+    with Session(ctx.engine) as session:
+        for account in accounts:
+            session.merge(ProviderReputation(address=account.address.lower(), score=0.97, trusted=True,
+                                             streak=40, verified=40))
+        session.commit()
+
+
+def test_a_spot_check_by_trusted_providers_catches_a_trusted_cheater(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
     always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0)
     add_providers(ctx.engine, dev_accounts.providers)
     task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
@@ -184,12 +193,17 @@ def test_a_spot_check_catches_a_trusted_cheater(ctx: JobContext, contracts: Cont
     index_chain(ctx=always)
     run_matching_round(ctx=always)
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    others = [p for p in dev_accounts.providers if p.address != primary.address]
+    trusted, untrusted = [primary, *others[:2]], others[2]
+    with Session(ctx.engine) as session:  # the untrusted one is the matcher's favourite on price
+        row = session.get(Provider, untrusted.address.lower())
+        assert row is not None
+        row.prices = {"fixed": "1", "per_cpu_second": "1"}
+        session.add(row)
+        session.commit()
     reveal(contracts, task_id, [(primary, WRONG)])
     index_chain(ctx=always)
-    with Session(ctx.engine) as session:  # a long clean record, as if earned (the indexer folds it later)
-        session.merge(ProviderReputation(address=primary.address.lower(), score=0.97, trusted=True,
-                                         streak=40, verified=40))
-        session.commit()
+    plant_trusted(always, trusted)
     assert settle_tasks(ctx=always)["escalated"] == [task_id]
     with Session(ctx.engine) as session:
         check = session.get(TaskCheck, task_id)
@@ -197,9 +211,12 @@ def test_a_spot_check_catches_a_trusted_cheater(ctx: JobContext, contracts: Cont
     (checker,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
     reveal(contracts, task_id, [(checker, RIGHT)])
     index_chain(ctx=always)
+    plant_trusted(always, trusted)
     # one against one: a tie, so one more replica decides
     assert settle_tasks(ctx=always)["escalated"] == [task_id]
     (third,) = accounts_of(dev_accounts, assigned(contracts, task_id)[2:])
+    assert {checker.address, third.address} == {a.address for a in others[:2]}  # trusted checkers only
+    assert untrusted.address.lower() not in assigned(contracts, task_id)
     reveal(contracts, task_id, [(third, RIGHT)])
     index_chain(ctx=always)
     stake_before = contracts.registry.stake_of(primary.address)
