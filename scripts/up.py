@@ -268,7 +268,8 @@ def _by_sha256() -> dict[str, Path]:
 
 
 def plan_tasks(count: int, *, docker: bool, replicas: int, quorum: int) -> list[PlannedTask]:
-    """`count` sample tasks cycling over AI (docker), shell (docker) and WASM, plus one needing a GPU."""
+    """`count` sample tasks cycling over AI (docker), shell (docker) and WASM, one under a trust level
+    (adaptive replication: the verifier adds a partner) and one needing a GPU."""
     from hashgrid.spec import load_spec, spec_document
 
     files = _by_sha256()
@@ -292,6 +293,11 @@ def plan_tasks(count: int, *, docker: bool, replicas: int, quorum: int) -> list[
         # the escrow wants deadlines past its commit and reveal windows (20 minutes on the dev deployment)
         document["deadline_s"] = max(int(document.get("deadline_s", 0)), 3600)
         tasks.append(PlannedTask(kind, document["runtime"], document, content(document)))
+    if replicas >= 3:  # adaptive replication: one replica, checked by a partner (no provider is trusted yet)
+        adaptive = spec_document(load_spec(EXAMPLES / "wasm.yaml"))
+        adaptive.update(name="adaptive wasm", replicas=1, quorum=1, max_replicas=3, trust="standard")
+        adaptive["deadline_s"] = max(int(adaptive.get("deadline_s", 0)), 3600)
+        tasks.append(PlannedTask("adaptive", "wasm", adaptive, content(adaptive)))
     gpu = spec_document(load_spec(EXAMPLES / "shell.yaml"))
     gpu.update(name="needs a GPU", replicas=1, quorum=1, max_replicas=1)
     gpu["resources"]["gpus"] = 1
@@ -579,6 +585,13 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     for line in unplaced:
         console.print(f"[yellow]{line}[/]", highlight=False)
 
+    # the verifier's record of each provider (the explorer's view), read while the marketplace still runs
+    reputation: dict[str, dict[str, Any]] = {}
+    for provider in accounts.providers:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            body = httpx.get(f"{url}/explorer/providers/{provider.address.lower()}", timeout=5).json()
+            reputation[provider.address] = dict(body["reputation"])
+
     # the marketplace signs with the deployer key: stop it (and the daemons) before the deployer sends the
     # last transactions, unless the network stays up, when the customer pushes the credits instead
     closer = accounts.customer if options.keep else accounts.deployer
@@ -594,17 +607,21 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     claim_all(contracts, watched, sender=closer)
 
     providers = Table(title="providers", title_justify="left")
-    for column in ("provider", "address", "earned", "slashed", "stake now", "wallet change"):
+    for column in ("provider", "address", "earned", "slashed", "stake now", "wallet change", "reputation"):
         providers.add_column(column)
     summary_providers: list[dict[str, Any]] = []
     for provider in accounts.providers:
         view = explorer.provider_history(provider.address)
         change = token.balance_of(provider.address) - before[provider.address]
+        record = reputation.get(provider.address, {})
+        shown = (f"{record['score']:.2f} ({record['verified']} verified, {record['dissents']} dissent"
+                 f"{'' if record['dissents'] == 1 else 's'})" if record else "-")
         providers.add_row(names[provider.address], short(provider.address), tokens(view.rewards),
-                          tokens(view.slashed), tokens(view.stake), tokens(change))
+                          tokens(view.slashed), tokens(view.stake), tokens(change), shown)
         summary_providers.append({"name": names[provider.address], "address": provider.address,
                                   "dishonest": provider.address in cheaters, "earned": str(view.rewards),
-                                  "slashed": str(view.slashed), "stake": str(view.stake)})
+                                  "slashed": str(view.slashed), "stake": str(view.stake),
+                                  "reputation": record})
     console.print(providers)
     refunds = sum(int(t["refunded"]) for t in summary_tasks)
     customer_change = token.balance_of(accounts.customer.address) - before[accounts.customer.address]

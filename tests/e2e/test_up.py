@@ -79,7 +79,7 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
         events = escrow.events(0, "latest")
         cheater = next(p["address"] for p in summary["providers"] if p["dishonest"])
 
-        placeable = [t for t in summary["tasks"] if t["placeable"]]
+        placeable = [t for t in summary["tasks"] if t["placeable"] and t["kind"] != "adaptive"]
         assert len(placeable) == 3
         for task in placeable:
             task_id = task["task_id"]
@@ -100,6 +100,16 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
                    and str(e.args.get("provider", "")).lower() == cheater.lower()]
         assert slashes, "the dishonest provider was not slashed"
         assert contracts.registry.stake_of(cheater) < 50_000 * 10**18
+
+        # the trust-level task: one replica plus a partner (nobody is trusted yet), more if they disagree;
+        # whoever was on it, the honest answer won
+        (adaptive,) = [t for t in summary["tasks"] if t["kind"] == "adaptive"]
+        assert adaptive["state"] == "Settled", adaptive
+        agreed = [r for r in adaptive["replicas"] if r["outcome"] == "Agreed"]
+        assert len(agreed) == 2 and cheater.lower() not in {r["provider"].lower() for r in agreed}, adaptive
+        assert adaptive["result_hash"] == placeable[0]["result_hash"]  # the same wasm example, all honest
+        honest = [p for p in summary["providers"] if not p["dishonest"]]
+        assert all(p["reputation"] and p["reputation"]["dissents"] == 0 for p in honest), summary["providers"]
 
         unplaceable = [t for t in summary["tasks"] if not t["placeable"]]
         assert len(unplaceable) == 1 and unplaceable[0]["unplaced_reason"], unplaceable
