@@ -17,7 +17,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "deploy": ("scripts.deploy:app", "Deploy the contracts and write the deployment file."),
     "dao": ("scripts.governance:app", "Governance: propose, vote, queue, execute, status."),
     "explorer": ("scripts.explorer:app", "Read tasks and providers from chain events."),
-    "marketplace": ("marketplace.cli:app", "Run the marketplace API and its background jobs: serve, migrate."),
+    "marketplace": ("marketplace.cli:app",
+                    "Run the marketplace API and its background jobs: serve, migrate."),
     "provider": ("provider.cli:app", "Sell this device's compute: init, stake, info, run, exec."),
     "demo": ("scripts.demo:app", "Play the on-chain life of a few tasks on a fresh local chain."),
     "task": ("hashgrid.customer_cli:task_app", "Customers: submit, status, logs, result, invoice, cancel, "
@@ -67,7 +68,7 @@ def build_app(only: str | None = None) -> typer.Typer:
             if only is not None:
                 raise
             continue
-        app.command(name=name, help=help_text)(function)  # type: ignore[arg-type]
+        app.command(name=name, help=help_text)(function)  # type: ignore[arg-type,type-var]
     return app
 
 

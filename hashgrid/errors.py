@@ -1,4 +1,5 @@
-"""One exception class per problem, each with a code, the component that raised it and whether a retry can help.
+"""One exception class per problem, each with a code, the component that raised it and whether a retry
+can help.
 
 Services map `code` to an HTTP status in one place; Celery jobs retry only what is `retryable`.
 """

@@ -83,7 +83,8 @@ class MarketplaceClient:
     # ------------------------------------------------------------------ provider calls
     def register(self, *, capabilities: dict[str, Any], capabilities_hash: str | None, prices: dict[str, str],
                  policy: dict[str, Any], offer: dict[str, Any]) -> dict[str, Any]:
-        body = {"capabilities": capabilities, "prices": prices, "policy": policy, "offer": offer}
+        body: dict[str, Any] = {"capabilities": capabilities, "prices": prices, "policy": policy,
+                                "offer": offer}
         if capabilities_hash:
             body["capabilities_hash"] = capabilities_hash
         return dict(self._request("POST", "/providers/register", json=body).json())
