@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     def _dev_keys_only_on_dev_chain(self) -> Settings:
         dev_key = bool(self.private_key) and str(self.private_key).lower() in ANVIL_DEV_KEYS
         if dev_key and self.chain_id != DEV_CHAIN_ID:
-            raise ValueError(f"an anvil dev key is configured for chain {self.chain_id}; dev keys are for chain "
-                             f"{DEV_CHAIN_ID} only")
+            raise ValueError(f"an anvil dev key is configured for chain {self.chain_id}; dev keys are for "
+                             f"chain {DEV_CHAIN_ID} only")
         return self
 
     @property
