@@ -9,12 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,23 +23,9 @@ from hashgrid.config import DEV_CHAIN_ID
 from hashgrid.signing import HashgridAuth
 from scripts.devnet import DevAccounts
 from scripts.localnet import Anvil
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2,
-             diagnose: Callable[[], str] | None = None) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` (and a diagnosis) at the
-    deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"\n{diagnose()}" if diagnose else ""))
-        time.sleep(interval)
 
 
 def free_port() -> int:

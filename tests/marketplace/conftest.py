@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +23,15 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 from sqlmodel import Session, SQLModel, select
 
 from hashgrid.config import DEV_CHAIN_ID
 from hashgrid.signing import sign_request
 from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
-from marketplace.db import make_engine
 from marketplace.settings import MarketplaceSettings
+from tests.marketplace.conftest_services import fresh_database
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MIN_STAKE = 1_000 * 10**18
@@ -108,16 +107,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'marketplace.db'}"
         return
     server: PgServer = request.getfixturevalue("pg_server")
-    name = "t_" + uuid.uuid4().hex[:16]
-    admin = make_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.url(name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(server, "t") as url:
+        yield url
 
 
 def wallet(seed: str) -> LocalAccount:

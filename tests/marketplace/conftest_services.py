@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -70,8 +71,14 @@ def jobs_engine(jobs_db_url: str) -> Iterator[Engine]:
 def pg_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database on the session's PostgreSQL server (`pg_server` in tests/marketplace/conftest.py),
     dropped afterwards."""
-    server = request.getfixturevalue("pg_server")
-    name = "jobs_" + uuid.uuid4().hex[:12]
+    with fresh_database(request.getfixturevalue("pg_server"), "jobs") as url:
+        yield url
+
+
+@contextmanager
+def fresh_database(server: Any, prefix: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL `server` (its URL), dropped with its connections at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = make_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

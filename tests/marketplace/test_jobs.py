@@ -6,8 +6,6 @@ LOCKED)."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from tests.marketplace.conftest_services import (
     set_heartbeat,
     stale,
 )
+from tests.polling import wait_for
 
 # fixtures shared by the jobs tests (pytest finds them as module attributes)
 ctx = services.ctx
@@ -159,15 +158,6 @@ def test_deadlines_expire_tasks_on_chain(ctx: JobContext, contracts: Contracts, 
     assert check_deadlines(ctx=ctx)["expired"] == []  # idempotent
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def test_in_process_scheduler_runs_the_jobs(ctx: JobContext, contracts: Contracts,
                                             dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
@@ -175,7 +165,8 @@ def test_in_process_scheduler_runs_the_jobs(ctx: JobContext, contracts: Contract
             Periodic("run_matching_round", 0.1, lambda: run_matching_round(ctx=ctx))]
     with InProcessScheduler(ctx, jobs, tick_s=0.05) as scheduler:
         task_id = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("scheduled"))
-        _wait_for(lambda: _task_status(ctx.engine, task_id) == TaskStatus.ASSIGNED)
+        wait_for(lambda: _task_status(ctx.engine, task_id) == TaskStatus.ASSIGNED, timeout=30,
+                 what="the scheduler's assignment")
     assert len(_assigned_on_chain(contracts, task_id)) == 2
     assert scheduler.errors == {"index_chain": 0, "run_matching_round": 0}
 

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from sqlmodel import Session, select
 
 from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, commitment_for
+from hashgrid.spec import TaskSpec
 from marketplace.api.services.explorer import provider_ledger
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
@@ -62,13 +63,19 @@ def stakes(contracts: Contracts, accounts: list[LocalAccount]) -> list[int]:
     return [contracts.registry.stake_of(a.address) for a in accounts]
 
 
+def post_and_match(ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, spec: TaskSpec) -> int:
+    """The customer posts `spec`; the indexer and a matching round assign it on chain. The task id."""
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer, spec)
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    return task_id
+
+
 def test_disagreement_escalates_until_a_quorum_and_slashes_the_dissenters(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("three answers", replicas=3, quorum=2, max_replicas=4))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("three answers", replicas=3, quorum=2, max_replicas=4))
     first = accounts_of(dev_accounts, assigned(contracts, task_id))
     assert len(first) == 3
     reveal(contracts, task_id, list(zip(first, (WRONG, OTHER, RIGHT), strict=True)))
@@ -120,10 +127,8 @@ def test_no_room_to_escalate_fails_and_refunds(ctx: JobContext, contracts: Contr
                                                dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
     customer = dev_accounts.customer.address
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("no room", replicas=3, quorum=2, max_replicas=3))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("no room", replicas=3, quorum=2, max_replicas=3))
     reveal(contracts, task_id, list(zip(accounts_of(dev_accounts, assigned(contracts, task_id)),
                                         (WRONG, OTHER, RIGHT), strict=True)))
     index_chain(ctx=ctx)
@@ -140,10 +145,8 @@ def test_no_room_to_escalate_fails_and_refunds(ctx: JobContext, contracts: Contr
 def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: Contracts,
                                                     dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("alone", replicas=1, quorum=1, trust="standard"))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("alone", replicas=1, quorum=1, trust="standard"))
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
     reveal(contracts, task_id, [(primary, RIGHT)])
     index_chain(ctx=ctx)
@@ -163,10 +166,8 @@ def test_a_fixed_k_of_one_is_not_checked(ctx: JobContext, contracts: Contracts,
                                          dev_accounts: DevAccounts) -> None:
     """Room for escalation alone is not a trust level: the customer fixed k = 1, so one answer settles."""
     add_providers(ctx.engine, dev_accounts.providers)
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("fixed one", replicas=1, quorum=1, max_replicas=3))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("fixed one", replicas=1, quorum=1, max_replicas=3))
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
     reveal(contracts, task_id, [(primary, RIGHT)])
     index_chain(ctx=ctx)
@@ -188,10 +189,8 @@ def test_a_spot_check_by_trusted_providers_catches_a_trusted_cheater(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
     always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0)
     add_providers(ctx.engine, dev_accounts.providers)
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("trusted alone", replicas=1, quorum=1, trust="standard"))
-    index_chain(ctx=always)
-    run_matching_round(ctx=always)
+    task_id = post_and_match(always, contracts, dev_accounts,
+                             make_spec("trusted alone", replicas=1, quorum=1, trust="standard"))
     (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
     others = [p for p in dev_accounts.providers if p.address != primary.address]
     trusted, untrusted = [primary, *others[:2]], others[2]
@@ -234,10 +233,8 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
     # a real task, verified by three agreeing providers: its hash becomes the canary's known answer
-    real = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                     make_spec("real work", replicas=3, quorum=2, max_replicas=3))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    real = post_and_match(ctx, contracts, dev_accounts,
+                          make_spec("real work", replicas=3, quorum=2, max_replicas=3))
     reveal(contracts, real, [(a, RIGHT) for a in accounts_of(dev_accounts, assigned(contracts, real))])
     index_chain(ctx=ctx)
     assert settle_tasks(ctx=ctx)["settled"] == [real]
@@ -284,10 +281,8 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
 def test_a_provider_gone_mid_task_is_replaced_the_task_completes_and_the_no_show_is_slashed(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
-    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
-                        make_spec("one dies", replicas=2, quorum=2, max_replicas=3))
-    index_chain(ctx=ctx)
-    run_matching_round(ctx=ctx)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("one dies", replicas=2, quorum=2, max_replicas=3))
     dead, alive = accounts_of(dev_accounts, assigned(contracts, task_id))
     set_heartbeat(ctx.engine, dead, stale(ctx.settings.heartbeat_ttl_s))  # killed: its heartbeats stop
     # the live replica is still running: a new round now would shut it out (commits are per round)

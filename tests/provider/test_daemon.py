@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,22 +33,11 @@ from provider.daemon import FAULT_EXIT_CODE, usage_report_signer
 from provider.policy import Policy
 from scripts.devnet import GRID, DevAccounts, post
 from scripts.localnet import Anvil
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_PRICE = GRID // 1000
 DATA = b"the quick brown fox\njumps over the lazy dog\nthe end\n"
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class DaemonProcess:
