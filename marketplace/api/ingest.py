@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from marketplace.models import SpecRecord, UsedNonce, utcnow
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512  # rows per transaction: bounds one commit's latency under a burst
+MIN_COMMIT_INTERVAL_S = 0.004  # a batch waits for more requests at most this long after the previous one
 IDLE_EXIT_S = 5.0  # the thread ends after this long without work and is restarted on demand
 
 
@@ -95,6 +97,7 @@ class SpecWriter:
             thread.join()
 
     def _run(self) -> None:
+        last_start = 0.0
         while True:
             try:
                 first = self._queue.get(timeout=IDLE_EXIT_S)
@@ -108,15 +111,20 @@ class SpecWriter:
             stop = first is _STOP
             if not stop:
                 batch.append(first)
+            # under load, gather until MIN_COMMIT_INTERVAL_S after the previous commit began: a commit costs
+            # ~0.3 ms of mostly fixed work, so fewer, larger batches leave the GIL to the event loop
+            gather_until = last_start + MIN_COMMIT_INTERVAL_S
             while not stop and len(batch) < self._max_batch:
                 try:
-                    entry = self._queue.get_nowait()
+                    wait = gather_until - time.monotonic()
+                    entry = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if entry is _STOP:
                     stop = True
                 else:
                     batch.append(entry)
+            last_start = time.monotonic()
             if batch:
                 self._deliver(batch, self._write_batch([item for item, _, _ in batch]))
             if stop:

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from eth_hash.auto import keccak
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, delete
 
-from hashgrid.signing import request_digest
+from hashgrid.signing import keccak, request_digest
 from marketplace.api.errors import NonceReused, SignatureExpired, Unauthorized, WrongChain
 from marketplace.models import UsedNonce
 
