@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from hashgrid.content import ContentStore
+from marketplace.api.bell import Bell
 from marketplace.api.chain import ChainFeeOracle, ChainStakeOracle, FeeOracle, StakeOracle
 from marketplace.api.errors import install_error_handlers
 from marketplace.api.ingest import SpecWriter
@@ -63,9 +64,9 @@ async def _purge_nonces(engine: Engine) -> None:
             log.exception("purging expired nonces failed")
 
 
-def start_jobs(settings: MarketplaceSettings, engine: Engine) -> Any:
-    """The background jobs, settlement included, on a thread of this process (`run_jobs`); None when Redis
-    is configured (Celery workers run them)."""
+def start_jobs(settings: MarketplaceSettings, engine: Engine, bell: Bell) -> Any:
+    """The background jobs, settlement included, on threads of this process (`run_jobs`); None when Redis
+    is configured (Celery workers run them). Assignments they send ring `bell`."""
     from marketplace.jobs.context import JobContext, JobSettings
     from marketplace.jobs.scheduler import InProcessScheduler
 
@@ -74,7 +75,7 @@ def start_jobs(settings: MarketplaceSettings, engine: Engine) -> Any:
         log.info("redis_url is set: background jobs run on Celery, not in the API process")
         return None
     ctx = JobContext.from_settings(job_settings, engine=engine)
-    return InProcessScheduler(ctx).start()
+    return InProcessScheduler(ctx, on_assigned=bell.ring).start()
 
 
 def create_app(
@@ -94,7 +95,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         purger = asyncio.create_task(_purge_nonces(engine))
-        scheduler = await run_in_threadpool(start_jobs, settings, engine) if settings.run_jobs else None
+        scheduler = None
+        if settings.run_jobs:
+            scheduler = await run_in_threadpool(start_jobs, settings, engine, app.state.assignment_bell)
         try:
             yield
         finally:
@@ -116,6 +119,7 @@ def create_app(
     app.state.stake_oracle = stake_oracle or ChainStakeOracle(settings)
     app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
     app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle)
+    app.state.assignment_bell = Bell()
     install_error_handlers(app)
     for router in (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router):
         app.include_router(router)

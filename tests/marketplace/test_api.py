@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlmodel import Session
 from hashgrid.canonical import canonical_json
 from hashgrid.errors import ChainError
 from hashgrid.signing import sign_siwe, siwe_login
+from marketplace.api.bell import Bell
 from marketplace.api.chain import StaticFeeOracle
 from marketplace.api.ingest import SpecIngest, SpecIngested, SpecWriter
 from marketplace.models import LogChunk, Provider, Replica, ReplicaStatus, Task, TaskStatus
@@ -516,6 +518,23 @@ def test_assignments_long_poll_and_ack(client: TestClient, customer: Account, en
     assert provider.get(f"/providers/{provider.address}/assignments").json()["count"] == 0
     other = Signer(client, wallet("provider-2"))
     assert other.get(f"/providers/{provider.address}/assignments").status_code == 403
+
+
+def test_bell_wakes_a_long_poll_at_once() -> None:
+    """The in-process matcher rings from its thread; a waiting long-poll returns well before its timeout,
+    and a ring between reading `rings` and waiting is not lost."""
+    bell = Bell()
+
+    async def scenario() -> None:
+        before = bell.rings
+        bell.ring()
+        await asyncio.wait_for(bell.wait(30, since=before), 5)
+        waiter = asyncio.create_task(bell.wait(30, since=bell.rings))
+        await asyncio.sleep(0)  # one loop turn so the waiter registers (a yield, not a delay)
+        threading.Thread(target=bell.ring).start()
+        await asyncio.wait_for(waiter, 5)
+
+    asyncio.run(scenario())
 
 
 def test_signed_usage_and_status(client: TestClient, customer: Account, engine: Engine) -> None:

@@ -24,7 +24,7 @@ from marketplace.jobs import (
     index_chain,
     run_matching_round,
 )
-from marketplace.jobs.scheduler import Periodic
+from marketplace.jobs.scheduler import ASSIGN, HeadWatch, Periodic
 from marketplace.models import ChainEvent, Replica, Task, TaskStatus
 from scripts.devnet import DevAccounts
 from tests.marketplace import conftest_services as services
@@ -169,6 +169,42 @@ def test_in_process_scheduler_runs_the_jobs(ctx: JobContext, contracts: Contract
                  what="the scheduler's assignment")
     assert len(_assigned_on_chain(contracts, task_id)) == 2
     assert scheduler.errors == {"index_chain": 0, "run_matching_round": 0}
+
+
+def test_default_schedule_assigns_a_post_and_rings(ctx: JobContext, contracts: Contracts,
+                                                   dev_accounts: DevAccounts) -> None:
+    """The shipped schedule: the assign lane indexes the new block, matches at once and calls on_assigned
+    (the API's bell), with every other job running on its own lane."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    rung = threading.Event()
+    with InProcessScheduler(ctx, on_assigned=rung.set) as scheduler:
+        task_id = post_spec(contracts, ctx.engine, dev_accounts.customer, make_spec("lanes"))
+        assert rung.wait(60), f"no assignment rang; errors: {scheduler.errors}"
+    assert _task_status(ctx.engine, task_id) == TaskStatus.ASSIGNED
+    assert {job.name: job.lane for job in scheduler.jobs}["index_chain"] == ASSIGN
+    assert scheduler.errors["index_chain"] == 0 and scheduler.errors["run_matching_round"] == 0
+
+
+def test_a_slow_job_does_not_hold_up_the_assign_lane(ctx: JobContext) -> None:
+    release, indexed = threading.Event(), threading.Event()
+    jobs = [Periodic("settle_tasks", 0.01, lambda: release.wait(60)),
+            Periodic("index_chain", 0.01, indexed.set, lane=ASSIGN)]
+    with InProcessScheduler(ctx, jobs, tick_s=0.05):
+        try:
+            assert indexed.wait(30), "the assign lane waited for the jobs lane"
+        finally:
+            release.set()
+
+
+def test_head_watch_indexes_when_the_head_moves(ctx: JobContext) -> None:
+    watch = HeadWatch(ctx, interval_s=3600)
+    assert watch.due()
+    watch.ran()
+    assert not watch.due()  # same head, interval not over: no index run, no database
+    ctx.client.rpc("evm_mine")
+    assert watch.due()
+    watch.ran()
+    assert HeadWatch(ctx, interval_s=0).due()  # the interval alone makes a run due
 
 
 def _task_status(engine: Engine, task_id: int) -> TaskStatus | None:

@@ -3,7 +3,6 @@ outputs, signed usage and status for assigned tasks; public device info."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, Literal
 
@@ -80,6 +79,7 @@ async def assignments(
     Waits up to `wait` seconds (capped by the server's long_poll_max_s) when there are none."""
     provider = service.check_self(wallet=wallet, address=address)
     engine = request.app.state.engine
+    bell = request.app.state.assignment_bell
     deadline = time.monotonic() + min(wait, settings.long_poll_max_s)
 
     def poll() -> list[AssignmentPublic]:
@@ -95,10 +95,12 @@ async def assignments(
             ]
 
     while True:
+        rung = bell.rings
         found = await run_in_threadpool(poll)
         if found or time.monotonic() >= deadline or await request.is_disconnected():
             return AssignmentsPublic(data=found, count=len(found))
-        await asyncio.sleep(min(settings.poll_interval_s, max(0.0, deadline - time.monotonic())))
+        # woken by this process's matcher (bell.py), else re-checked for other processes' assignments
+        await bell.wait(min(settings.poll_interval_s, max(0.0, deadline - time.monotonic())), since=rung)
 
 
 @router.post(
