@@ -169,18 +169,16 @@ def summarise(name: str, result: dict[str, Any], count: int) -> dict[str, Any]:
 def breakdown(state_dir: Path, samples: int = 2000) -> dict[str, float]:
     """Microseconds per creation spent in each step, measured in-process on one core."""
     from eth_account import Account
-    from sqlmodel import Session
 
-    from hashgrid.canonical import canonical_json
     from hashgrid.signing import request_digest, sign_request
-    from hashgrid.spec import parse_spec
-    from hashgrid.spec import spec_document as spec_doc
     from marketplace.api.chain import StaticFeeOracle
-    from marketplace.api.security import consume_nonce, verify_signed_request
-    from marketplace.api.services.tasks import register_spec
+    from marketplace.api.ingest import SpecIngest, SpecWriter
+    from marketplace.api.security import verify_signed_request
+    from marketplace.api.services.tasks import prepare_spec
     from marketplace.db import init_db, make_engine
 
     account = Account.from_key(hashlib.sha256(b"bench-breakdown").digest())
+    address = account.address.lower()
     engine = make_engine(f"sqlite:///{state_dir / 'breakdown.db'}")
     init_db(engine)
     bodies = [json.dumps(spec_document(10**6 + i)).encode() for i in range(samples)]
@@ -191,11 +189,12 @@ def breakdown(state_dir: Path, samples: int = 2000) -> dict[str, float]:
     now = int(time.time())
     timings: dict[str, float] = {}
 
-    def clock(name: str, fn: Any) -> None:
+    def clock(name: str, fn: Any, count: int = samples, per_call: int = 1) -> None:
+        """Time `fn(0..count-1)`; each call handles `per_call` requests."""
         started = time.perf_counter()
-        for i in range(samples):
+        for i in range(count):
             fn(i)
-        timings[name] = 1e6 * (time.perf_counter() - started) / samples
+        timings[name] = 1e6 * (time.perf_counter() - started) / (count * per_call)
 
     clock(
         "body sha256 + EIP-712 digest",
@@ -209,7 +208,7 @@ def breakdown(state_dir: Path, samples: int = 2000) -> dict[str, float]:
         ),
     )
     clock(
-        "digest + signature recovery (coincurve)",
+        "the above + signature recovery (coincurve) + checks",
         lambda i: verify_signed_request(
             address=signed[i]["X-Hashgrid-Address"],
             signature=signed[i]["X-Hashgrid-Signature"],
@@ -224,33 +223,25 @@ def breakdown(state_dir: Path, samples: int = 2000) -> dict[str, float]:
             max_ttl_s=600,
         ),
     )
-
     documents = [json.loads(body) for body in bodies]
-    clock("spec validation alone (pydantic TaskSpec)", lambda i: parse_spec(documents[i]))
-    parsed = [parse_spec(document) for document in documents]
     clock(
-        "normalised document + RFC 8785 canonical JSON + sha256 alone",
-        lambda i: hashlib.sha256(canonical_json(spec_doc(parsed[i]))).hexdigest(),
+        "JSON parse + spec validation + normalised canonical JSON + sha256",
+        lambda i: prepare_spec(json.loads(bodies[i])),
     )
-
-    def register(i: int) -> None:
-        with Session(engine, expire_on_commit=False) as session:
-            consume_nonce(
-                session,
-                address=account.address.lower(),
-                nonce=signed[i]["X-Hashgrid-Nonce"],
-                expiry=now + 500,
-                commit=False,
-            )
-            register_spec(
-                session=session,
-                fees=StaticFeeOracle(FEE_BPS),
-                customer=account.address.lower(),
-                document=json.loads(bodies[i]),
-            )
-
-    clock("whole register step: the two above + nonce and spec INSERTs + SQLite commit", register)
-
+    prepared = [prepare_spec(document) for document in documents]
+    items = [
+        SpecIngest(address, p.spec_hash, p.document, nonce=signed[i]["X-Hashgrid-Nonce"], expiry=now + 500)
+        for i, p in enumerate(prepared)
+    ]
+    writer = SpecWriter(engine, StaticFeeOracle(FEE_BPS))
+    for batch in (1, 32):
+        offset = 0 if batch == 1 else samples // 2
+        clock(
+            f"nonce + spec INSERTs and COMMIT, group-committed in batches of {batch} (per request)",
+            lambda i, b=batch, o=offset: writer._write_batch(items[o + i * b : o + (i + 1) * b]),
+            count=(samples // 2) // batch,
+            per_call=batch,
+        )
     import sqlite3
 
     raw = sqlite3.connect(state_dir / "raw.db", isolation_level=None)
@@ -264,7 +255,7 @@ def breakdown(state_dir: Path, samples: int = 2000) -> dict[str, float]:
         raw.execute("INSERT INTO t VALUES (?, ?)", (f"s{i}", bodies[i].decode()))
         raw.execute("COMMIT")
 
-    clock("for scale: the same two INSERTs + COMMIT in bare sqlite3, same disk", raw_insert)
+    clock("for scale: two INSERTs + COMMIT per request in bare sqlite3, same disk", raw_insert)
     raw.close()
     engine.dispose()
     return timings
@@ -283,16 +274,26 @@ def write_section(text: str) -> None:
     DOC.write_text(content)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=8000, help="signed task creations")
-    parser.add_argument("--health", type=int, default=8000, help="baseline health GETs")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args()
-    console = Console()
-    port = _free_port()
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (the uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def serve_and_load(
+    *, workers: int, signed: list[bytes], health_count: int, connections: int, port: int
+) -> list[dict[str, Any]]:
+    """Start uvicorn with `workers`, then load it from another process: health baseline, then creations."""
     state = Path(tempfile.mkdtemp(prefix="hashgrid-bench-api-"))
     env = {
         **os.environ,
@@ -300,134 +301,261 @@ def main() -> None:
         "HASHGRID_CHAIN_ID": str(CHAIN_ID),
         "PYTHONPATH": str(ROOT),
     }
-    key = "0x" + hashlib.sha256(b"bench-customer").hexdigest()
+    from marketplace.db import engine_from_settings, init_db
+    from marketplace.settings import MarketplaceSettings
 
-    console.print(f"signing {args.requests} requests ahead of time...")
-    chunk = max(1, args.requests // (os.cpu_count() or 1))
-    with mp.get_context("spawn").Pool() as pool:
-        batches = pool.map(
-            _sign_batch,
-            [(i, min(i + chunk, args.requests), key, port) for i in range(0, args.requests, chunk)],
-        )
-    signed = [raw for batch in batches for raw in batch]
-
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.api:make_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    # migrate first, as `hashgrid marketplace serve` does: workers migrating at once would race
+    engine = engine_from_settings(MarketplaceSettings(state_dir=state, chain_id=CHAIN_ID))
+    init_db(engine)
+    engine.dispose()
+    command = [sys.executable, "-m", "uvicorn", "bench.api:make_app", "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    rows = []
     try:
         _wait_ready(port)
         load = mp.get_context("spawn").Pool(1)
         try:
-            load.apply(_load, ((port, [health_request(port)] * 500, args.connections),))  # warm-up
-            health = summarise(
-                "GET /health (unsigned, baseline)",
-                load.apply(_load, ((port, [health_request(port)] * args.health, args.connections),)),
-                args.health,
-            )
-            created = summarise(
-                "POST /tasks (EIP-712 signed, new spec)",
-                load.apply(_load, ((port, signed, args.connections),)),
-                args.requests,
-            )
+            load.apply(_load, ((port, [health_request(port)] * 500, connections),))  # warm-up
+            phases = [
+                ("GET /health (unsigned, baseline)", [health_request(port)] * health_count),
+                ("POST /tasks (EIP-712 signed, new spec)", signed),
+            ]
+            for name, requests in phases:
+                cpu = _cpu_seconds(server.pid)
+                result = load.apply(_load, ((port, requests, connections),))
+                row = summarise(name, result, len(requests))
+                row["workers"] = workers
+                row["server_cpu_us"] = 1e6 * (_cpu_seconds(server.pid) - cpu) / max(1, row["ok"])
+                rows.append(row)
         finally:
             load.close()
             load.join()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    costs = breakdown(state)
+    return rows
 
-    table = Table(title=f"API ingest (uvicorn x{args.workers}, SQLite WAL, {args.connections} connections)")
-    for column in ("path", "requests", "2xx", "req/s", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right" if column != "path" else "left")
-    for row in (health, created):
-        table.add_row(
-            row["name"],
-            str(row["requests"]),
-            str(row["ok"]),
-            f"{row['rate']:.0f}",
-            f"{row['p50']:.1f}",
-            f"{row['p99']:.1f}",
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=8000, help="signed task creations per run")
+    parser.add_argument("--health", type=int, default=8000, help="baseline health GETs per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to run, e.g. 1,2")
+    parser.add_argument("--tasks", type=int, default=200, help="tasks posted on chain for the latency run")
+    parser.add_argument("--skip-chain", action="store_true", help="no post-to-assignment run")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    console = Console()
+    port = _free_port()
+    key = "0x" + hashlib.sha256(b"bench-customer").hexdigest()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+
+    total = args.requests * len(worker_counts)
+    console.print(f"signing {total} requests ahead of time...")
+    chunk = max(1, total // (os.cpu_count() or 1))
+    with mp.get_context("spawn").Pool() as pool:
+        batches = pool.map(
+            _sign_batch, [(i, min(i + chunk, total), key, port) for i in range(0, total, chunk)]
         )
-    console.print(table)
+    signed = [raw for batch in batches for raw in batch]
+    rows: list[dict[str, Any]] = []
+    for n, workers in enumerate(worker_counts):
+        console.print(f"uvicorn with {workers} worker(s)...")
+        rows += serve_and_load(
+            workers=workers,
+            signed=signed[n * args.requests : (n + 1) * args.requests],
+            health_count=args.health,
+            connections=args.connections,
+            port=port,
+        )
+    load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    costs = breakdown(Path(tempfile.mkdtemp(prefix="hashgrid-bench-api-")))
+    console.print(ingest_table(rows, args.connections))
     cost_table = Table(title="one signed creation, in-process (µs)")
     cost_table.add_column("step")
     cost_table.add_column("µs", justify="right")
     for step, micros in costs.items():
         cost_table.add_row(step, f"{micros:.0f}")
     console.print(cost_table)
-    ratio = created["rate"] / health["rate"] if health["rate"] else 0.0
-    verdict = "met" if created["rate"] >= TARGET else "missed"
+    best = max((r for r in rows if r["name"].startswith("POST")), key=lambda r: r["rate"])
+    verdict = "met" if best["rate"] >= TARGET else "missed"
     console.print(
-        f"signed creations: {created['rate']:.0f}/s, {ratio:.2f}x the health baseline; target "
-        f"≥ {TARGET:.0f}/s {verdict}"
+        f"signed creations: best {best['rate']:.0f}/s with {best['workers']} worker(s); "
+        f"target ≥ {TARGET:.0f}/s {verdict}; load average after the ingest runs: {load_avg}"
     )
-    if args.no_write:
-        return
-    load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    latency: list[tuple[str, dict[str, Any]]] = []
+    if not args.skip_chain:
+        from bench import assignment
+
+        for label, overrides in assignment.CONFIGS:
+            console.print(f"post → assignment: {label}")
+            result = assignment.run(tasks=args.tasks, env_overrides=overrides, console=console)
+            console.print(assignment.table(result))
+            latency.append((label, result))
+    if not args.no_write:
+        write_section(doc_section(rows, costs, latency, connections=args.connections, load_avg=load_avg))
+        console.print(f"wrote the API section of {DOC}")
+
+
+def ingest_table(rows: list[dict[str, Any]], connections: int) -> Table:
+    table = Table(title=f"API ingest (SQLite WAL, {connections} keep-alive connections from one process)")
+    columns = ("path", "workers", "requests", "2xx", "req/s", "p50 ms", "p99 ms", "server CPU µs/req")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            str(row["workers"]),
+            str(row["requests"]),
+            str(row["ok"]),
+            f"{row['rate']:.0f}",
+            f"{row['p50']:.1f}",
+            f"{row['p99']:.1f}",
+            f"{row['server_cpu_us']:.0f}",
+        )
+    return table
+
+
+def doc_section(
+    rows: list[dict[str, Any]],
+    costs: dict[str, float],
+    latency: list[tuple[str, dict[str, Any]]],
+    *,
+    connections: int,
+    load_avg: str,
+) -> str:
+    """The '## API' section of docs/benchmarks.md: the figures of this run (the prose around them is kept
+    in DOC_NOTES so a rerun does not drop it)."""
+    from bench import assignment
+
     lines = [
         "## API",
         "",
-        f"`python -m bench.api` on {platform.machine()}, {os.cpu_count()} cores shared by the server and the "
-        f"load process, {time.strftime('%Y-%m-%d')}; load average at the end: {load_avg}.",
-        f"uvicorn ({args.workers} worker, uvloop + httptools) on 127.0.0.1, SQLite (WAL) in a temp dir; load "
-        f"from a separate process: {args.connections} keep-alive connections replaying requests signed ahead "
-        "of time (EIP-712, each a new spec and nonce). Signature recovery with coincurve (libsecp256k1).",
+        f"`python -m bench.api` on {platform.machine()}, {os.cpu_count()} cores shared by the server, the "
+        f"load process and whatever else runs on the machine, {time.strftime('%Y-%m-%d %H:%M')}; load "
+        f"average after the ingest runs: {load_avg}.",
         "",
-        "| request | requests | 2xx | per second | p50 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "### Signed task creations (POST /tasks)",
+        "",
+        "uvicorn (uvloop + httptools) on 127.0.0.1, SQLite (WAL, synchronous=NORMAL) in a temp dir; load "
+        f"from a separate process: {connections} keep-alive connections replaying requests signed ahead of "
+        "time (EIP-712, each a new spec and nonce). Server CPU is the user + system time of the uvicorn "
+        "processes per answered request: what one request costs, whatever else the machine is doing.",
+        "",
+        "| request | workers | requests | 2xx | per second | p50 (ms) | p99 (ms) | server CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in (health, created):
+    for row in rows:
         lines.append(
-            f"| {row['name']} | {row['requests']} | {row['ok']} | {row['rate']:.0f} | {row['p50']:.1f} | "
-            f"{row['p99']:.1f} |"
+            f"| {row['name']} | {row['workers']} | {row['requests']} | {row['ok']} | {row['rate']:.0f} | "
+            f"{row['p50']:.1f} | {row['p99']:.1f} | {row['server_cpu_us']:.0f} |"
         )
+    best = max((r for r in rows if r["name"].startswith("POST")), key=lambda r: r["rate"])
+    verdict = "met" if best["rate"] >= TARGET else "missed"
     lines += [
         "",
-        f"Signed creations: {created['rate']:.0f}/s ({ratio:.2f}x the unsigned health baseline); "
-        f"target ≥ {TARGET:.0f}/s: **{verdict}**.",
+        f"Best: {best['rate']:.0f} signed creations/s with {best['workers']} worker(s); target ≥ "
+        f"{TARGET:.0f}/s: **{verdict}** in this run.",
         "",
-        "Where one creation's time goes (in-process, one core, µs):",
+        "Where one creation's time goes (in-process, one core, µs per request):",
         "",
         "| step | µs |",
         "|---|---:|",
     ]
     lines += [f"| {step} | {micros:.0f} |" for step, micros in costs.items()]
-    lines += [
-        "",
-        "Reading it: the target is missed on this box by a wide margin, and not because of cryptography. "
-        "Signature recovery (coincurve) and spec validation plus canonical hashing together cost ~0.2 ms. "
-        "The database write path costs ~1 ms, almost all of it SQLAlchemy session machinery (session, "
-        "connection checkout, statement execution, transaction bookkeeping) around two INSERTs that bare "
-        "sqlite3 does in well under a tenth of that. The HTTP stack (uvicorn, FastAPI routing and dependency "
-        "resolution, threadpool hops for sync dependencies and handlers, response serialisation) is what "
-        "the health baseline measures; with the load generator on the same two cores it caps the server "
-        "below 1,000 requests/s even for a health check. A second uvicorn worker lifts the baseline but not "
-        "creations (SQLite has one writer; writers in two processes wait on its busy handler, which is what "
-        "the p99 shows). The ways to 1,000/s: a raw-DBAPI ingest path with group commit (batch many "
-        "requests' nonce and spec rows into one transaction), PostgreSQL with several workers, and a "
-        "load generator on its own cores.",
-        "",
-    ]
-    write_section("\n".join(lines) + "\n")
-    console.print(f"wrote the API section of {DOC}")
+    if latency:
+        first = latency[0][1]
+        p99 = assignment.percentile(first["first"], 0.99) if first["first"] else float("inf")
+        verdict = "met" if p99 < assignment.TARGET_P99_MS else "missed"
+        lines += [
+            "",
+            "### Post to assignment (anvil)",
+            "",
+            f"{first['tasks']} tasks posted one at a time (postTask, 3 replicas) at random gaps of 50-250 "
+            "ms on anvil (automine); the marketplace under uvicorn with its jobs in-process (SQLite, shipped "
+            "intervals); four staked providers registered and heartbeating through the signed API, each "
+            "long-polling GET /providers/{address}/assignments as the daemon does. Latency runs from the "
+            "moment the post's receipt is back (its block mined) to the moment a provider's long-poll "
+            "returns the assignment (one clock). The breakdown uses the database's own timestamps (task "
+            "row indexed, replica row assigned). Runs: "
+            + "; ".join(
+                f"{chr(65 + i)} = {label} (load average after it: {result['load']})"
+                for i, (label, result) in enumerate(latency)
+            )
+            + ".",
+            "",
+            "| path | n | "
+            + " | ".join(
+                f"{chr(65 + i)} p50 | {chr(65 + i)} p99 | {chr(65 + i)} max" for i in range(len(latency))
+            )
+            + " |",
+            "|---|---:|" + "---:|---:|---:|" * len(latency),
+        ]
+        by_run = [assignment.rows(result) for _, result in latency]
+        for i, (name, n, *_rest) in enumerate(by_run[0]):
+            cells = [
+                f"{r[i][2]:.0f} | {r[i][3]:.0f} | {r[i][4]:.0f}" if i < len(r) else "- | - | -"
+                for r in by_run
+            ]
+            lines.append(f"| {name.strip()} | {n} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"p99 post to first assignment under {assignment.TARGET_P99_MS:.0f} ms with the shipped settings "
+            f"(A): **{verdict}** ({p99:.0f} ms).",
+        ]
+    lines += ["", DOC_NOTES.strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+DOC_NOTES = """
+**Reading it.** The box is two cores shared with the other engineers' test runs: look at the load averages
+before comparing runs, and at server CPU per request, which moves less than requests per second.
+
+*Ingest: what changed* (the previous run of this section: 255 creations/s with 1 worker, 506/s for health).
+POST /tasks is async end to end: the signature is checked and the spec validated on the event loop, then
+the request's nonce and spec rows go to a per-process writer thread that commits whatever has queued up in
+one transaction (`marketplace/api/ingest.py`, INSERT ... ON CONFLICT DO NOTHING RETURNING; it gathers until
+4 ms after its previous commit began, and does not wait when idle). That removed four threadpool hops and a
+SQLAlchemy session per request. Also: `canonical_json` writes the common spec shape with the C json encoder
+(byte-identical to rfc8785, checked by a property test), keccak comes from safe-pysha3 (pycryptodome's
+ctypes calls released the GIL four times per hash, and the loop then waited for the writer thread to give
+it back), keccak of the method and path and the key-to-address step are cached, and the app.state
+accessors are async (no hop). The benchmark now migrates before starting uvicorn, as
+`hashgrid marketplace serve` does: two workers migrating at once raced.
+
+*What did not change:* every request's signature, chain id, nonce form and expiry window are checked before
+anything is written; the nonce is spent in the same transaction as the spec row, so a refused request leaves
+nothing; a nonce used twice within one batch is refused by the writer, and across batches and across worker
+processes by the UsedNonce primary key in the shared database (there is no per-process replay cache).
+
+*Why not 1,000/s here.* The app's own steps cost ~0.25 ms per creation (the breakdown, batches of 32), but
+the server spends 1.2-1.4 ms of CPU per request under load; the unsigned health check (a sync handler:
+two threadpool hops and a session) costs as much. The rest is uvicorn, FastAPI's routing and dependency
+solving, and the GIL handed between the loop and the writer thread. With the load generator (~0.1 ms per
+request) and other work on the same two cores, that caps the rate at roughly 600-850/s; the best seen in
+quieter moments today was 841/s with one worker (a 5,000-request run of the same load). Two workers help
+only when a core is free (SQLite has one writer; each worker's writer takes the lock in turn). Further:
+PostgreSQL with more workers and cores, the load generator on another machine, fewer per-request
+dependencies on the hot route.
+
+*Post to assignment: what changed* (measured before with this benchmark, 40 tasks: p50 1,636 ms, p99
+3,054 ms, of which post to indexed p50 991 ms; assigned to seen p50 371 ms). The in-process jobs ran on one
+thread, so the indexer (every 0.5 s) waited behind settle_tasks, whose rounds took 0.5-2.8 s here; and the
+long-poll re-checked every 0.25 s. Now (`marketplace/jobs/scheduler.py`) index and match run on an assign
+lane of their own, the indexer runs when `eth_blockNumber` shows a new block (polled every 50 ms; an idle
+chain costs that RPC and nothing else), the match follows the index at once (as before), and a round that
+assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately.
+
+*Why p99 is still above 500 ms.* An index run plus its matching round is a dozen RPC round trips through
+web3 (cursor hash, head, logs, a stake read per touched provider, min stake, gas estimate, send, receipt)
+and several SQLite commits: 70-150 ms on a quiet box, several times that when the CPU is contended, and
+posts arriving during a round wait for it. The settle job (another part, being reworked) walks every open
+task each second; run B paces it out to show its share. Next steps: an incremental, event-driven settle
+job; fewer RPCs per index run and per matching round; the jobs in a process of their own so they do not
+share the API's GIL.
+"""
 
 
 if __name__ == "__main__":
