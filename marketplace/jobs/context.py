@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from eth_account import Account
 from sqlalchemy import Engine
@@ -16,6 +17,9 @@ from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
 from hashgrid.errors import ConfigError
+
+if TYPE_CHECKING:
+    from marketplace.jobs.chain import ChainOps
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,14 @@ class JobContext:
     @cached_property
     def confirmations(self) -> int:
         return self.settings.effective_confirmations
+
+    @cached_property
+    def chain_ops(self) -> ChainOps:
+        """Built once per context: its web3 contract objects cost ~30 ms, as much as an empty matching round
+        (and every post waits for one)."""
+        from marketplace.jobs.chain import ChainOps
+
+        return ChainOps(self.client, self.deployment)
 
 
 def matcher_key(settings: Settings, deployment: Deployment) -> str | None:

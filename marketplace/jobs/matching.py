@@ -137,7 +137,7 @@ def run_matching_round(
     """One round over the queue (or over `task_ids`); returns counts for logs and Celery results."""
     now = now or utcnow()
     settings = ctx.settings
-    chain = ChainOps(ctx.client, ctx.deployment)
+    chain = ctx.chain_ops
     postgres = ctx.engine.dialect.name == "postgresql"
     claimed: list[int] = []
     with Session(ctx.engine, expire_on_commit=False) as session:
