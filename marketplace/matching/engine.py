@@ -29,6 +29,7 @@ from marketplace.matching.models import (
 from marketplace.matching.queue import TaskQueue
 
 _Key = tuple[Any, ...]
+_NO_RUNNING = 2**63  # `_Slot.low` of a provider with nothing running: no priority is above it
 
 
 class _Slot:
@@ -36,7 +37,7 @@ class _Slot:
 
     __slots__ = ("view", "rank", "address", "operator", "cpus", "mem", "disk", "gpus", "total_cpus",
                  "total_gpus", "key", "orders", "special", "base", "per_cpu", "per_gb", "per_gpu",
-                 "reputation", "cached", "running", "net", "total_mem")
+                 "reputation", "cached", "running", "net", "total_mem", "low")
 
     def __init__(self, view: ProviderView, rank: int) -> None:
         self.view = view
@@ -61,6 +62,12 @@ class _Slot:
         self.total_mem = view.total.memory_mb
         self.cached = view.cached_digests
         self.running: list[RunningReplica] = list(view.running)
+        self.low = min((r.priority for r in self.running), default=_NO_RUNNING)  # what it may evict: below
+
+    def evict(self, r: RunningReplica) -> None:
+        """Drop a preempted replica (its resources come back through `_Round._rekey`)."""
+        self.running.remove(r)
+        self.low = min((x.priority for x in self.running), default=_NO_RUNNING)
 
     def free(self) -> Resources:
         return Resources(self.cpus, self.mem, self.disk, self.gpus)
@@ -128,6 +135,9 @@ def _covers(o: TaskView, t: TaskView) -> bool:
             and (t.network or not o.network)
             and (o.arch is None or t.arch == o.arch)
             and (o.gpu_model is None or t.gpu_model == o.gpu_model or not need.gpus))
+
+
+_Eviction = tuple[_Slot, list[RunningReplica], int]  # provider, victims, ask for the task
 
 
 _KEYS = {"best_fit": _key_best_fit, "spread": _key_spread, "least_loaded": _key_least_loaded}
@@ -244,13 +254,15 @@ class _Round:
         cands = self._candidates(t, taken)
         picked = self._pick(t, cands)
         preempted = False
+        evictions: list[_Eviction] = []
         if picked is None and self.preemptible and t.priority > self.lowest_running:
-            picked = self._preempt(t, taken, cands)
+            evictions = self._evictions(t, taken)
+            picked = self._preempt(t, cands, evictions)
             preempted = picked is not None
         if picked is None:
             why = self._explain(t, taken)
             if not t.assigned:
-                self._remember(self._capacity_bound(t, why), why)
+                self._remember(self._capacity_bound(t, why, evictions), why)
             return why
         self._take(t, picked)
         if preempted:
@@ -282,17 +294,32 @@ class _Round:
                 return True
         return False
 
-    def _capacity_bound(self, t: TaskView, why: Unplaced) -> TaskView:
-        """`t` with an unlimited budget if it fails even so, so that its failure covers tasks of any budget.
+    def _capacity_bound(self, t: TaskView, why: Unplaced, evictions: list[_Eviction]) -> TaskView:
+        """`t` with the largest budget at which it still fails now, so that its failure covers richer tasks.
 
-        Budgets grow with task size, so without this a bigger task is almost never covered by a smaller one.
+        Budgets grow with task size, so a failure kept at its own budget rarely covers another task. For a
+        "busy" failure the bound is one wei under the k-th lowest ask among distinct operators that have room
+        or could make it by eviction (the budget that would place it). With fewer than k such operators no
+        budget helps (then the timeout no longer matters either), which also holds for "operators".
         """
         if why.code not in _STATE_CODES:
             return t
         rich = replace(t, budget=_UNLIMITED)
-        if self._pick(rich, self._candidates(rich, frozenset())) is None:
-            return rich
-        return t
+        out: list[tuple[_Slot, int]] = []
+        ops: set[str] = set()
+        for arch in self._arches_for(t):
+            for bucket in self.buckets[(t.runtime, arch)]:
+                self._scan(bucket.order, rich, frozenset(), len(bucket.order) + 1, out, ops)
+        lowest: dict[str, int] = {}
+        for s, ask in [*out, *((s, ask) for s, _, ask in evictions)]:
+            if ask < lowest.get(s.operator, _UNLIMITED):
+                lowest[s.operator] = ask
+        if len(lowest) < t.replicas:
+            return replace(rich, timeout_s=0)
+        if why.code != "busy":
+            return t  # a richer task could fail for another reason ("busy"): keep the budget
+        kth = sorted(lowest.values())[t.replicas - 1]
+        return replace(t, budget=max(t.budget, kth - 1))
 
     def _remember(self, t: TaskView, why: Unplaced) -> None:
         """Keep `t`'s failure for its runtime, dropping earlier ones that it implies."""
@@ -301,10 +328,12 @@ class _Round:
         kept.append(_Failure(t, why))
 
     def _forget(self, cured: list[_Slot]) -> None:
-        """After a preemption freed capacity on `cured`, drop the failures one of them could now serve."""
+        """After a preemption changed `cured`, drop the failures one of them could now serve, or might by
+        evicting (what is left to evict there is reshuffled)."""
         for kept in self.failed.values():
             kept[:] = [f for f in kept
-                       if not any(self._feasible(s, f.task, frozenset()) is not None for s in cured)]
+                       if not any(self._feasible(s, f.task, frozenset()) is not None
+                                  or (f.task.priority > s.low and self._static_ok(s, f.task)) for s in cured)]
 
     def _share(self, t: TaskView) -> float:
         """The task's dominant share of the eligible cluster (what "deficit" fairness charges)."""
@@ -475,34 +504,47 @@ class _Round:
 
     # ------------------------------------------------------------------ preemption
 
-    def _preempt(self, t: TaskView, taken: frozenset[str],
-                 cands: list[tuple[_Slot, int]]) -> list[_Slot] | None:
+    def _evictions(self, t: TaskView, taken: frozenset[str]) -> list[_Eviction]:
+        """Providers that lack room for `t` now but would have it after evicting lower-priority replicas
+        (lowest priority first, then by task id), with the victims and the ask, whatever the budget."""
+        need = t.resources
+        need_c, need_m, need_d, need_g = need.cpus, need.memory_mb, need.disk_mb, need.gpus
+        priority, timeout = t.priority, t.timeout_s
+        out: list[_Eviction] = []
+        for arch in self._arches_for(t):
+            for bucket in self.buckets[(t.runtime, arch)]:
+                for s in bucket.runners:
+                    if s.low >= priority or s.operator in taken:
+                        continue
+                    if need_c <= s.cpus and need_m <= s.mem and need_d <= s.disk and need_g <= s.gpus:
+                        continue  # room now: a candidate already, if it passes the rest
+                    if not self._static_ok(s, t):
+                        continue
+                    cpus, mem, disk, gpus = s.cpus, s.mem, s.disk, s.gpus
+                    victims: list[RunningReplica] = []
+                    for r in sorted((r for r in s.running if r.priority < priority),
+                                    key=lambda r: (r.priority, r.task_id)):
+                        res = r.resources
+                        cpus += res.cpus
+                        mem += res.memory_mb
+                        disk += res.disk_mb
+                        gpus += res.gpus
+                        victims.append(r)
+                        if need_c <= cpus and need_m <= mem and need_d <= disk and need_g <= gpus:
+                            out.append((s, victims, s.view.prices.ask(need, timeout)))
+                            break
+        return out
+
+    def _preempt(self, t: TaskView, cands: list[tuple[_Slot, int]],
+                 evictions: list[_Eviction]) -> list[_Slot] | None:
         """Place `t` by evicting lower-priority running replicas, fewest and lowest first; None if that fails.
 
         `cands` are all providers that can take `t` without evicting (the scan ran to its end to find them).
         """
-        need = t.resources
         options: list[tuple[tuple[int, int, int, int], _Slot, list[RunningReplica]]] = [
             ((0, 0, 0, s.rank), s, []) for s, _ in cands]
-        free_now = {s.address for s, _ in cands}
-        for arch in self._arches_for(t):
-            for s in (r for bucket in self.buckets[(t.runtime, arch)] for r in bucket.runners):
-                if (s.address in free_now or s.operator in taken or not s.running
-                        or not self._static_ok(s, t) or s.view.prices.ask(need, t.timeout_s) > t.budget):
-                    continue
-                lower = sorted((r for r in s.running if r.priority < t.priority),
-                               key=lambda r: (r.priority, r.task_id))
-                cpus, mem, disk, gpus = s.cpus, s.mem, s.disk, s.gpus
-                victims: list[RunningReplica] = []
-                for r in lower:
-                    cpus += r.resources.cpus
-                    mem += r.resources.memory_mb
-                    disk += r.resources.disk_mb
-                    gpus += r.resources.gpus
-                    victims.append(r)
-                    if need.fits_in(Resources(cpus, mem, disk, gpus)):
-                        options.append(((1, len(victims), r.priority, s.rank), s, victims))
-                        break
+        options += [((1, len(victims), victims[-1].priority, s.rank), s, victims)
+                    for s, victims, ask in evictions if ask <= t.budget]
         options.sort(key=lambda o: o[0])
         chosen: list[tuple[_Slot, list[RunningReplica]]] = []
         ops: set[str] = set()
@@ -516,7 +558,7 @@ class _Round:
             return None
         for s, victims in chosen:
             for r in victims:
-                s.running.remove(r)
+                s.evict(r)
                 self._rekey(s, r.resources, +1)
                 self.preemptions.append(Preemption(r.task_id, t.task_id, s.address))
         return [s for s, _ in chosen]

@@ -192,6 +192,32 @@ def test_priority_goes_first_and_preempts_lower() -> None:
     assert not equal.preemptions
 
 
+def test_a_failure_covers_richer_tasks_up_to_the_ask_that_would_place_them() -> None:
+    cheap_full = provider("0xb", cpus=4, free_cpus=0, ask=GRID)
+    dear_free = provider("0xa", cpus=4, ask=5 * GRID)
+    first = task("first", cpus=2, budget=2 * GRID, submitted_at=0)
+    richer = task("richer", cpus=2, budget=4 * GRID, submitted_at=1)
+    rich_enough = task("enough", cpus=2, budget=5 * GRID, submitted_at=2)
+    result = match([cheap_full, dear_free], [first, richer, rich_enough], CFG, NOW)
+    reasons = {u.task_id: u for u in result.unplaced}
+    assert reasons["first"].code == "busy"
+    # 4 GRID is under the lowest ask with room (5 GRID): "richer" fails without a scan of its own
+    assert reasons["richer"].code == "busy" and reasons["richer"].details["as_for"] == "first"
+    assert [(a.task_id, a.providers) for a in result.assignments] == [("enough", ("0xa",))]
+
+
+def test_a_remembered_failure_does_not_hide_a_preemption_a_richer_task_can_afford() -> None:
+    cheap_full = provider("0xb", cpus=4, free_cpus=0, ask=GRID)
+    low = RunningReplica("old", priority=0, resources=Resources(4, 1024, 100, 0))
+    dear_busy = provider("0xa", cpus=4, free_cpus=0, ask=5 * GRID, running=(low,))
+    poor = task("poor", cpus=2, priority=1, budget=2 * GRID, submitted_at=0)
+    rich = task("rich", cpus=2, priority=1, budget=10 * GRID, submitted_at=1)
+    result = match([cheap_full, dear_busy], [poor, rich], CFG, NOW)
+    assert [u.task_id for u in result.unplaced] == ["poor"]
+    assert [(a.task_id, a.providers) for a in result.assignments] == [("rich", ("0xa",))]
+    assert [(p.task_id, p.by) for p in result.preemptions] == [("old", "rich")]
+
+
 def test_deterministic() -> None:
     ps = [provider(f"0x{i:02x}", operator=f"op{i % 4}", cpus=4 + i % 3) for i in range(20)]
     ts = [task(f"t{i}", cpus=1 + i % 3, replicas=1 + i % 2, customer=f"c{i % 3}") for i in range(40)]
