@@ -546,15 +546,17 @@ thread, so the indexer (every 0.5 s) waited behind settle_tasks, whose rounds to
 long-poll re-checked every 0.25 s. Now (`marketplace/jobs/scheduler.py`) index and match run on an assign
 lane of their own, the indexer runs when `eth_blockNumber` shows a new block (polled every 50 ms; an idle
 chain costs that RPC and nothing else), the match follows the index at once (as before), and a round that
-assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately.
+assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately; the
+matching round reuses the job context's ChainOps (building its web3 contracts took ~30 ms a round).
 
 *Why p99 is still above 500 ms.* An index run plus its matching round is a dozen RPC round trips through
 web3 (cursor hash, head, logs, a stake read per touched provider, min stake, gas estimate, send, receipt)
 and several SQLite commits: 70-150 ms on a quiet box, several times that when the CPU is contended, and
-posts arriving during a round wait for it. The settle job (another part, being reworked) walks every open
-task each second; run B paces it out to show its share. Next steps: an incremental, event-driven settle
-job; fewer RPCs per index run and per matching round; the jobs in a process of their own so they do not
-share the API's GIL.
+posts arriving during a round wait for it. The settle job (another part, being reworked) runs every second
+and its rounds here took 0.5-2.8 s, growing with the open tasks, all of it competing for the same two cores
+and the API process's GIL; run B paces it out to show its share. Next steps: an incremental, event-driven
+settle job; fewer RPCs per index run and per matching round; the jobs in a process of their own so they do
+not share the API's GIL.
 """
 
 
