@@ -94,6 +94,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        app.state.spec_writer.reopen()  # closed by a previous lifespan of this app, if any
         purger = asyncio.create_task(_purge_nonces(engine))
         scheduler = None
         if settings.run_jobs:

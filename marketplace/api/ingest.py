@@ -87,6 +87,14 @@ class SpecWriter:
                 self._thread.start()
         return await future
 
+    def reopen(self) -> None:
+        """Take requests again after `close` (an app whose lifespan runs more than once, as in tests)."""
+        with self._lock:
+            if self._closed:
+                self._queue = queue.SimpleQueue()
+                self._thread = None
+                self._closed = False
+
     def close(self) -> None:
         """Write what is queued, then stop the thread (the app's shutdown)."""
         with self._lock:
