@@ -25,7 +25,7 @@ from marketplace.jobs.context import JobContext, require_matcher_key
 from marketplace.jobs.leases import acquire_lease, release_lease
 from marketplace.jobs.matching import ACTIVE, run_matching_round
 from marketplace.jobs.verify import Round, review, spot_secret
-from marketplace.models import Provider, Replica, Task
+from marketplace.models import ChainEvent, Provider, Replica, Task
 from verifier.quorum import Verdict
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,35 @@ def ready_to_settle(contracts: Contracts, task_id: int, *, now: int) -> bool:
     return any(s == ReplicaState.REVEALED for s in states) or now >= task.reveal_deadline
 
 
+def maybe_ready(session: Session, task_ids: list[int], *, now: int) -> list[int]:
+    """The tasks the indexed events say may be ready: every replica of the current round committed and every
+    commitment revealed, or the current round's commit window closed. Only these are read from the chain
+    (`ready_to_settle`), so a settle pass costs database reads, not a dozen RPC calls per active task; an
+    indexer lag only delays a task to a later pass."""
+    if not task_ids:
+        return []
+    replicas: dict[int, list[Replica]] = {}
+    for row in session.exec(select(Replica).where(col(Replica.task_id).in_(task_ids))):
+        replicas.setdefault(row.task_id, []).append(row)
+    commit_deadline: dict[int, int] = {}
+    rounds = session.exec(select(ChainEvent.task_id, ChainEvent.args).where(
+        col(ChainEvent.name) == "RoundOpened", col(ChainEvent.task_id).in_(task_ids))
+        .order_by(col(ChainEvent.block_number), col(ChainEvent.log_index)))
+    for task_id, args in rounds:
+        commit_deadline[int(task_id or 0)] = int(args.get("commitDeadline", 0))  # the latest round's wins
+    out = []
+    for task_id in task_ids:
+        rows = replicas.get(task_id, [])
+        if not rows:
+            continue
+        current = max(r.round for r in rows)
+        pending = any(r.round == current and r.commitment is None for r in rows) or any(
+            r.commitment is not None and r.result_hash is None for r in rows)
+        if not pending or now > commit_deadline.get(task_id, 0):
+            out.append(task_id)
+    return out
+
+
 def plan_for(session: Session, contracts: Contracts, task_id: int) -> UsageSettlement:
     """Billing's plan for one task from the chain's reveals and the marketplace's reports and prices."""
     task = contracts.escrow.get_task(task_id)
@@ -81,29 +110,34 @@ def plan_for(session: Session, contracts: Contracts, task_id: int) -> UsageSettl
                         replicas=inputs)
 
 
+def verifier_step(ctx: JobContext, now: int) -> Round:
+    """What the verifier reads once per pass (the windows an extra round needs, the spot-check key)."""
+    escrow = ctx.contracts.escrow
+    return Round(now=now, windows=escrow.param("commitWindow") + escrow.param("revealWindow"),
+                 secret=spot_secret(require_matcher_key(ctx)), spot_check_rate=ctx.settings.spot_check_rate)
+
+
 def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[str, Any]:
     """Settle every active task that is ready (or just `task_ids`); resume journaled ones left open."""
     if not acquire_lease(ctx.engine, SETTLE_LEASE, ctx.worker_id, ttl_s=SETTLE_LEASE_S):
         return {"skipped": "another settler holds the lease"}
     try:
-        contracts = Contracts.load(ctx.client, ctx.deployment)
+        contracts = ctx.contracts
         journal = journal_for(ctx)
         settler = Settler(contracts.escrow, journal, sender=require_matcher_key(ctx), max_attempts=3)
         resumed = [o.task_id for o in settler.resume()]
         now = ctx.client.timestamp()
-        step = Round(now=now, windows=contracts.escrow.param("commitWindow")
-                     + contracts.escrow.param("revealWindow"), secret=spot_secret(require_matcher_key(ctx)),
-                     spot_check_rate=ctx.settings.spot_check_rate)
         escalated: list[int] = []
+        step: Round | None = None
         with Session(ctx.engine) as session:
             query = select(Task.task_id).where(col(Task.status).in_(ACTIVE))
             if task_ids is not None:
                 query = query.where(col(Task.task_id).in_(task_ids))
-            candidates = list(session.exec(query.order_by(col(Task.task_id))))
+            candidates = maybe_ready(session, list(session.exec(query.order_by(col(Task.task_id)))), now=now)
+            ready = [task_id for task_id in candidates if ready_to_settle(contracts, task_id, now=now)]
             plans = []
-            for task_id in candidates:
-                if not ready_to_settle(contracts, task_id, now=now):
-                    continue
+            for task_id in ready:
+                step = step or verifier_step(ctx, now)
                 decision = review(session, contracts, task_id, step)
                 if decision is None or decision.verdict is Verdict.ESCALATE:
                     escalated += [task_id] if decision is not None else []

@@ -18,7 +18,7 @@ from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
 from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_matching_round
 from marketplace.jobs.canary import post_canaries
-from marketplace.jobs.settle import settle_tasks
+from marketplace.jobs.settle import maybe_ready, settle_tasks
 from marketplace.jobs.verify import ESCALATION
 from marketplace.models import Provider
 from scripts.devnet import GRID, DevAccounts
@@ -310,3 +310,21 @@ def test_a_provider_gone_mid_task_is_replaced_the_task_completes_and_the_no_show
     with Session(ctx.engine) as session:
         record = session.get(ProviderReputation, dead.address.lower())
         assert record is not None and record.no_shows == 1 and record.score < 0.5
+
+
+def test_a_settle_pass_reads_the_chain_only_for_tasks_the_index_says_may_be_ready(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("pending", replicas=2, quorum=2, max_replicas=2))
+    now = ctx.client.timestamp()
+    deadline = contracts.escrow.get_task(task_id).commit_deadline
+    with Session(ctx.engine) as session:
+        assert maybe_ready(session, [task_id], now=now) == []  # nobody committed yet
+        assert maybe_ready(session, [task_id], now=deadline + 1) == [task_id]  # the window closed
+    reveal(contracts, task_id, [(a, RIGHT) for a in accounts_of(dev_accounts, assigned(contracts, task_id))])
+    with Session(ctx.engine) as session:
+        assert maybe_ready(session, [task_id], now=now) == []  # the index has not seen the reveals yet
+    index_chain(ctx=ctx)
+    with Session(ctx.engine) as session:
+        assert maybe_ready(session, [task_id], now=now) == [task_id]
