@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from sha3 import keccak_256
 
 
@@ -163,7 +164,7 @@ def sign_request(
         nonce=nonce,
         expiry=expiry,
     )
-    signature = account.unsafe_sign_hash(digest).signature.hex()
+    signature = account.unsafe_sign_hash(Hash32(digest)).signature.hex()
     return {
         HEADER_ADDRESS: account.address,
         HEADER_SIGNATURE: signature if signature.startswith("0x") else "0x" + signature,
