@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from marketplace.matching import filters
+from marketplace.matching.funnel import Free, Funnel
 from marketplace.matching.models import (
     Assignment,
     MatchConfig,
@@ -71,6 +72,9 @@ class _Slot:
 
     def free(self) -> Resources:
         return Resources(self.cpus, self.mem, self.disk, self.gpus)
+
+    def free_dims(self) -> Free:
+        return (self.cpus, self.mem, self.disk, self.gpus)
 
 
 def _key_best_fit(s: _Slot) -> _Key:
@@ -224,7 +228,8 @@ class _Round:
             for image in sorted(s.view.allowed_images or ()):
                 self.by_image.setdefault(image, []).append(s)
         self.lowest_running = min((r.priority for s in self.slots.values() for r in s.running), default=0)
-        self.explainer = filters.Explainer(eligible, config, self.steps)
+        by_rank = list(self.slots.values())
+        self.funnel = Funnel(eligible, config, self.steps, lambda rank: by_rank[rank].free_dims())
         self.preemptions: list[Preemption] = []
 
     # ------------------------------------------------------------------ the round
@@ -490,10 +495,12 @@ class _Round:
         old = s.key
         for order in s.orders:
             del order[bisect_left(order, old)]
+        was = s.free_dims()
         s.cpus += sign * change.cpus
         s.mem += sign * change.memory_mb
         s.disk += sign * change.disk_mb
         s.gpus += sign * change.gpus
+        self.funnel.moved(s.rank, was, s.free_dims())
         s.key = self.key(s)
         for order in s.orders:
             insort(order, s.key)
@@ -569,9 +576,4 @@ class _Round:
         if not self.eligible:
             return filters.explain(t, self.providers, self.config, self.now,
                                    free={a: s.free() for a, s in self.slots.items()})
-        slots = self.slots
-
-        def free_of(p: ProviderView) -> Resources:
-            return slots[p.address].free()
-
-        return self.explainer.explain(t, free_of, taken)
+        return self.funnel.explain(t, taken)

@@ -126,7 +126,7 @@ def passes(p: ProviderView, t: TaskView, config: MatchConfig, now: float,
 
 
 @dataclass(frozen=True, slots=True)
-class _Why:
+class Why:
     code: str
     reason: str
     details: Mapping[str, int | float | str]
@@ -140,39 +140,39 @@ def _operators(providers: Iterable[ProviderView]) -> int:
     return len({p.operator for p in providers})
 
 
-def _filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config: MatchConfig) -> _Why:
+def filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config: MatchConfig) -> Why:
     """The sentence for "filter `code` left no provider", given the providers that reached it."""
     n = len(before)
     need = t.resources
     if code == "heartbeat":
-        return _Why(code, f"all {_plural(n, 'provider')} have a stale heartbeat "
+        return Why(code, f"all {_plural(n, 'provider')} have a stale heartbeat "
                           f"(none within {config.heartbeat_ttl:g} s)", {"stale": n})
     if code == "stake":
         top = max(p.stake for p in before)
-        return _Why(code, f"all {n} online providers stake below the minimum {format_grid(config.min_stake)} "
+        return Why(code, f"all {n} online providers stake below the minimum {format_grid(config.min_stake)} "
                           f"(highest stake {format_grid(top)})", {"below_stake": n, "highest_stake": top})
     if code == "reputation":
-        top = max(p.reputation for p in before)
-        return _Why(code, f"all {n} online staked providers have reputation below the floor "
-                          f"{config.reputation_floor:g} (best {top:.2f})", {"below_floor": n})
+        best = max(p.reputation for p in before)
+        return Why(code, f"all {n} online staked providers have reputation below the floor "
+                          f"{config.reputation_floor:g} (best {best:.2f})", {"below_floor": n})
     if code == "runtime":
-        return _Why(code, f"no provider supports runtime {t.runtime} ({n} online providers checked)",
+        return Why(code, f"no provider supports runtime {t.runtime} ({n} online providers checked)",
                     {"checked": n})
     if code == "arch":
         arches = ", ".join(sorted({p.arch for p in before}))
-        return _Why(code, f"no provider with runtime {t.runtime} has arch {t.arch} "
+        return Why(code, f"no provider with runtime {t.runtime} has arch {t.arch} "
                           f"({n} providers have {arches})", {"checked": n})
     if code == "gpu":
         most = max(p.total.gpus for p in before)
         if most == 0:
-            return _Why(code, "no provider offers a GPU", {"checked": n})
-        return _Why(code, f"no provider offers {need.gpus} GPUs (most on one provider: {most})",
+            return Why(code, "no provider offers a GPU", {"checked": n})
+        return Why(code, f"no provider offers {need.gpus} GPUs (most on one provider: {most})",
                     {"checked": n, "most_gpus": most})
     if code == "gpu_model":
         models = ", ".join(sorted({p.gpu_model or "unknown" for p in before}))
         want = t.gpu_model or "any model"
         mem = f" with {t.min_gpu_memory_mb} MB of GPU memory" if t.min_gpu_memory_mb else ""
-        return _Why(code, f"no provider offers a GPU of {want}{mem} ({n} GPU providers offer {models})",
+        return Why(code, f"no provider offers a GPU of {want}{mem} ({n} GPU providers offer {models})",
                     {"checked": n})
     if code == "size":
         short = []
@@ -185,37 +185,62 @@ def _filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config
         if t.min_memory_mb > max(p.total.memory_mb for p in before):
             short.append(f"needs a provider with {t.min_memory_mb} MB memory")
         detail = "; ".join(short) or "no single provider has every dimension at once"
-        return _Why(code, f"no provider is large enough ({detail})", {"checked": n})
+        return Why(code, f"no provider is large enough ({detail})", {"checked": n})
     if code == "network":
-        return _Why(code, f"{_plural(n, 'provider')} match but their policy refuses network access",
+        return Why(code, f"{_plural(n, 'provider')} match but their policy refuses network access",
                     {"refuse_network": n})
     if code == "image":
-        return _Why(code, f"{_plural(n, 'provider')} match but their policy does not allow image "
+        return Why(code, f"{_plural(n, 'provider')} match but their policy does not allow image "
                           f"{t.image_digest[:19]}", {"refuse_image": n})
     if code == "policy_size":
-        return _Why(code, f"{_plural(n, 'provider')} match but their policy caps a replica below its needs",
+        return Why(code, f"{_plural(n, 'provider')} match but their policy caps a replica below its needs",
                     {"refuse_size": n})
     if code == "assigned":
-        return _Why(code, f"all {_plural(n, 'matching provider')} already run a replica of it",
+        return Why(code, f"all {_plural(n, 'matching provider')} already run a replica of it",
                     {"already_assigned": n})
     raise ValueError(f"no reason text for filter {code!r}")  # pragma: no cover - every filter has one
 
 
 def _busy(t: TaskView, matching: Sequence[ProviderView],
-          free_of: Callable[[ProviderView], Resources]) -> _Why:
+          free_of: Callable[[ProviderView], Resources]) -> Why:
     """The sentence for "providers match but not enough of them have room now"."""
-    need, k = t.resources, t.replicas
+    need = t.resources
     free = [p for p in matching if fits_free(t, free_of(p))]
-    details: dict[str, int | float | str] = {"matching": len(matching), "free": len(free)}
     short = {dim: sum(1 for p in matching if getattr(need, dim) > getattr(free_of(p), dim))
-             for dim in ("cpus", "memory_mb", "disk_mb", "gpus")}
-    details.update({f"short_{dim}": count for dim, count in short.items() if count})
+             for dim in DIMENSIONS}
+    return busy_why(t, len(matching), len(free), short, _operators(free))
+
+
+DIMENSIONS = ("cpus", "memory_mb", "disk_mb", "gpus")
+
+
+def busy_why(t: TaskView, matching: int, free: int, short: Mapping[str, int], free_operators: int) -> Why:
+    """"busy" from its counts: `short` says, dimension by dimension, how many matching providers lack it."""
+    k = t.replicas
+    details: dict[str, int | float | str] = {"matching": matching, "free": free}
+    details.update({f"short_{dim}": short[dim] for dim in DIMENSIONS if short[dim]})
     if not free:
-        return _Why("busy", f"all {_plural(len(matching), 'matching provider')} are busy", details)
-    ops = _operators(free)
-    details["free_operators"] = ops
-    return _Why("busy", f"only {len(free)} of {len(matching)} matching providers have room now "
-                        f"({_plural(ops, 'distinct operator')}); {_plural(k, 'replica')} needed", details)
+        return Why("busy", f"all {_plural(matching, 'matching provider')} are busy", details)
+    details["free_operators"] = free_operators
+    return Why("busy", f"only {free} of {matching} matching providers have room now "
+                        f"({_plural(free_operators, 'distinct operator')}); {_plural(k, 'replica')} needed",
+                details)
+
+
+def budget_why(t: TaskView, matching: int, lowest_ask: int) -> Why:
+    """"budget": `matching` providers pass every other filter, the cheapest asks `lowest_ask`."""
+    return Why("budget", f"{_plural(matching, 'provider')} match but all asks exceed the budget "
+                          f"(lowest ask {format_grid(lowest_ask)} > {format_grid(t.budget)})",
+                {"over_budget": matching, "lowest_ask": lowest_ask, "budget": t.budget})
+
+
+def operators_why(t: TaskView, operators: int, matching: int, operators_taken: int) -> Why:
+    """"operators": fewer distinct operators than replicas among `matching` providers within budget."""
+    taken = (f" besides the {_plural(operators_taken, 'operator')} already running it"
+             if operators_taken else "")
+    return Why("operators", f"only {_plural(operators, 'distinct operator')} can run it{taken}; "
+                             f"{_plural(t.replicas, 'replica')} needed",
+                {"operators": operators, "replicas": t.replicas, "matching": matching})
 
 
 class Explainer:
@@ -248,7 +273,7 @@ class Explainer:
             kept = [p for p in survivors if pred(p, t)]
             steps.append((code, len(kept)))
             if not kept:
-                result = _unplaced(t, _filtered_out(code, t, survivors, self.config), steps)
+                result = to_unplaced(t, filtered_out(code, t, survivors, self.config), steps)
                 break
             survivors = kept
         if result is None:
@@ -268,28 +293,20 @@ class Explainer:
         within = bisect_right(asks, t.budget)
         steps.append(("budget", within))
         if within == 0:
-            why = _Why("budget", f"{_plural(len(asks), 'provider')} match but all asks exceed the budget "
-                                 f"(lowest ask {format_grid(asks[0])} > {format_grid(t.budget)})",
-                       {"over_budget": len(asks), "lowest_ask": asks[0], "budget": t.budget})
-            return _unplaced(t, why, steps)
+            return to_unplaced(t, budget_why(t, len(asks), asks[0]), steps)
         usable = [p for p in by_ask[:within] if p.operator not in operators_taken]
         ops = _operators(usable)
         steps.append(("operators", ops))
         if ops < t.replicas:
-            taken = (f" besides the {_plural(len(operators_taken), 'operator')} already running it"
-                     if operators_taken else "")
-            why = _Why("operators", f"only {_plural(ops, 'distinct operator')} can run it{taken}; "
-                                    f"{_plural(t.replicas, 'replica')} needed",
-                       {"operators": ops, "replicas": t.replicas, "matching": len(usable)})
-            return _unplaced(t, why, steps)
+            return to_unplaced(t, operators_why(t, ops, len(usable), len(operators_taken)), steps)
         free = [p for p in usable if fits_free(t, free_of(p))]
         steps.append(("free", len(free)))
         if _operators(free) < t.replicas:
-            return _unplaced(t, _busy(t, usable, free_of), steps)
+            return to_unplaced(t, _busy(t, usable, free_of), steps)
         return Unplaced(t.task_id, "unknown", "no reason found: the task should be placeable", tuple(steps))
 
 
-def _unplaced(t: TaskView, why: _Why, steps: list[tuple[str, int]]) -> Unplaced:
+def to_unplaced(t: TaskView, why: Why, steps: list[tuple[str, int]]) -> Unplaced:
     return Unplaced(t.task_id, why.code, why.reason, tuple(steps), MappingProxyType(dict(why.details)))
 
 
@@ -307,7 +324,7 @@ def explain(t: TaskView, providers: Sequence[ProviderView], config: MatchConfig,
         kept = [p for p in survivors if pred(p, config, now)]
         steps.append((code, len(kept)))
         if not kept:
-            return _unplaced(t, _filtered_out(code, t, survivors, config), steps)
+            return to_unplaced(t, filtered_out(code, t, survivors, config), steps)
         survivors = kept
     by_address = {p.address: p for p in providers}
     taken = frozenset(by_address[a].operator for a in t.assigned if a in by_address)

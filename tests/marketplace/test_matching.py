@@ -17,9 +17,11 @@ from marketplace.matching import (
     RunningReplica,
     TaskView,
     explain,
+    filters,
     match,
     passes,
 )
+from marketplace.matching.funnel import Funnel
 from marketplace.matching.models import WEI_PER_GRID
 
 NOW = 1_000_000.0
@@ -342,6 +344,54 @@ def test_an_unplaced_task_really_has_no_room(providers: list[ProviderView], task
         taken = {p.operator for p in providers if p.address in t.assigned}
         ops = {p.operator for p in providers if passes(p, t, config, NOW) and p.operator not in taken}
         assert bool(result.assignments) == (len(ops) >= t.replicas), (t, result)
+
+
+moves_st = st.lists(st.tuples(st.integers(0, 11), st.sampled_from([0.5, 1.0, 4.0]),
+                              st.sampled_from([0, 256, 4096]), st.sampled_from([-1, 1])), max_size=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(providers_st(), tasks_st(), moves_st, st.sampled_from([4096, 2]))
+def test_the_funnel_explains_like_the_reference_as_capacity_moves(
+        providers: list[ProviderView], tasks: list[TaskView], moves: list[tuple[int, float, int, int]],
+        checkpoints: int) -> None:
+    """Bit masks, operator blocks, the price index and free-capacity thresholds kept current give the
+    reference's explanation."""
+    eligible = [p for p in sorted(providers, key=lambda p: p.address)
+                if all(pred(p, CFG, NOW) for _, pred in filters.PROVIDER_FILTERS)]
+    steps = (("providers", len(providers)),)
+    free = [(p.free.cpus, p.free.memory_mb, p.free.disk_mb, p.free.gpus) for p in eligible]
+    funnel = Funnel(eligible, CFG, steps, lambda rank: free[rank], checkpoints)
+    reference = filters.Explainer(eligible, CFG, steps)
+    by_address = {p.address: p for p in providers}
+
+    def check() -> None:
+        rank_of = {p.address: rank for rank, p in enumerate(eligible)}
+        for t in tasks:
+            taken = frozenset(by_address[a].operator for a in t.assigned if a in by_address)
+            want = reference.explain(t, lambda p: Resources(*free[rank_of[p.address]]), taken)
+            assert funnel.explain(t, taken) == want
+
+    check()  # builds the thresholds the moves below must keep current
+    for index, cpus, mem, sign in moves:
+        if not eligible:
+            break
+        rank = index % len(eligible)
+        old = free[rank]
+        free[rank] = (old[0] + sign * cpus, old[1] + sign * mem, old[2], old[3])
+        funnel.moved(rank, old, free[rank])
+    check()
+
+
+def test_the_funnel_counts_distinct_operators_by_blocks() -> None:
+    ps = [provider(f"0x{i}", operator=op) for i, op in enumerate(["a", "b", "a", "c", "b", "a"])]
+    funnel = Funnel(ps, CFG, (), lambda rank: (8.0, 16_384, 100_000, 0))
+    bits = [1 << b for b in funnel.bit]
+    assert funnel.operators(0) == 0
+    assert funnel.operators(funnel.all) == 3
+    assert funnel.operators(bits[0] | bits[2] | bits[5]) == 1  # three providers of operator "a"
+    assert funnel.operators(bits[0] | bits[1]) == 2
+    assert funnel.operators(bits[3] | bits[4] | bits[5]) == 3
 
 
 def test_config_rejects_unknown_strategy() -> None:
