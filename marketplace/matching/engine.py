@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from marketplace.matching import filters
+from marketplace.matching.failures import Failures
 from marketplace.matching.funnel import Free, Funnel
 from marketplace.matching.models import (
     Assignment,
@@ -106,15 +107,6 @@ def _price_tiers(slots: list[_Slot]) -> dict[str, int]:
 _STATE_CODES = frozenset({"busy", "operators"})
 
 
-class _Failure:
-    """A task that could not be placed, kept to decide later tasks that need at least as much, unscanned."""
-
-    __slots__ = ("task", "why")
-
-    def __init__(self, t: TaskView, why: Unplaced) -> None:
-        self.task, self.why = t, why
-
-
 def _lend(u: Unplaced, t: TaskView, o: TaskView) -> Unplaced:
     """`u` (why `o` failed) as the reason for `t`, which `o` covers, with the budget stated as `t`'s."""
     details = dict(u.details)
@@ -127,18 +119,6 @@ def _lend(u: Unplaced, t: TaskView, o: TaskView) -> Unplaced:
         reason = (f"{details['over_budget']} providers match but all asks exceed the budget (lowest ask "
                   f"{'' if same else 'at least '}{format_grid(lowest)} > {format_grid(t.budget)})")
     return Unplaced(t.task_id, u.code, reason, u.funnel, MappingProxyType(details))
-
-
-def _covers(o: TaskView, t: TaskView) -> bool:
-    """Whether every provider that could take `t` could also take `o` (same runtime and image assumed)."""
-    need, on = t.resources, o.resources
-    return (need.cpus >= on.cpus and need.memory_mb >= on.memory_mb and need.disk_mb >= on.disk_mb
-            and need.gpus >= on.gpus and t.timeout_s >= o.timeout_s and t.budget <= o.budget
-            and t.replicas >= o.replicas and t.priority <= o.priority
-            and t.min_memory_mb >= o.min_memory_mb and t.min_gpu_memory_mb >= o.min_gpu_memory_mb
-            and (t.network or not o.network)
-            and (o.arch is None or t.arch == o.arch)
-            and (o.gpu_model is None or t.gpu_model == o.gpu_model or not need.gpus))
 
 
 _Eviction = tuple[_Slot, list[RunningReplica], int]  # provider, victims, ask for the task
@@ -222,7 +202,7 @@ class _Round:
                         sum(p.total.memory_mb for p in eligible) or 1,
                         sum(p.total.gpus for p in eligible) or 1)
         self.preemptible = config.preemption and any(s.running for s in self.slots.values())
-        self.failed: dict[str, list[_Failure]] = {}  # by runtime
+        self.failed = Failures()
         self.by_image: dict[str, list[_Slot]] = {}
         for s in self.slots.values():
             for image in sorted(s.view.allowed_images or ()):
@@ -280,24 +260,19 @@ class _Round:
         Capacity only shrinks within a round (a preemption drops the failures it may have cured), so no scan
         is needed. A failure for lack of free providers or operators lends its reason; others are recounted.
         """
-        failures = self.failed.get(t.runtime)
-        if not failures:
-            return None
-        for f in failures:
-            o = f.task
-            same_image = t.image_digest == o.image_digest
-            if _covers(o, t) and (same_image or not self._image_opens(t, o.image_digest)):
-                return _lend(f.why, t, o)
-        return None
+        feasible: list[frozenset[str]] | None = None
 
-    def _image_opens(self, t: TaskView, other_image: str) -> bool:
-        """Whether a provider that admits `t`'s image but not `other_image` could take `t` now."""
-        for s in self.by_image.get(t.image_digest, ()):
-            images = s.view.allowed_images
-            if (images is not None and other_image not in images
-                    and self._feasible(s, t, frozenset()) is not None):
-                return True
-        return False
+        def opens(other_image: str) -> bool:
+            """Whether a provider that admits `t`'s image but not `other_image` could take `t` now."""
+            nonlocal feasible
+            if feasible is None:
+                feasible = [images for s in self.by_image.get(t.image_digest, ())
+                            if (images := s.view.allowed_images) is not None
+                            and self._feasible(s, t, frozenset()) is not None]
+            return any(other_image not in images for images in feasible)
+
+        f = self.failed.covering(t, opens)
+        return None if f is None else _lend(f.why, t, f.task)
 
     def _capacity_bound(self, t: TaskView, why: Unplaced, evictions: list[_Eviction]) -> TaskView:
         """`t` with the largest budget at which it still fails now, so that its failure covers richer tasks.
@@ -327,18 +302,13 @@ class _Round:
         return replace(t, budget=max(t.budget, kth - 1))
 
     def _remember(self, t: TaskView, why: Unplaced) -> None:
-        """Keep `t`'s failure for its runtime, dropping earlier ones that it implies."""
-        kept = self.failed.setdefault(t.runtime, [])
-        kept[:] = [f for f in kept if not (f.task.image_digest == t.image_digest and _covers(t, f.task))]
-        kept.append(_Failure(t, why))
+        self.failed.add(t, why)
 
     def _forget(self, cured: list[_Slot]) -> None:
         """After a preemption changed `cured`, drop the failures one of them could now serve, or might by
         evicting (what is left to evict there is reshuffled)."""
-        for kept in self.failed.values():
-            kept[:] = [f for f in kept
-                       if not any(self._feasible(s, f.task, frozenset()) is not None
-                                  or (f.task.priority > s.low and self._static_ok(s, f.task)) for s in cured)]
+        self.failed.drop(lambda o: any(self._feasible(s, o, frozenset()) is not None
+                                       or (o.priority > s.low and self._static_ok(s, o)) for s in cured))
 
     def _share(self, t: TaskView) -> float:
         """The task's dominant share of the eligible cluster (what "deficit" fairness charges)."""
