@@ -21,6 +21,7 @@ from marketplace.matching import (
     match,
     passes,
 )
+from marketplace.matching.failures import Failures, covers
 from marketplace.matching.funnel import Funnel
 from marketplace.matching.models import WEI_PER_GRID
 
@@ -392,6 +393,27 @@ def test_the_funnel_counts_distinct_operators_by_blocks() -> None:
     assert funnel.operators(bits[0] | bits[2] | bits[5]) == 1  # three providers of operator "a"
     assert funnel.operators(bits[0] | bits[1]) == 2
     assert funnel.operators(bits[3] | bits[4] | bits[5]) == 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(tasks_st(), tasks_st(), st.sampled_from([frozenset(), frozenset({"img2"})]))
+def test_the_failure_index_finds_the_failure_a_walk_would(kept: list[TaskView], later: list[TaskView],
+                                                          open_images: frozenset[str]) -> None:
+    """Cells by (runtime, cpus, memory) sorted by budget give the oldest covering failure, as a walk does."""
+    index, walk = Failures(), []
+    for t in kept:
+        why = explain(t, [], CFG, NOW)
+        index.add(t, why)
+        walk = [(o, w) for o, w in walk
+                if not (o.runtime == t.runtime and o.image_digest == t.image_digest and covers(t, o))]
+        walk.append((t, why))
+    for t in later:
+        want = next((o for o, _ in walk if o.runtime == t.runtime and covers(o, t)
+                     and (o.image_digest == t.image_digest or o.image_digest not in open_images)), None)
+        got = index.covering(t, lambda image: image in open_images)
+        assert (got and got.task) == want
+    index.drop(lambda o: o.replicas > 1)
+    assert all(got.task.replicas == 1 for t in later if (got := index.covering(t, lambda image: False)))
 
 
 def test_config_rejects_unknown_strategy() -> None:
