@@ -266,8 +266,10 @@ class _Round:
             """Whether a provider that admits `t`'s image but not `other_image` could take `t` now."""
             nonlocal feasible
             if feasible is None:
+                need = t.resources
                 feasible = [images for s in self.by_image.get(t.image_digest, ())
-                            if (images := s.view.allowed_images) is not None
+                            if s.cpus >= need.cpus and s.mem >= need.memory_mb  # most are full: say so fast
+                            and (images := s.view.allowed_images) is not None
                             and self._feasible(s, t, frozenset()) is not None]
             return any(other_image not in images for images in feasible)
 

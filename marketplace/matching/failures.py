@@ -36,35 +36,55 @@ def covers(o: TaskView, t: TaskView) -> bool:
             and (o.gpu_model is None or t.gpu_model == o.gpu_model or not need.gpus))
 
 
-_Entry = tuple[int, int, Failure]  # (-budget, seq, failure): a cell's sort order
+# a cell's sort order, then what most often rules a failure out, then the failure:
+# (-budget, seq, disk, gpus, timeout, replicas, -priority, failure)
+_Entry = tuple[int, int, int, int, int, int, int, Failure]
+
+
+class _Cell:
+    """The failures of one (runtime, cpus, memory), highest budget first; `first` is the oldest one's seq."""
+
+    __slots__ = ("cpus", "mem", "entries", "first")
+
+    def __init__(self, cpus: float, mem: int) -> None:
+        self.cpus, self.mem = cpus, mem
+        self.entries: list[_Entry] = []
+        self.first = 0
 
 
 class Failures:
     """The failures of one round; `covering` answers as a walk over all of them, oldest first, would."""
 
-    __slots__ = ("_cells", "_seq")
+    __slots__ = ("_cells", "_order", "_seq")
 
     def __init__(self) -> None:
-        self._cells: dict[str, dict[tuple[float, int], list[_Entry]]] = {}
+        self._cells: dict[str, dict[tuple[float, int], _Cell]] = {}
+        self._order: dict[str, list[_Cell]] = {}  # by runtime, oldest first failure first; rebuilt on change
         self._seq = 0
 
     def covering(self, t: TaskView, opens: Callable[[str], bool]) -> Failure | None:
         """The oldest failure that covers `t`: of its image, or of another image where `opens(image)` (a
         provider admitting `t`'s image but not that one could take `t`) is false."""
-        cells = self._cells.get(t.runtime)
+        cells = self._order.get(t.runtime)
         if not cells:
             return None
         need = t.resources
-        cpus, mem, budget, image = need.cpus, need.memory_mb, t.budget, t.image_digest
+        cpus, mem, disk, gpus = need.cpus, need.memory_mb, need.disk_mb, need.gpus
+        budget, timeout, replicas, neg_priority = t.budget, t.timeout_s, t.replicas, -t.priority
+        image = t.image_digest
         best: Failure | None = None
+        oldest = self._seq + 1  # seq of `best`
         verdicts: dict[str, bool] = {}
-        for (o_cpus, o_mem), entries in cells.items():
-            if o_cpus > cpus or o_mem > mem:
+        for cell in cells:
+            if cell.first > oldest:
+                break  # this cell and the rest hold only failures younger than `best`
+            if cell.cpus > cpus or cell.mem > mem:
                 continue
-            for neg_budget, seq, f in entries:
+            for neg_budget, seq, o_disk, o_gpus, o_timeout, o_replicas, o_neg_priority, f in cell.entries:
                 if -neg_budget < budget:
                     break  # the rest of the cell pays less than `t` would
-                if best is not None and seq > best.seq:
+                if (seq > oldest or o_disk > disk or o_gpus > gpus or o_timeout > timeout
+                        or o_replicas > replicas or o_neg_priority > neg_priority):
                     continue
                 o = f.task
                 if not covers(o, t):
@@ -75,23 +95,33 @@ class Failures:
                         opened = verdicts[o.image_digest] = opens(o.image_digest)
                     if opened:
                         continue
-                best = f
+                best, oldest = f, seq
         return best
 
     def add(self, t: TaskView, why: Unplaced) -> None:
         """Keep `t`'s failure, dropping earlier ones of its image that it implies."""
         cells = self._cells.setdefault(t.runtime, {})
         need = t.resources
-        for (o_cpus, o_mem), entries in cells.items():
-            if o_cpus >= need.cpus and o_mem >= need.memory_mb:
-                entries[:] = [e for e in entries
-                              if not (e[2].task.image_digest == t.image_digest and covers(t, e[2].task))]
+        for cell in cells.values():
+            if cell.cpus >= need.cpus and cell.mem >= need.memory_mb:
+                cell.entries[:] = [e for e in cell.entries if not (e[-1].task.image_digest == t.image_digest
+                                                                   and covers(t, e[-1].task))]
         self._seq += 1
-        cell = cells.setdefault((need.cpus, need.memory_mb), [])
-        insort(cell, (-t.budget, self._seq, Failure(t, why, self._seq)))
+        key = (need.cpus, need.memory_mb)
+        cell = cells.get(key) or cells.setdefault(key, _Cell(*key))
+        insort(cell.entries, (-t.budget, self._seq, need.disk_mb, need.gpus, t.timeout_s, t.replicas,
+                              -t.priority, Failure(t, why, self._seq)))
+        self._reorder(t.runtime)
 
     def drop(self, cured: Callable[[TaskView], bool]) -> None:
         """Forget the failures for which `cured(task)` holds (capacity came back where they could use it)."""
-        for cells in self._cells.values():
-            for entries in cells.values():
-                entries[:] = [e for e in entries if not cured(e[2].task)]
+        for runtime, cells in self._cells.items():
+            for cell in cells.values():
+                cell.entries[:] = [e for e in cell.entries if not cured(e[-1].task)]
+            self._reorder(runtime)
+
+    def _reorder(self, runtime: str) -> None:
+        cells = self._cells[runtime]
+        for cell in cells.values():
+            cell.first = min((e[1] for e in cell.entries), default=0)
+        self._order[runtime] = sorted((c for c in cells.values() if c.entries), key=lambda c: c.first)
