@@ -39,7 +39,8 @@ class _Slot:
 
     __slots__ = ("view", "rank", "address", "operator", "cpus", "mem", "disk", "gpus", "total_cpus",
                  "total_gpus", "key", "orders", "special", "base", "per_cpu", "per_gb", "per_gpu",
-                 "reputation", "cached", "running", "net", "total_mem", "low")
+                 "reputation", "cached", "running", "net", "total_mem", "low", "images", "cap", "total",
+                 "held")
 
     def __init__(self, view: ProviderView, rank: int) -> None:
         self.view = view
@@ -62,14 +63,23 @@ class _Slot:
         self.reputation = view.reputation
         self.net = view.allows_network
         self.total_mem = view.total.memory_mb
+        self.images = view.allowed_images
+        self.cap = view.max_task
+        self.total = view.total
         self.cached = view.cached_digests
         self.running: list[RunningReplica] = list(view.running)
         self.low = min((r.priority for r in self.running), default=_NO_RUNNING)  # what it may evict: below
+        self.held = self._held()
+
+    def _held(self) -> tuple[float, int]:
+        """Cpus and memory its running replicas hold: the most an eviction could free."""
+        return (sum(r.resources.cpus for r in self.running), sum(r.resources.memory_mb for r in self.running))
 
     def evict(self, r: RunningReplica) -> None:
         """Drop a preempted replica (its resources come back through `_Round._rekey`)."""
         self.running.remove(r)
         self.low = min((x.priority for x in self.running), default=_NO_RUNNING)
+        self.held = self._held()
 
     def free(self) -> Resources:
         return Resources(self.cpus, self.mem, self.disk, self.gpus)
@@ -354,18 +364,21 @@ class _Round:
         need = t.resources
         need_c, need_m, need_d, need_g = need.cpus, need.memory_mb, need.disk_mb, need.gpus
         budget, timeout, k = t.budget, t.timeout_s, t.replicas
-        net, min_mem, assigned = t.network, t.min_memory_mb, t.assigned
-        strategy = self.config.strategy
+        net, min_mem, assigned, image = t.network, t.min_memory_mb, t.assigned, t.image_digest
+        best_fit, spread = self.config.strategy == "best_fit", self.config.strategy == "spread"
         n = len(order)
         found = len(out)
-        i = bisect_left(order, (need_g, need_c) if strategy == "best_fit" else (need_g,))
+        i = bisect_left(order, (need_g, need_c) if best_fit else (need_g,))
         while i < n:
             e = order[i]
-            if strategy == "best_fit":
+            if best_fit:
                 if e[1] < need_c:  # a new GPU group starts below the cpus needed: jump within it
                     i = bisect_left(order, (e[0], need_c), i + 1)
                     continue
-            elif strategy == "spread" and -e[1] < need_c:  # the rest of this GPU group is smaller
+                if e[2] < need_m:  # too little memory: skip to the first with enough, same gpus and cpus
+                    i = bisect_left(order, (e[0], e[1], need_m), i + 1)
+                    continue
+            elif spread and -e[1] < need_c:  # the rest of this GPU group is smaller
                 i = bisect_left(order, (e[0] + 1,), i + 1)
                 continue
             i += 1
@@ -375,8 +388,12 @@ class _Round:
             if ((net and not s.net) or (min_mem and s.total_mem < min_mem)
                     or (assigned and s.address in assigned)):
                 continue
-            if (s.special or need_g) and not self._static_ok(s, t):
-                continue
+            if need_g:
+                if not self._static_ok(s, t):
+                    continue
+            elif s.special and ((s.images is not None and image not in s.images) or not need.fits_in(s.total)
+                                or (s.cap is not None and not need.fits_in(s.cap))):
+                continue  # what `_static_ok` checks that is not checked above, for a task without GPUs
             rate = int(need_c * s.per_cpu) + need_g * s.per_gpu + need_m * s.per_gb // 1024
             ask = s.base + timeout * rate
             if ask > budget or (taken and s.operator in taken):
@@ -497,6 +514,9 @@ class _Round:
                         continue
                     if need_c <= s.cpus and need_m <= s.mem and need_d <= s.disk and need_g <= s.gpus:
                         continue  # room now: a candidate already, if it passes the rest
+                    held_c, held_m = s.held
+                    if s.cpus + held_c < need_c or s.mem + held_m < need_m:
+                        continue  # evicting everything would not make room
                     if not self._static_ok(s, t):
                         continue
                     cpus, mem, disk, gpus = s.cpus, s.mem, s.disk, s.gpus

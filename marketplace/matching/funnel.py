@@ -27,7 +27,8 @@ class Funnel:
     """
 
     __slots__ = ("providers", "config", "steps", "free_of", "bit", "at", "all", "guards", "blocks",
-                 "by_address", "checkpoints", "_masks", "_thresholds", "_prices")
+                 "by_address", "checkpoints", "_masks", "_thresholds", "_prices",
+                 "_by_image")
 
     def __init__(self, providers: Sequence[ProviderView], config: MatchConfig,
                  steps: tuple[tuple[str, int], ...], free_of: Callable[[int], Free],
@@ -57,6 +58,7 @@ class Funnel:
         self._masks: dict[tuple[object, ...], int] = {}
         # per free dimension: the thresholds asked so far (sorted) and, for each, who has at least that much
         self._thresholds: tuple[tuple[list[float], dict[float, int]], ...] = tuple(([], {}) for _ in range(4))
+        self._by_image: dict[str, list[int]] | None = None
         self._prices: list[tuple[int, int, list[int], list[int], list[int], int]] | None = None
 
     # ------------------------------------------------------------------ bits
@@ -192,7 +194,7 @@ class Funnel:
         yield "size", (total(0, need.cpus) & total(1, need.memory_mb) & total(2, need.disk_mb)
                        & total(3, need.gpus) & total(1, t.min_memory_mb))
         yield "network", mask(("network",), lambda p: p.allows_network) if t.network else all_
-        yield "image", mask(("image", t.image_digest), lambda p: filters.policy_image(p, t))
+        yield "image", self._image(t.image_digest)
         cap = self._cap
         yield "policy_size", (cap(0, need.cpus) & cap(1, need.memory_mb) & cap(2, need.disk_mb)
                               & cap(3, need.gpus))
@@ -202,6 +204,25 @@ class Funnel:
             if rank is not None:
                 assigned |= 1 << self.bit[rank]
         yield "assigned", all_ & ~assigned
+
+    def _image(self, digest: str) -> int:
+        """Providers whose policy admits `digest`: the unrestricted ones, and the few that list it."""
+        known = self._masks.get(("image", digest))
+        if known is None:
+            allowed = self._mask(("images",), lambda p: p.allowed_images is None)
+            for rank in self._listing().get(digest, ()):
+                allowed |= 1 << self.bit[rank]
+            known = self._masks[("image", digest)] = allowed
+        return known
+
+    def _listing(self) -> dict[str, list[int]]:
+        """Image -> the ranks of the providers whose allowed images list it (built once)."""
+        if self._by_image is None:
+            self._by_image = {}
+            for rank, p in enumerate(self.providers):
+                for digest in p.allowed_images or ():
+                    self._by_image.setdefault(digest, []).append(rank)
+        return self._by_image
 
     def _total(self, dim: int, value: float) -> int:
         return self._mask(("total", dim, value), lambda p: _dims(p.total)[dim] >= value)
