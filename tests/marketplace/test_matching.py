@@ -416,6 +416,43 @@ def test_the_failure_index_finds_the_failure_a_walk_would(kept: list[TaskView], 
     assert all(got.task.replicas == 1 for t in later if (got := index.covering(t, lambda image: False)))
 
 
+@st.composite
+def similar_tasks_st(draw: st.DrawFn) -> list[TaskView]:
+    """New tasks alike but for size, budget and priority, so that failures cover later tasks."""
+    out = []
+    runtime, image = draw(st.sampled_from(["docker", "wasm"])), draw(st.sampled_from(["img1", "img2"]))
+    for i in range(draw(st.integers(1, 20))):
+        out.append(TaskView(
+            task_id=f"t{i}", customer=draw(st.sampled_from(["x", "y"])), runtime=runtime, image_digest=image,
+            resources=Resources(draw(st.sampled_from([0.5, 1.0, 2.0, 4.0])), 256, 10, 0),
+            budget=draw(st.integers(0, 6)) * GRID, replicas=draw(st.integers(1, 2)),
+            priority=draw(st.integers(0, 2)), submitted_at=float(i)))
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(providers_st(), st.one_of(tasks_st(), similar_tasks_st()),
+       st.builds(MatchConfig, strategy=st.sampled_from(["best_fit", "spread"]), preemption=st.booleans(),
+                 candidate_window=st.integers(1, 3)))
+def test_remembered_failures_never_change_a_placement(providers: list[ProviderView], tasks: list[TaskView],
+                                                      config: MatchConfig) -> None:
+    """A task that a remembered failure covers would have failed anyway: the same round without the memory
+    places the same tasks on the same providers and evicts the same replicas."""
+    from marketplace.matching import engine
+
+    tasks = [replace(t, assigned=frozenset()) for t in tasks]  # only failures of new tasks are remembered
+    with_memory = match(providers, tasks, config, NOW)
+    dominated = engine._Round._dominated
+    engine._Round._dominated = lambda self, t: None  # type: ignore[method-assign]
+    try:
+        without = match(providers, tasks, config, NOW)
+    finally:
+        engine._Round._dominated = dominated  # type: ignore[method-assign]
+    assert with_memory.assignments == without.assignments
+    assert with_memory.preemptions == without.preemptions
+    assert [u.task_id for u in with_memory.unplaced] == [u.task_id for u in without.unplaced]
+
+
 def test_config_rejects_unknown_strategy() -> None:
     import pytest
 
