@@ -184,7 +184,9 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     console = Console()
     n_tasks, repeats, sample = (10_000, 1, 100) if args.quick else (100_000, args.repeats, 200)
+    load_before = os.getloadavg()  # the machine is shared: a busy one slows every figure
     rows = run((1_000, 10_000), n_tasks, repeats, sample, console)
+    load_after = os.getloadavg()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = Table(title=f"Matching: decisions/s, {n_tasks:,} queued tasks, one core, median of {repeats}")
     for col in ("providers", "round (s)", "decisions/s", "placed", "unplaced", "preempted",
@@ -198,6 +200,8 @@ def main() -> None:
     first = rows[0]["providers"]
     console.print(f"peak MB: allocations during one round at {first:,} providers (tracemalloc); "
                   f"whole process peak RSS {peak_rss:.0f} MB")
+    console.print("load average (1, 5, 15 min): before " + " / ".join(f"{x:.2f}" for x in load_before)
+                  + ", after " + " / ".join(f"{x:.2f}" for x in load_after))
     for r in rows:
         ranked = sorted(r["codes"].items(), key=lambda x: -x[1])
         top = ", ".join(f"{code} {count:,}" for code, count in ranked)
