@@ -11,9 +11,11 @@ replica of a task runs out at the same instruction, so a FUEL outcome is reprodu
 
 Where a run executes: start() queues it for a pool of worker threads and returns at once (so it does run in
 the background); wait() claims a run that no worker has picked up yet and runs it in the calling thread,
-which saves a thread hand-off (executor.py calls wait() right after start()). A Ctrl-C arriving while such an
-inline run executes is seen by the epoch callback: the run stops as CANCELLED, its scratch is cleaned up and
-wait() re-raises the KeyboardInterrupt (a later cancel() is a no-op and wait() returns the result).
+which saves a thread hand-off (executor.py calls wait() right after start()). While such an inline run
+executes in the main thread, SIGINT is deferred: a handler that only flags the run (no exception can then be
+raised inside a ctypes callback, where Python would print and drop it) lets the epoch callback stop it as
+CANCELLED within a tick; once the run is cleaned up, the previous handler is called, so wait() raises its
+KeyboardInterrupt (a later cancel() is a no-op and wait() returns the result).
 
 Exit codes: the guest's own exit status, 137 when stopped (fuel, epoch, cancel), 134 for any other trap.
 Memory: `Store.set_limits` makes `memory.grow` fail past the limit (malloc returns NULL); wasmtime-py has no
@@ -32,10 +34,12 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +133,8 @@ class _WasmRun:
     collected: bool = False  # /out checked, exported and its area released
     kill_reason: KillReason | None = None
     finished: bool = False
-    interrupted: BaseException | None = None  # a KeyboardInterrupt seen by the callback of an inline run
+    sigint: bool = False  # a Ctrl-C arrived during this inline run (set by the deferring handler, lock-free)
+    interrupted: BaseException | None = None  # what the deferred SIGINT handler raised, for wait() to raise
     result: RunResult | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -230,6 +235,8 @@ class _Shared:
             run = self.runs.get(env or 0)
             if run is not None:
                 with run.lock:
+                    if run.kill_reason is None and run.sigint:
+                        run.kill_reason = KillReason.CANCELLED
                     if run.kill_reason is None and time.monotonic() >= run.deadline:
                         run.kill_reason = KillReason.TIMEOUT
                     reason = run.kill_reason
@@ -238,12 +245,10 @@ class _Shared:
             delta[0] = 1
             kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
             return 0
-        except BaseException as exc:  # a Ctrl-C delivered here (an inline run in the main thread)
+        except BaseException:  # nothing may escape a ctypes callback: stop the run rather than drop it
             run = self.runs.get(env or 0)
             if run is not None:
-                with run.lock:
-                    run.interrupted = exc
-                    run.kill_reason = run.kill_reason or KillReason.CANCELLED
+                run.sigint = True
             return _error("hashgrid: run interrupted")
 
     def close(self) -> None:
@@ -361,7 +366,8 @@ class WasmRuntime:
         """Run it here if no worker has yet, else wait for it; copy /out (or refuse it when over the cap)."""
         run = self._get(handle)
         if run.claim():
-            self._execute(run)
+            with _sigint_deferred(run):
+                self._execute(run)
         else:
             run.done.wait()
         try:
@@ -510,6 +516,36 @@ class WasmRuntime:
             )
         finally:
             store.close()  # closes the WASI files (so /out can be checked and emptied) and frees the instance
+
+
+@contextmanager
+def _sigint_deferred(run: _WasmRun) -> Iterator[None]:
+    """In the main thread: a Ctrl-C only flags the run (stopped as CANCELLED at the next tick); afterwards the
+    previous handler is called with it and whatever it raises is kept in run.interrupted for wait()."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    caught: list[Any] = []
+
+    def defer(signum: int, frame: Any) -> None:
+        caught.append(frame)
+        run.sigint = True  # an attribute store: no lock, as this may run inside code holding run.lock
+
+    signal.signal(signal.SIGINT, defer)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not caught:
+        return
+    if previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
+    elif callable(previous):
+        try:
+            previous(signal.SIGINT, caught[0])
+        except BaseException as exc:
+            run.interrupted = exc
 
 
 def _linear_memory(store: wasmtime.Store, instance: wasmtime.Instance | None) -> int:

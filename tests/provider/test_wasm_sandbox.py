@@ -193,6 +193,7 @@ def test_pooled_out_is_emptied_and_still_capped_on_reuse(
     assert sorted(p.name for p in outs[2].iterdir()) == ["ok.txt"]
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # none dropped in a callback
 def test_ctrl_c_while_waiting_stops_the_run(
     backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
 ) -> None:
