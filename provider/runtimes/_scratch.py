@@ -11,6 +11,11 @@ while the task runs; on close() the task's files are deleted, and the tmpfs goes
 is then verifiably empty (no blocks, only the root inode) and still owned/moded as mounted, else it is
 unmounted. Pooled mounts are `hashgrid-pool-<pid>-*` dirs, unmounted at interpreter exit; ones left by a dead
 process are swept when the next process first uses the pool.
+
+With `log_cap_bytes`, the area also has `logs/`, a second tmpfs of that size where an in-process backend
+(wasm) points the task's stdout and stderr files: the kernel caps them together as it caps /out, and they
+are written without calling back into Python. Without CAP_SYS_ADMIN there is no `logs/` (`logs_mounted` is
+False) and the backend keeps the logs in memory instead.
 """
 
 from __future__ import annotations
@@ -74,35 +79,59 @@ class OutputArea:
     """A run's scratch dir holding `out/` (capped at `cap_bytes`) and whatever files the backend needs."""
 
     def __init__(
-        self, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int, *, prefix: str | None = None
+        self,
+        run_id: str,
+        cap_bytes: int,
+        owner_uid: int,
+        owner_gid: int,
+        *,
+        prefix: str | None = None,
+        log_cap_bytes: int = 0,
     ) -> None:
         self.cap_bytes = cap_bytes
+        self.log_cap_bytes = log_cap_bytes
         self.owner = (owner_uid, owner_gid)
-        self.pool_key: tuple[int, int, int] | None = None  # set for areas that return to the pool
+        self.pool_key: tuple[int, ...] | None = None  # set for areas that return to the pool
         self.in_pool = False  # given back: a second close() must not touch it
         self.dir = Path(
             tempfile.mkdtemp(prefix=prefix or f"{SCRATCH_PREFIX}{check_run_id(run_id)}-", dir=scratch_root())
         )
         self.out = self.dir / "out"
         self.out.mkdir()
+        self.logs = self.dir / "logs"
         self.mounted = False
+        self.logs_mounted = False
         try:
-            self._mount(owner_uid, owner_gid)
+            self.mounted = _mount_tmpfs(self.out, cap_bytes, MAX_OUTPUT_FILES, owner_uid, owner_gid)
+            if self.mounted and log_cap_bytes:
+                self.logs.mkdir()
+                self.logs_mounted = _mount_tmpfs(self.logs, log_cap_bytes, 8, owner_uid, owner_gid)
+            if not self.mounted:
+                self._weaker_mode(owner_uid, owner_gid)
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def pooled(cls, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int) -> OutputArea:
+    def pooled(
+        cls, run_id: str, cap_bytes: int, owner_uid: int, owner_gid: int, *, log_cap_bytes: int = 0
+    ) -> OutputArea:
         """A capped, empty tmpfs from the per-process pool (or a fresh one); close() gives it back.
 
         Without CAP_SYS_ADMIN (no tmpfs) this is a plain per-run area, as with the constructor.
         """
         check_run_id(run_id)
-        key = (cap_bytes, owner_uid, owner_gid)
+        key = (cap_bytes, log_cap_bytes, owner_uid, owner_gid)
         area = _POOL.take(key)
         if area is None:
-            area = cls(run_id, cap_bytes, owner_uid, owner_gid, prefix=f"{POOL_PREFIX}{os.getpid()}-")
+            area = cls(
+                run_id,
+                cap_bytes,
+                owner_uid,
+                owner_gid,
+                prefix=f"{POOL_PREFIX}{os.getpid()}-",
+                log_cap_bytes=log_cap_bytes,
+            )
             if not area.mounted:  # no pooling of plain dirs: their size is not capped while the task runs
                 area.close()
                 return cls(run_id, cap_bytes, owner_uid, owner_gid)
@@ -110,23 +139,13 @@ class OutputArea:
         _POOL.lend(area)
         return area
 
-    def _mount(self, uid: int, gid: int) -> None:
+    def _weaker_mode(self, uid: int, gid: int) -> None:
+        """No tmpfs: a plain /out dir owned by the task's user, its size checked only after the run."""
         global _warned_unmountable
-        size = (
-            self.cap_bytes + PAGE - 1
-        ) // PAGE * PAGE + PAGE  # one page over: going past the cap is visible
-        opts = f"size={size},nr_inodes={MAX_OUTPUT_FILES},uid={uid},gid={gid},mode=0700"
-        if (
-            _libc.mount(b"tmpfs", str(self.out).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode())
-            == 0
-        ):
-            self.mounted = True
-            return
-        err = ctypes.get_errno()
         if not _warned_unmountable:
             log.warning(
                 "cannot mount a tmpfs for /out (%s): output size is checked after the run only",
-                os.strerror(err),
+                os.strerror(ctypes.get_errno()),
             )
             _warned_unmountable = True
         if os.geteuid() == 0:
@@ -183,35 +202,69 @@ class OutputArea:
         self._unmount_and_remove()
 
     def _empty_for_reuse(self) -> bool:
-        """Delete what the task wrote; True when the tmpfs is then as fresh (empty, same owner and mode)."""
-        try:
-            with os.scandir(self.out) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path)
-                    else:
-                        os.unlink(entry.path)
-            st = os.statvfs(self.out)
-            own = os.lstat(self.out)
-        except OSError as exc:
-            log.info("not reusing %s: %s", self.out, exc)
+        """Delete what the task and its logs wrote; True when /out is then as fresh (empty, same owner and
+        mode). `logs/` needs no such check: no task can reach it, only wasmtime writes its two files there."""
+        if self.log_cap_bytes and not (self.logs_mounted and _emptied_logs(self.logs)):
             return False
-        return (
-            st.f_blocks == st.f_bfree
-            and st.f_files - st.f_ffree <= 1
-            and (own.st_uid, own.st_gid) == self.owner
-            and stat.S_IMODE(own.st_mode) == 0o700
-        )
+        return _emptied(self.out, self.owner)
 
     def _unmount_and_remove(self) -> None:
-        if self.mounted:
-            path = str(self.out).encode()
-            if _libc.umount2(path, 0) != 0 and _libc.umount2(path, 2) != 0:  # 2 = MNT_DETACH
-                log.error("cannot unmount %s: %s", self.out, os.strerror(ctypes.get_errno()))
-            else:
-                self.mounted = False
-        if not self.mounted:
+        if self.logs_mounted and _unmount(self.logs):
+            self.logs_mounted = False
+        if self.mounted and _unmount(self.out):
+            self.mounted = False
+        if not self.mounted and not self.logs_mounted:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _mount_tmpfs(path: Path, cap_bytes: int, max_files: int, uid: int, gid: int) -> bool:
+    """Mount a tmpfs of `cap_bytes` (one page over: going past the cap is visible) on `path`; False if not
+    allowed here (no CAP_SYS_ADMIN)."""
+    size = (cap_bytes + PAGE - 1) // PAGE * PAGE + PAGE
+    opts = f"size={size},nr_inodes={max_files},uid={uid},gid={gid},mode=0700"
+    flags = _MS_NOSUID | _MS_NODEV
+    return _libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, opts.encode()) == 0
+
+
+def _unmount(path: Path) -> bool:
+    raw = str(path).encode()
+    if _libc.umount2(raw, 0) != 0 and _libc.umount2(raw, 2) != 0:  # 2 = MNT_DETACH
+        log.error("cannot unmount %s: %s", path, os.strerror(ctypes.get_errno()))
+        return False
+    return True
+
+
+def _emptied_logs(logs: Path) -> bool:
+    """Delete the previous run's stdout and stderr files."""
+    try:
+        for name in os.listdir(logs):
+            os.unlink(os.path.join(logs, name))
+    except OSError as exc:
+        log.info("not reusing %s: %s", logs, exc)
+        return False
+    return True
+
+
+def _emptied(mount: Path, owner: tuple[int, int]) -> bool:
+    """Delete everything under a tmpfs mount; True when it is then as fresh (empty, same owner and mode)."""
+    try:
+        with os.scandir(mount) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        st = os.statvfs(mount)
+        own = os.lstat(mount)
+    except OSError as exc:
+        log.info("not reusing %s: %s", mount, exc)
+        return False
+    return (
+        st.f_blocks == st.f_bfree
+        and st.f_files - st.f_ffree <= 1
+        and (own.st_uid, own.st_gid) == owner
+        and stat.S_IMODE(own.st_mode) == 0o700
+    )
 
 
 class _Pool:
@@ -219,11 +272,11 @@ class _Pool:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.idle: dict[tuple[int, int, int], list[OutputArea]] = {}
+        self.idle: dict[tuple[int, ...], list[OutputArea]] = {}
         self.lent: set[OutputArea] = set()  # pooled areas in use (or never given back): unmounted at exit too
         self.swept = False
 
-    def take(self, key: tuple[int, int, int]) -> OutputArea | None:
+    def take(self, key: tuple[int, ...]) -> OutputArea | None:
         with self.lock:
             if not self.swept:
                 self.swept = True
@@ -240,7 +293,7 @@ class _Pool:
         with self.lock:
             self.lent.add(area)
 
-    def give(self, key: tuple[int, int, int], area: OutputArea) -> bool:
+    def give(self, key: tuple[int, ...], area: OutputArea) -> bool:
         with self.lock:
             areas = self.idle.setdefault(key, [])
             if len(areas) >= POOL_PER_SHAPE:
@@ -275,9 +328,9 @@ def _sweep_dead_pools() -> None:
             pass
         except (ValueError, PermissionError):
             continue
-        out = str(path / "out").encode()
-        if os.path.ismount(path / "out"):
-            _libc.umount2(out, 2)
+        for mount in (path / "logs", path / "out"):
+            if os.path.ismount(mount):
+                _libc.umount2(str(mount).encode(), 2)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -9,9 +9,12 @@ it continues for another tick. So timeout and cancel take effect within one tick
 sharing the Engine are untouched. Fuel (`timeout_s * fuel_per_second`) is a deterministic CPU budget: every
 replica of a task runs out at the same instruction, so a FUEL outcome is reproducible where a timeout is not.
 
-Where a run executes: start() queues it for a pool of worker threads and returns at once (so it does run in
-the background); wait() claims a run that no worker has picked up yet and runs it in the calling thread,
-which saves a thread hand-off (executor.py calls wait() right after start()). While such an inline run
+Where a run executes: start() registers it and returns at once; wait() claims a run that no worker has
+picked up yet and runs it in the calling thread (executor.py calls wait() right after start()). A run that
+nobody claims within a tick is handed to a pool of worker threads by the ticker, so start() alone does run
+it in the background, at most a tick or two later. Not waking a worker on every start() saves the thread
+hand-off and GIL churn that cost ~0.1 ms of a 1 ms task (bench.runtime); the ticker keeps ticking for
+LINGER_S after the last run ends, so back-to-back runs do not wake it either. While such an inline run
 executes in the main thread, SIGINT is deferred: a handler that only flags the run (no exception can then be
 raised inside a ctypes callback, where Python would print and drop it) lets the epoch callback stop it as
 CANCELLED within a tick; once the run is cleaned up, the previous handler is called, so wait() raises its
@@ -21,7 +24,8 @@ Exit codes: the guest's own exit status, 137 when stopped (fuel, epoch, cancel),
 Memory: `Store.set_limits` makes `memory.grow` fail past the limit (malloc returns NULL); wasmtime-py has no
 callback to see that, so a failed run whose linear memory ended within 1/8 of the limit is reported as
 KillReason.MEMORY. Peak memory is the linear memory's final size (wasm memories never shrink).
-/out: a pooled, capped tmpfs (see _scratch.OutputArea.pooled). Stores are closed after each run, and the
+/out: a pooled, capped tmpfs (see _scratch.OutputArea.pooled); stdout and stderr: two files on the area's
+second tmpfs, LOG_CAP together (see _Output). Stores are closed after each run, and the
 Engine and its modules at interpreter exit, so no wasmtime object is finalized after wasmtime's own globals.
 """
 
@@ -54,12 +58,15 @@ from provider.runtimes.errors import InvalidRunRequest, UnknownRun
 log = logging.getLogger(__name__)
 
 FUEL_PER_SECOND = 10_000_000_000  # above what a tight cranelift loop burns per second here (~5e9)
-LOG_CAP = 16 * 1024 * 1024  # stdout / stderr bytes kept in the RunResult
+LOG_CAP = 16 * 1024 * 1024  # stdout + stderr bytes kept per run (as docker's json-file log)
+LOG_POLL_S = 0.05  # how often logs() looks for new bytes in a running task's log files
+_LONG_LINE = 64 * 1024
 EXIT_KILLED = 137
 EXIT_TRAP = 134
 _MIB = 1024 * 1024
 _MODULE_CACHE_SIZE = 32
 TICK_S = 0.01  # epoch period: timeout and cancel take effect within one tick
+LINGER_S = 1.0  # the ticker idles this long after the last run before it sleeps until the next add()
 _RACY_S = 2.0  # a module file changed this close to when it was hashed is hashed again (as git's racy check)
 
 
@@ -79,8 +86,12 @@ def _config() -> wasmtime.Config:
 
 
 class _Output:
-    """stdout and stderr kept in memory up to LOG_CAP each (the rest is dropped, so a chatty module costs
-    neither disk nor unbounded memory), plus the combined stream for logs()."""
+    """A run's stdout and stderr, LOG_CAP bytes together at most, and what logs() follows.
+
+    Normally the module writes them to two files on the area's capped `logs/` tmpfs (wasmtime writes a file
+    directly; a Python callback costs a thread hand-off per write, ~70 µs, a fifth of a small task), which
+    logs() polls while the run lasts and load() reads when it ends; past the cap, writes fail with ENOSPC.
+    Where no tmpfs can be mounted, writer() callbacks keep them in memory and drop what is over the cap."""
 
     def __init__(self) -> None:
         self.stdout = bytearray()
@@ -88,10 +99,21 @@ class _Output:
         self.chunks: list[bytes] = []
         self.changed = threading.Condition()
         self.closed = False
+        self.files: tuple[Path, Path] | None = (
+            None  # stdout and stderr files, when the module writes to files
+        )
+
+    def load(self) -> None:
+        """After the run: the files' contents are the captured stdout and stderr."""
+        if self.files is not None:
+            stderr = _read_from(self.files[1], 0, LOG_CAP)  # errors first: they matter more when over the cap
+            stdout = _read_from(self.files[0], 0, LOG_CAP - len(stderr))
+            with self.changed:
+                self.stdout[:], self.stderr[:] = stdout, stderr
 
     def writer(self, buffer: bytearray) -> Callable[[bytes], int]:
         def write(data: bytes) -> int:
-            room = LOG_CAP - len(buffer)
+            room = LOG_CAP - len(self.stdout) - len(self.stderr)
             if room > 0:
                 kept = bytes(data[:room])
                 with self.changed:
@@ -128,8 +150,11 @@ class _WasmRun:
     area: OutputArea
     fuel: int
     deadline: float  # time.monotonic() past which the run is stopped (TIMEOUT)
+    dispatch: Callable[[_WasmRun], None] | None = None  # to a worker, if unclaimed after a tick
+    created: float = field(default_factory=time.monotonic)
     key: int = 0
     claimed: bool = False
+    dispatched: bool = False
     collected: bool = False  # /out checked, exported and its area released
     kill_reason: KillReason | None = None
     finished: bool = False
@@ -210,24 +235,42 @@ class _Shared:
             if self.ticker is None:
                 self.ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
                 self.ticker.start()
-            self.tick.notify()
+            self.tick.notify()  # a no-op unless the ticker is asleep (idle for LINGER_S)
 
     def remove(self, run: _WasmRun) -> None:
         with self.tick:
             self.runs.pop(run.key, None)
 
     def _tick(self) -> None:
+        idle_since: float | None = None
         while True:
             with self.tick:
-                while not self.runs and not self.closed:
-                    self.tick.wait()
+                now = time.monotonic()
+                if self.runs:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= LINGER_S:
+                    while not self.runs and not self.closed:
+                        self.tick.wait()
+                    idle_since = None
                 if self.closed:
                     return
+                due = [run for run in self.runs.values() if _unclaimed_for(run, now) >= TICK_S]
+            self._dispatch(due)
             time.sleep(TICK_S)
             with self.tick:
                 if self.closed:
                     return
                 self.engine.increment_epoch()
+
+    @staticmethod
+    def _dispatch(runs: list[_WasmRun]) -> None:
+        """Hand runs nobody waited for to their runtime's workers (each once)."""
+        for run in runs:
+            if not run.dispatched and run.dispatch is not None:
+                run.dispatched = True
+                run.dispatch(run)
 
     def _on_deadline(self, _context: object, env: int | None, delta: Any, kind: Any) -> int:
         """Epoch callback (in the run's own thread): stop this run, or give it one more tick."""
@@ -260,6 +303,7 @@ class _Shared:
         for run in runs:
             with run.lock:
                 run.kill_reason = run.kill_reason or KillReason.CANCELLED
+        self._dispatch([run for run in runs if not run.claimed])  # a worker stops each before it starts
         if self.ticker is not None:
             self.ticker.join(1)
         end = time.monotonic() + 2
@@ -281,6 +325,50 @@ class _Shared:
             module.close()
         self.linker.close()
         self.engine.close()
+
+
+def _follow_files(output: _Output) -> Iterator[bytes]:
+    """Poll the log files every LOG_POLL_S while the run lasts; then the rest from what load() captured."""
+    sent = [0, 0]
+    while True:
+        with output.changed:
+            if not output.closed:
+                output.changed.wait(LOG_POLL_S)
+            closed = output.closed
+        if closed:  # complete in memory now (the files may already be emptied for the next run)
+            for captured, offset in ((output.stdout, sent[0]), (output.stderr, sent[1])):
+                if len(captured) > offset:
+                    yield bytes(captured[offset:])
+            return
+        for i, path in enumerate(output.files or ()):
+            chunk = _whole_lines(_read_from(path, sent[i], LOG_CAP - sent[i]))
+            if chunk:
+                sent[i] += len(chunk)
+                yield chunk
+
+
+def _whole_lines(data: bytes) -> bytes:
+    """Up to the last newline (a line still being written waits for the next poll), so stdout and stderr
+    interleave by whole lines; a very long unfinished line is passed on as it is."""
+    end = data.rfind(b"\n") + 1
+    return data[:end] if end or len(data) < _LONG_LINE else data
+
+
+def _read_from(path: Path, offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes of a log file from `offset` (none while the module has not created it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, max(0, limit), offset)
+    finally:
+        os.close(fd)
+
+
+def _unclaimed_for(run: _WasmRun, now: float) -> float:
+    """How long a run has waited for wait() or a worker to claim it (0 once claimed or dispatched)."""
+    return 0.0 if run.claimed or run.dispatched else now - run.created
 
 
 def _error(message: str) -> int:
@@ -320,7 +408,7 @@ class WasmRuntime:
     # -- Runtime protocol ----------------------------------------------------------------------------------
 
     def start(self, request: RunRequest) -> str:
-        """Load (compile once, then from cache) the module and queue the run for a worker; returns at once."""
+        """Load (compile once, then from cache) the module and register the run; returns at once."""
         run_id = check_run_id(request.run_id)
         if request.module_path is None or not request.module_path.is_file():
             raise InvalidRunRequest(
@@ -342,7 +430,9 @@ class WasmRuntime:
                 f"{request.module_path} is not a valid wasm module: {exc}", run_id=run_id
             ) from exc
         limits = request.limits
-        area = OutputArea.pooled(run_id, limits.output_mb * _MIB, os.getuid(), os.getgid())
+        area = OutputArea.pooled(
+            run_id, limits.output_mb * _MIB, os.getuid(), os.getgid(), log_cap_bytes=LOG_CAP
+        )
         run = _WasmRun(
             request,
             module,
@@ -350,16 +440,13 @@ class WasmRuntime:
             area,
             fuel=max(1, int(limits.timeout_s * self.fuel_per_second)),
             deadline=time.monotonic() + limits.timeout_s,
+            dispatch=self._to_worker,
         )
-        self._shared.add(run)  # gives it its callback key: before any worker can see it
+        if area.logs_mounted:
+            run.output.files = (area.logs / "stdout", area.logs / "stderr")
         with self._runs_lock:
             self._runs[run_id] = run
-            self._queue.put(run)
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # that worker is promised this run
-        if spawn:
-            threading.Thread(target=self._worker, name="wasm-worker", daemon=True).start()
+        self._shared.add(run)  # gives it its callback key; from here the ticker may hand it to a worker
         return run_id
 
     def wait(self, handle: str) -> RunResult:
@@ -402,8 +489,12 @@ class WasmRuntime:
         log.info("run %s cancelled", run.request.run_id)
 
     def logs(self, handle: str) -> Iterator[bytes]:
-        """Follow the module's stdout and stderr writes, in order, until the run ends."""
+        """Follow the module's stdout and stderr until the run ends (from files: each poll's new whole lines
+        of stdout, then of stderr; from callbacks: every write in order)."""
         output = self._get(handle).output
+        if output.files is not None:
+            yield from _follow_files(output)
+            return
         sent = 0
         while True:
             with output.changed:
@@ -416,6 +507,16 @@ class WasmRuntime:
                 return
 
     # -- internals -------------------------------------------------------------------------------------------
+
+    def _to_worker(self, run: _WasmRun) -> None:
+        """Queue a run for the pool, starting a worker when none is idle."""
+        with self._runs_lock:
+            self._queue.put(run)
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that worker is promised this run
+        if spawn:
+            threading.Thread(target=self._worker, name="wasm-worker", daemon=True).start()
 
     def _worker(self) -> None:
         while True:
@@ -462,11 +563,15 @@ class WasmRuntime:
             wasi = wasmtime.WasiConfig()
             assert request.module_path is not None
             wasi.argv = list(request.command) or [request.module_path.name]
-            wasi.env = sorted(request.env.items())
-            wasi.preopen_dir(str(request.input_dir.resolve()), "/in", fs_mutable=False)
+            if request.env:
+                wasi.env = sorted(request.env.items())
+            wasi.preopen_dir(os.path.abspath(request.input_dir), "/in", fs_mutable=False)
             wasi.preopen_dir(str(run.area.out), "/out", fs_mutable=True)
-            wasi.stdout_custom = run.output.writer(run.output.stdout)
-            wasi.stderr_custom = run.output.writer(run.output.stderr)
+            if run.output.files is not None:
+                wasi.stdout_file, wasi.stderr_file = (str(path) for path in run.output.files)
+            else:
+                wasi.stdout_custom = run.output.writer(run.output.stdout)
+                wasi.stderr_custom = run.output.writer(run.output.stderr)
             store.set_wasi(wasi)
             try:
                 with run.lock:
@@ -502,6 +607,7 @@ class WasmRuntime:
                 if run.kill_reason is not None and kill_reason is None and exit_code != 0:
                     kill_reason = run.kill_reason
             peak = _linear_memory(store, instance)
+            run.output.load()
             limit = limits.memory_mb * _MIB
             if kill_reason is None and exit_code != 0 and (peak >= limit - limit // 8 or "limit" in note):
                 kill_reason = KillReason.MEMORY

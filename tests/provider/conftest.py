@@ -64,11 +64,9 @@ def busybox_image(images: dict[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def wasm_modules() -> dict[str, Path]:
-    """The sample module and the misbehaving probe module, built with zig when missing."""
-    wanted = {"wordfreq": ROOT / "examples/wasm/wordfreq.wasm", "probe": ROOT / "build/wasm/probe.wasm"}
-    if not all(p.exists() for p in wanted.values()):
-        subprocess.run(["bash", str(ROOT / "scripts/build_wasm.sh")], check=True, cwd=ROOT)
-    return wanted
+    """The sample module and the misbehaving probe module, (re)built with zig when missing or changed."""
+    subprocess.run(["bash", str(ROOT / "scripts/build_wasm.sh")], check=True, cwd=ROOT, capture_output=True)
+    return {"wordfreq": ROOT / "examples/wasm/wordfreq.wasm", "probe": ROOT / "build/wasm/probe.wasm"}
 
 
 @dataclass

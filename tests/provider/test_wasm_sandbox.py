@@ -19,7 +19,7 @@ from provider.runtimes import get_runtime
 from provider.runtimes._scratch import POOL_PREFIX, scratch_root
 from provider.runtimes.base import KillReason, RunResult
 from provider.runtimes.errors import InvalidRunRequest
-from provider.runtimes.wasm import WasmRuntime
+from provider.runtimes.wasm import LOG_CAP, WasmRuntime
 from tests.provider.conftest import ROOT, TaskDirs, leftovers
 
 
@@ -80,6 +80,34 @@ def test_stdout_and_outputs_are_captured(
     assert (result.exit_code, result.stdout, result.stderr) == (0, data, b"")
     assert streamed == data
     assert (task_dirs.output_dir / "copy.txt").read_bytes() == data
+
+
+def test_a_chatty_module_is_captured_and_streamed_whole(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """20,000 unbuffered writes: every line is in the result and in the stream, stderr apart."""
+    request = task_dirs.request("wasm", module=wasm_modules["probe"], command=("probe", "chatty", "20000"))
+    handle = backend.start(request)
+    streamed = b"".join(backend.logs(handle))
+    result = backend.wait(handle)
+    lines = result.stdout.splitlines()
+    assert (result.exit_code, result.stderr, len(lines)) == (0, b"start\n", 20_000)
+    assert [int(line.split()[0]) for line in lines] == list(range(20_000))
+    assert sorted(streamed.splitlines(keepends=True)) == sorted(
+        result.stdout.splitlines(keepends=True) + [b"start\n"]
+    )
+
+
+def test_logs_past_the_cap_are_cut_and_the_run_still_succeeds(
+    backend: WasmRuntime, task_dirs: TaskDirs, wasm_modules: dict[str, Path]
+) -> None:
+    """stdout + stderr are capped together at LOG_CAP (memory on the provider); the task is not failed."""
+    lines = LOG_CAP // 100 + 50_000  # ~5 MB past the cap
+    request = task_dirs.request("wasm", module=wasm_modules["probe"], command=("probe", "chatty", str(lines)))
+    result = backend.wait(backend.start(request))
+    assert (result.exit_code, result.kill_reason, result.stderr) == (0, None, b"start\n")
+    assert LOG_CAP - 2 * 4096 <= len(result.stdout) + len(result.stderr) <= LOG_CAP
+    assert result.stdout.startswith(b"000000000 ")
 
 
 def test_busy_loop_runs_out_of_fuel(task_dirs: TaskDirs, wasm_modules: dict[str, Path]) -> None:

@@ -3,7 +3,8 @@
  *   busy            spin forever (fuel or epoch must stop it)
  *   hog             allocate 1 MiB blocks until malloc fails, then exit 3
  *   bigout MIB      write MIB MiB to /out/big.bin (exit 4 when a write fails)
- *   escape          try to read/write outside the preopens; prints one line per attempt, exit 0 */
+ *   escape          try to read/write outside the preopens; prints one line per attempt, exit 0
+ *   chatty N        "start" on stderr, then N numbered 100-byte lines on stdout (unbuffered), exit 0 */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,13 @@ int main(int argc, char **argv) {
         for (long i = 0; i < mib; i++)
             if (fwrite(block, 1, sizeof block, f) != sizeof block) { fprintf(stderr, "write failed\n"); return 4; }
         if (fclose(f) != 0) { fprintf(stderr, "close failed\n"); return 4; }
+        return 0;
+    }
+    if (strcmp(mode, "chatty") == 0) {
+        long n = argc > 2 ? atol(argv[2]) : 1000;
+        setvbuf(stdout, NULL, _IONBF, 0);  /* one write per line: as many writes as a chatty task makes */
+        fputs("start\n", stderr);
+        for (long i = 0; i < n; i++) printf("%09ld %089d\n", i, 0);
         return 0;
     }
     if (strcmp(mode, "escape") == 0) {
