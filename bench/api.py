@@ -549,14 +549,15 @@ chain costs that RPC and nothing else), the match follows the index at once (as 
 assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately; the
 matching round reuses the job context's ChainOps (building its web3 contracts took ~30 ms a round).
 
-*Why p99 is still above 500 ms.* An index run plus its matching round is a dozen RPC round trips through
-web3 (cursor hash, head, logs, a stake read per touched provider, min stake, gas estimate, send, receipt)
-and several SQLite commits: 70-150 ms on a quiet box, several times that when the CPU is contended, and
-posts arriving during a round wait for it. The settle job (another part, being reworked) runs every second
-and its rounds here took 0.5-2.8 s, growing with the open tasks, all of it competing for the same two cores
-and the API process's GIL; run B paces it out to show its share. Next steps: an incremental, event-driven
-settle job; fewer RPCs per index run and per matching round; the jobs in a process of their own so they do
-not share the API's GIL.
+*Where p99 stands.* Around the 500 ms target on this box: 419 ms in a quiet run earlier today (p50 191
+ms), 535 ms in the run above. Run B, with the settle job paced out, is no better any more: settle_tasks now
+skips tasks that cannot be ready from the database alone (`maybe_ready`) before any RPC, so its rounds no
+longer compete for the GIL. What remains is the assign lane itself: an index run plus its matching round is
+a dozen RPC round trips through web3 (cursor hash, head, logs, a stake read per touched provider, min
+stake, gas estimate, send, receipt) and several SQLite commits, 70-150 ms on a quiet box and several times
+that when the CPU is contended, and posts arriving during a round wait for it. Next steps: fewer RPCs per
+index run and per matching round (a stake cache fed by the indexer's Staked/Unstaked events); the jobs in a
+process of their own so they do not share the API's GIL.
 """
 
 
