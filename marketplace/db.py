@@ -19,6 +19,15 @@ from hashgrid.config import Settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
+# A request's session holds its connection until the request ends, and FastAPI still needs a threadpool slot
+# to validate a sync route's response. With fewer connections than threadpool slots, a burst of sync requests
+# fills every slot with handlers waiting for a connection while the connections' holders wait for a slot: a
+# deadlock broken only by the pool timeout (30 s, then a 500). So the API caps its threadpool at API_THREADS
+# (app.py) and every engine has room for all of them plus the threads that are not requests.
+API_THREADS = 16  # sync route handlers running at once in one API process
+BACKGROUND_CONNECTIONS = 8  # the spec writer, the in-process jobs' lanes, the nonce purger, headroom
+POOL_CONNECTIONS = API_THREADS + BACKGROUND_CONNECTIONS
+
 
 def database_url(settings: Settings) -> str:
     """The SQLAlchemy URL: plain postgresql:// URLs are routed to the psycopg 3 driver."""
@@ -44,10 +53,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"pool_size": POOL_CONNECTIONS, "max_overflow": 0, **kwargs}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs.pop("pool_size"), kwargs.pop("max_overflow")  # a single shared connection (StaticPool)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # PostgreSQL: 10 kept open, the rest opened on demand and closed when returned
+    kwargs = {"pool_size": 10, "max_overflow": POOL_CONNECTIONS - 10, **kwargs}
+    return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

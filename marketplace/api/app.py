@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
@@ -23,7 +24,7 @@ from marketplace.api.errors import install_error_handlers
 from marketplace.api.ingest import SpecWriter
 from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
 from marketplace.api.security import purge_expired_nonces
-from marketplace.db import engine_from_settings, init_db
+from marketplace.db import API_THREADS, engine_from_settings, init_db
 from marketplace.models import utcnow
 from marketplace.settings import MarketplaceSettings
 
@@ -95,6 +96,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         app.state.spec_writer.reopen()  # closed by a previous lifespan of this app, if any
+        # never more sync handlers at once than the engine has connections for them (db.API_THREADS)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         purger = asyncio.create_task(_purge_nonces(engine))
         scheduler = None
         if settings.run_jobs:

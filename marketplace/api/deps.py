@@ -22,7 +22,7 @@ from hashgrid.signing import (
 from marketplace.api.chain import FeeOracle, StakeOracle
 from marketplace.api.errors import PayloadTooLarge, Unauthorized
 from marketplace.api.ingest import SpecWriter
-from marketplace.api.security import Caller, consume_nonce, verify_signed_request, verify_token
+from marketplace.api.security import Caller, leave_nonce_pending, verify_signed_request, verify_token
 from marketplace.settings import MarketplaceSettings
 
 
@@ -120,22 +120,13 @@ async def signed_caller(request: Request, settings: SettingsDep) -> Caller:
     return authenticate(request, settings, body_sha256=body_sha256)
 
 
-def current_wallet(
+async def current_wallet(
     request: Request, caller: Annotated[Caller, Depends(signed_caller)], session: SessionDep
 ) -> str:
-    """The caller's lower-case address, its nonce spent in this request's transaction (committed at once for
-    reads, with the handler's writes otherwise, so a refused request leaves nothing behind).
-
-    Sync on purpose (run in the threadpool): a write transaction left open across an await on the event
-    loop would let the next request block the loop on SQLite's write lock while holding it (deadlock)."""
-    if caller.nonce is not None and caller.expiry is not None:
-        consume_nonce(
-            session,
-            address=caller.address,
-            nonce=caller.nonce,
-            expiry=caller.expiry,
-            commit=request.method in ("GET", "HEAD"),
-        )
+    """The caller's lower-case address. Its nonce is left pending on the request's session and spent by the
+    endpoint's own thread (routing.py): committed at once for reads, with the handler's writes otherwise, so a
+    refused request leaves nothing behind. Async: it touches no database."""
+    leave_nonce_pending(session, caller, commit=request.method in ("GET", "HEAD"))
     return caller.address
 
 

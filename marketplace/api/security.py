@@ -145,6 +145,24 @@ def consume_nonce(session: Session, *, address: str, nonce: str, expiry: int, co
         ) from None
 
 
+PENDING_NONCE = "hashgrid.pending_nonce"  # session.info key: (address, nonce, expiry, commit at once)
+
+
+def leave_nonce_pending(session: Session, caller: Caller, *, commit: bool) -> None:
+    """Mark the request's nonce to be spent by whoever runs the handler's database work (routing.py), in
+    that thread and transaction: no connection is taken on the event loop or held across a thread hop."""
+    if caller.nonce is not None and caller.expiry is not None:
+        session.info[PENDING_NONCE] = (caller.address, caller.nonce, caller.expiry, commit)
+
+
+def spend_pending_nonce(session: Session) -> None:
+    """Spend the nonce `leave_nonce_pending` marked, if any (NonceReused for a replay)."""
+    pending = session.info.pop(PENDING_NONCE, None)
+    if pending is not None:
+        address, nonce, expiry, commit = pending
+        consume_nonce(session, address=address, nonce=nonce, expiry=expiry, commit=commit)
+
+
 def purge_expired_nonces(session: Session, *, now: datetime) -> int:
     """Forget spent nonces whose signatures expired: such signatures are refused for expiry anyway."""
     result = session.exec(delete(UsedNonce).where(UsedNonce.expires_at < now))  # type: ignore[call-overload]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
-
 from marketplace.api.deps import SessionDep, SettingsDep
 from marketplace.api.errors import error_responses
+from marketplace.api.routing import Router
 from marketplace.api.schemas import NonceOut, SiweLoginIn, TokenOut
 from marketplace.api.security import (
     LOGIN_NONCE_TTL_S,
@@ -17,7 +16,7 @@ from marketplace.api.security import (
     verify_siwe,
 )
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = Router(prefix="/auth", tags=["auth"])
 
 
 @router.get("/nonce", response_model=NonceOut, summary="A fresh nonce for a SIWE login message")

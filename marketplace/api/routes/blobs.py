@@ -3,21 +3,24 @@ back to a wallet allowed to read it, HEAD says whether it is stored."""
 
 from __future__ import annotations
 
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from sqlmodel import Session
 
 from hashgrid.errors import ContentMissing
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, StoreDep, authenticate
 from marketplace.api.errors import PayloadTooLarge, error_responses
+from marketplace.api.routing import Router
 from marketplace.api.schemas import SHA256_PATTERN
 from marketplace.api.services import blobs as service
 from marketplace.api.services.tasks import spec_blob
 from marketplace.models import Blob, BlobPublic
 
-router = APIRouter(prefix="/blobs", tags=["blobs"])
+router = Router(prefix="/blobs", tags=["blobs"])
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="sha256 of the blob, 64 lower-case hex")]
 
 
@@ -42,7 +45,6 @@ async def put_blob(
     request: Request,
     response: Response,
     settings: SettingsDep,
-    session: SessionDep,
     store: StoreDep,
 ) -> BlobPublic:
     """Signed with bodySha256 = the blob's sha256 (the server checks the stream against it, so the body is
@@ -55,28 +57,28 @@ async def put_blob(
             limit=settings.max_blob_bytes,
             size=int(declared),
         )
-    existing = await run_in_threadpool(
-        lambda: service.existing_blob(session=session, store=store, sha256=sha256)
-    )
-    if existing is not None:
-        await run_in_threadpool(
-            lambda: service.commit_blob(
-                session=session, store=store, caller=caller, sha256=sha256, temp=None, size=existing.size
+    engine = request.app.state.engine  # a session per thread hop: no connection held while the body streams
+
+    def lookup() -> Blob | None:
+        with Session(engine, expire_on_commit=False) as session:
+            return service.existing_blob(session=session, store=store, sha256=sha256)
+
+    def commit(temp: FilePath | None, size: int) -> bool:
+        with Session(engine, expire_on_commit=False) as session:
+            return service.commit_blob(
+                session=session, store=store, caller=caller, sha256=sha256, temp=temp, size=size
             )
-        )
+
+    existing = await run_in_threadpool(lookup)
+    if existing is not None:
+        await run_in_threadpool(commit, None, existing.size)
         response.status_code = 200
         return BlobPublic(sha256=sha256, size=existing.size, created=False)
     temp = await service.receive_blob(
         store=store, sha256=sha256, chunks=request.stream(), max_bytes=settings.max_blob_bytes
     )
     size = temp.stat().st_size
-
-    def finish() -> bool:
-        return service.commit_blob(
-            session=session, store=store, caller=caller, sha256=sha256, temp=temp, size=size
-        )
-
-    created = await run_in_threadpool(finish)
+    created = await run_in_threadpool(commit, temp, size)
     response.status_code = 201 if created else 200
     return BlobPublic(sha256=sha256, size=size, created=created)
 

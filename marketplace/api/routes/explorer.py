@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from marketplace.api.deps import SessionDep, SettingsDep
 from marketplace.api.errors import error_responses
+from marketplace.api.routing import Router
 from marketplace.api.schemas import ADDRESS_PATTERN
 from marketplace.api.services import explorer as service
 from marketplace.api.services.providers import is_online
@@ -22,7 +23,7 @@ from marketplace.models import (
     TaskStatus,
 )
 
-router = APIRouter(prefix="/explorer", tags=["explorer"])
+router = Router(prefix="/explorer", tags=["explorer"])
 Offset = Annotated[int, Query(ge=0, le=2**31)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from sqlalchemy import text
 
 from marketplace.api.deps import SessionDep, SettingsDep
+from marketplace.api.routing import Router
 
-router = APIRouter(tags=["health"])
+router = Router(tags=["health"])
 
 
 @router.get("/health", summary="Liveness and database readiness")

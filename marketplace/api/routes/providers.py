@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, StakeOracleDep
 from marketplace.api.errors import error_responses
+from marketplace.api.routing import Router, spend_nonce_now
 from marketplace.api.schemas import (
     ADDRESS_PATTERN,
     HeartbeatIn,
@@ -25,7 +26,7 @@ from marketplace.api.schemas import (
 from marketplace.api.services import providers as service
 from marketplace.models import AssignmentPublic, AssignmentsPublic, Provider, ProviderPublic
 
-router = APIRouter(prefix="/providers", tags=["providers"])
+router = Router(prefix="/providers", tags=["providers"])
 Address = Annotated[str, Path(pattern=ADDRESS_PATTERN, description="the provider's 0x address")]
 TaskId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 SIGNED = error_responses(401, 403, 404, 422)
@@ -72,11 +73,13 @@ async def assignments(
     address: Address,
     request: Request,
     wallet: CurrentWallet,
+    session: SessionDep,
     settings: SettingsDep,
     wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait for one")] = 0,
 ) -> AssignmentsPublic:
     """Replicas assigned to this provider and not acked yet (at least once: ack each after journaling it).
     Waits up to `wait` seconds (capped by the server's long_poll_max_s) when there are none."""
+    await run_in_threadpool(spend_nonce_now, session)  # the request's session is done before any wait
     provider = service.check_self(wallet=wallet, address=address)
     engine = request.app.state.engine
     bell = request.app.state.assignment_bell

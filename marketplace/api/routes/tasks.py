@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -16,6 +16,7 @@ from sqlmodel import Session
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, SignedCaller, SpecWriterDep
 from marketplace.api.errors import error_responses
 from marketplace.api.ingest import SpecIngest
+from marketplace.api.routing import Router
 from marketplace.api.services import tasks as service
 from marketplace.models import (
     LogChunkPublic,
@@ -29,7 +30,7 @@ from marketplace.models import (
     TaskStatus,
 )
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = Router(prefix="/tasks", tags=["tasks"])
 TERMINAL = {TaskStatus.SETTLED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
 TaskId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="the on-chain task id")]
 SPEC_EXAMPLE = {

@@ -1,0 +1,70 @@
+"""`Router`: an APIRouter whose sync endpoints do all their database work in the one thread they run in.
+
+A request's session would otherwise hold its connection from the first query in a dependency until FastAPI's
+teardown, across the threadpool hops between (the dependency, the endpoint, the response validation FastAPI
+runs in the threadpool for sync endpoints). Under a burst, every thread then waits for a connection held by
+a request that is itself waiting for a thread: nothing moves until the pool times out (30 s, then a 500);
+on SQLite, a POST's nonce insert also held the write lock across such a hop. So a sync endpoint here:
+
+1. spends the request's nonce (left pending by `deps.current_wallet`) in its own transaction, committed at
+   once for reads and together with the handler's writes otherwise (a refused request leaves nothing);
+2. runs the handler;
+3. commits what is still open on success, and closes the session either way, giving its connection back
+   before the thread is released: what the endpoint returns is validated from loaded, detached objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from sqlmodel import Session
+
+from marketplace.api.security import spend_pending_nonce
+
+
+def in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a sync endpoint as described above (signature kept: FastAPI reads it through __wrapped__)."""
+
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        sessions = [value for value in kwargs.values() if isinstance(value, Session)]
+        try:
+            for session in sessions:
+                spend_pending_nonce(session)
+            result = endpoint(*args, **kwargs)
+            for session in sessions:
+                if session.in_transaction():
+                    session.commit()
+            return result
+        finally:
+            for session in sessions:
+                session.close()
+
+    return run
+
+
+def spend_nonce_now(session: Session) -> None:
+    """For async endpoints (run it in the threadpool): spend the pending nonce, commit, give the connection
+    back. Such an endpoint must take the request's session (SessionDep) to call this."""
+    try:
+        spend_pending_nonce(session)
+        session.commit()
+    finally:
+        session.close()
+
+
+class SessionRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = in_one_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def Router(**kwargs: Any) -> APIRouter:  # noqa: N802 - reads as the class it builds
+    """An APIRouter whose routes are `SessionRoute`s."""
+    return APIRouter(route_class=SessionRoute, **kwargs)
