@@ -4,11 +4,13 @@ and the calling wallet (`CurrentWallet`), authenticated by a SIWE bearer token o
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from sqlmodel import Session
 
 from hashgrid.content import ContentStore
@@ -21,7 +23,6 @@ from hashgrid.signing import (
 )
 from marketplace.api.chain import FeeOracle, StakeOracle
 from marketplace.api.errors import PayloadTooLarge, Unauthorized
-from marketplace.api.ingest import SpecWriter
 from marketplace.api.security import Caller, leave_nonce_pending, verify_signed_request, verify_token
 from marketplace.settings import MarketplaceSettings
 
@@ -51,16 +52,11 @@ async def get_fee_oracle(request: Request) -> FeeOracle:
     return request.app.state.fee_oracle  # type: ignore[no-any-return]
 
 
-async def get_spec_writer(request: Request) -> SpecWriter:
-    return request.app.state.spec_writer  # type: ignore[no-any-return]
-
-
 SettingsDep = Annotated[MarketplaceSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
 StakeOracleDep = Annotated[StakeOracle, Depends(get_stake_oracle)]
 FeeOracleDep = Annotated[FeeOracle, Depends(get_fee_oracle)]
-SpecWriterDep = Annotated[SpecWriter, Depends(get_spec_writer)]
 
 
 def signed_path(request: Request) -> str:
@@ -120,6 +116,23 @@ async def signed_caller(request: Request, settings: SettingsDep) -> Caller:
     return authenticate(request, settings, body_sha256=body_sha256)
 
 
+async def json_object_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, refused as FastAPI would refuse a `dict` body parameter (422), for
+    routes that take only the Request (POST /tasks)."""
+    body = await request.body()
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
+        ) from None
+    if not isinstance(document, dict):
+        raise RequestValidationError(
+            [{"type": "dict_type", "loc": ("body",), "msg": "Input should be a valid dictionary"}]
+        )
+    return document
+
+
 async def current_wallet(
     request: Request, caller: Annotated[Caller, Depends(signed_caller)], session: SessionDep
 ) -> str:
@@ -131,5 +144,3 @@ async def current_wallet(
 
 
 CurrentWallet = Annotated[str, Depends(current_wallet)]
-# who signed, nonce not yet spent: for handlers that spend it with their own writes (POST /tasks, ingest.py)
-SignedCaller = Annotated[Caller, Depends(signed_caller)]

@@ -81,6 +81,10 @@ def test_health_and_openapi(client: TestClient) -> None:
     assert client.get("/health").json()["status"] == "ok"
     schema = client.get("/openapi.json").json()
     assert "/tasks" in schema["paths"] and "/providers/{address}/assignments" in schema["paths"]
+    # POST /tasks takes only the Request (it is also served ahead of FastAPI's router): still documented
+    create = schema["paths"]["/tasks"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
+    assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("TaskRegistration")
 
 
 def test_unsigned_request_is_401_and_stores_nothing(client: TestClient, engine: Engine) -> None:
