@@ -513,32 +513,32 @@ DOC_NOTES = """
 **Reading it.** The box is two cores shared with the other engineers' test runs: look at the load averages
 before comparing runs, and at server CPU per request, which moves less than requests per second.
 
-*Ingest: what changed* (the previous run of this section: 255 creations/s with 1 worker, 506/s for health).
-POST /tasks is async end to end: the signature is checked and the spec validated on the event loop, then
-the request's nonce and spec rows go to a per-process writer thread that commits whatever has queued up in
-one transaction (`marketplace/api/ingest.py`, INSERT ... ON CONFLICT DO NOTHING RETURNING; it gathers until
-4 ms after its previous commit began, and does not wait when idle). That removed four threadpool hops and a
-SQLAlchemy session per request. Also: `canonical_json` writes the common spec shape with the C json encoder
-(byte-identical to rfc8785, checked by a property test), keccak comes from safe-pysha3 (pycryptodome's
-ctypes calls released the GIL four times per hash, and the loop then waited for the writer thread to give
-it back), keccak of the method and path and the key-to-address step are cached, and the app.state
-accessors are async (no hop). The benchmark now migrates before starting uvicorn, as
-`hashgrid marketplace serve` does: two workers migrating at once raced.
+*Ingest: what changed* (earlier today: 754 creations/s at best, server CPU 1.75-2.2 ms a request).
+POST /tasks takes only the Request and is served as a plain Starlette route ahead of FastAPI's router
+(`marketplace/api/app.py`; the same endpoint stays in FastAPI's router, where OpenAPI documents it): measured
+in-process, FastAPI's routing through the included routers and its dependency solving cost ~0.4 ms a
+creation, as much as the work itself. Server CPU fell to 1.1-1.3 ms a request, and the rate passed 1,000/s
+with one worker in quiet moments (1,027/s in a 6,000-request run) and with two in this run. Before that:
+the endpoint is async end to end (signature and spec checked on the loop, then the nonce and spec rows go
+to a per-process writer thread that commits whatever has queued up in one transaction,
+`marketplace/api/ingest.py`); `canonical_json` writes the common spec shape with the C json encoder
+(byte-identical to rfc8785, checked by a property test); keccak comes from safe-pysha3 (pycryptodome's
+ctypes calls released the GIL four times per hash); keccak of the method and path and the key-to-address
+step are cached. The benchmark migrates before starting uvicorn, as `hashgrid marketplace serve` does.
 
 *What did not change:* every request's signature, chain id, nonce form and expiry window are checked before
 anything is written; the nonce is spent in the same transaction as the spec row, so a refused request leaves
 nothing; a nonce used twice within one batch is refused by the writer, and across batches and across worker
-processes by the UsedNonce primary key in the shared database (there is no per-process replay cache).
+processes by the UsedNonce primary key in the shared database (there is no per-process replay cache). A body
+that is not a JSON object is a 422 as before.
 
-*Why not 1,000/s here.* The app's own steps cost ~0.25 ms per creation (the breakdown, batches of 32), but
-the server spends 1.2-1.4 ms of CPU per request under load; the unsigned health check (a sync handler:
-two threadpool hops and a session) costs as much. The rest is uvicorn, FastAPI's routing and dependency
-solving, and the GIL handed between the loop and the writer thread. With the load generator (~0.1 ms per
-request) and other work on the same two cores, that caps the rate at roughly 600-850/s; the best seen in
-quieter moments today was 841/s with one worker (a 5,000-request run of the same load). Two workers help
-only when a core is free (SQLite has one writer; each worker's writer takes the lock in turn). Further:
-PostgreSQL with more workers and cores, the load generator on another machine, fewer per-request
-dependencies on the hot route.
+*Reading the rate.* The load generator and whatever else runs share the same two cores, so the rate swings
+by a quarter between runs of the same code (878-1,180/s since the change above); server CPU per request is
+the steadier figure. Two workers help only when a core is free (SQLite has one writer; each worker's writer
+takes the lock in turn). The health check is a sync route: a thread hop for the handler and another for
+FastAPI's response validation, so it costs more than a creation. Since decision 11 (docs/decisions.md) a
+request's database work happens in the one thread its endpoint runs in; before, 64 concurrent health checks
+stalled the server until the connection pool timed out.
 
 *Post to assignment: what changed* (measured before with this benchmark, 40 tasks: p50 1,636 ms, p99
 3,054 ms, of which post to indexed p50 991 ms; assigned to seen p50 371 ms). The in-process jobs ran on one
@@ -549,15 +549,16 @@ chain costs that RPC and nothing else), the match follows the index at once (as 
 assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately; the
 matching round reuses the job context's ChainOps (building its web3 contracts took ~30 ms a round).
 
-*Where p99 stands.* Around the 500 ms target on this box: 419 ms in a quiet run earlier today (p50 191
-ms), 535 ms in the run above. Run B, with the settle job paced out, is no better any more: settle_tasks now
-skips tasks that cannot be ready from the database alone (`maybe_ready`) before any RPC, so its rounds no
-longer compete for the GIL. What remains is the assign lane itself: an index run plus its matching round is
-a dozen RPC round trips through web3 (cursor hash, head, logs, a stake read per touched provider, min
-stake, gas estimate, send, receipt) and several SQLite commits, 70-150 ms on a quiet box and several times
-that when the CPU is contended, and posts arriving during a round wait for it. Next steps: fewer RPCs per
-index run and per matching round (a stake cache fed by the indexer's Staked/Unstaked events); the jobs in a
-process of their own so they do not share the API's GIL.
+*Where p99 stands.* Around the 500 ms target on this box, not reliably under it: 419 ms in a quiet run
+earlier today, 535 and 620 ms in others (p50 180-275 ms). The tails are shared by every step, anvil's own
+receipt included (its p99 is 2.5x its p50), and come with the load average. Run B, with the settle job paced
+out, is 100 ms better at p99: the jobs lane (settlement every second) shares the process, its GIL and
+SQLite's write lock with the assign lane. An index run plus its matching round is a dozen RPC round trips
+through web3 (cursor hash, head, logs, a stake read per touched provider, min stake, gas estimate, fees,
+send, receipt) and several SQLite commits, 70-150 ms on a quiet box and several times that when the CPU is
+contended, and posts arriving during a round wait for it. Next steps: fewer RPCs per index run and per
+round (a stake cache fed by the indexer's Staked/Unstaked events, fees from the head the indexer already
+polls); the jobs lane in a process of its own so it shares neither the GIL nor the assign lane's turn.
 """
 
 
