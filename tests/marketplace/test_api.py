@@ -84,7 +84,8 @@ def test_health_and_openapi(client: TestClient) -> None:
     # POST /tasks takes only the Request (it is also served ahead of FastAPI's router): still documented
     create = schema["paths"]["/tasks"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
-    assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("TaskRegistration")
+    created = create["responses"]["201"]["content"]["application/json"]["schema"]
+    assert created["$ref"].endswith("TaskRegistration")
 
 
 def test_unsigned_request_is_401_and_stores_nothing(client: TestClient, engine: Engine) -> None:
