@@ -21,9 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlmodel import Session
 
+from marketplace.api.deps import current_wallet
 from marketplace.api.security import spend_pending_nonce
 
 
@@ -58,11 +60,29 @@ def spend_nonce_now(session: Session) -> None:
         session.close()
 
 
+def spends_nonce(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an async endpoint that takes `CurrentWallet` as calling `spend_nonce_now` itself (required:
+    without it the request's nonce would never be spent and the request could be replayed)."""
+    endpoint.spends_nonce = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
+
+
 class SessionRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        if not inspect.iscoroutinefunction(endpoint):
+        is_async = inspect.iscoroutinefunction(endpoint)
+        marked = getattr(endpoint, "spends_nonce", False)
+        if not is_async:
             endpoint = in_one_thread(endpoint)
         super().__init__(path, endpoint, **kwargs)
+        if is_async and not marked and _depends_on(self.dependant, current_wallet):
+            raise TypeError(
+                f"async route {path} takes CurrentWallet: spend its nonce with spend_nonce_now and mark it "
+                "@spends_nonce (or make it sync)"
+            )
 
 
 def Router(**kwargs: Any) -> APIRouter:  # noqa: N802 - reads as the class it builds

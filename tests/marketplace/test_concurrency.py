@@ -1,5 +1,5 @@
 """Bursts against a real uvicorn: every sync, database-backed request answers, and each signed nonce is spent
-exactly once when its replays race it.
+exactly once when its replays race it. An async route cannot take the wallet without spending its nonce.
 
 Before the API capped its threadpool below the engine's pool (marketplace/db.py, API_THREADS), 64 concurrent
 GET /health requests on SQLite left every threadpool slot waiting for a connection while the connections'
@@ -24,6 +24,8 @@ from hashgrid.config import DEV_CHAIN_ID
 from hashgrid.signing import sign_request
 from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
+from marketplace.api.deps import CurrentWallet
+from marketplace.api.routing import Router, spends_nonce
 from marketplace.db import POOL_CONNECTIONS
 from marketplace.models import UsedNonce
 from marketplace.settings import MarketplaceSettings
@@ -82,3 +84,21 @@ def test_a_burst_of_signed_reads_and_their_replays_spends_each_nonce_once(
     with Session(engine) as session:
         spent = session.exec(select(func.count()).select_from(UsedNonce)).one()
     assert spent == len(signed)
+
+
+def test_an_async_route_taking_the_wallet_must_spend_its_nonce() -> None:
+    """An async endpoint gets no thread of its own to spend the nonce in (routing.py): unless it says it
+    spends it, building the route fails, rather than the route accepting replays."""
+    router = Router()
+
+    async def forgets(wallet: CurrentWallet) -> dict[str, str]:
+        return {"wallet": wallet}
+
+    with pytest.raises(TypeError, match="spend_nonce_now"):
+        router.get("/forgets")(forgets)
+    router.get("/spends")(spends_nonce(forgets))  # marked: accepted
+
+    def sync(wallet: CurrentWallet) -> dict[str, str]:  # sync routes spend it in routing.in_one_thread
+        return {"wallet": wallet}
+
+    router.get("/sync")(sync)

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, StakeOracleDep
 from marketplace.api.errors import error_responses
-from marketplace.api.routing import Router, spend_nonce_now
+from marketplace.api.routing import Router, spend_nonce_now, spends_nonce
 from marketplace.api.schemas import (
     ADDRESS_PATTERN,
     HeartbeatIn,
@@ -69,6 +69,7 @@ def heartbeat(address: Address, body: HeartbeatIn, wallet: CurrentWallet, sessio
     summary="Long-poll new assignments",
     responses=SIGNED,
 )
+@spends_nonce
 async def assignments(
     address: Address,
     request: Request,
