@@ -53,9 +53,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"pool_size": POOL_CONNECTIONS, "max_overflow": 0, **kwargs}
-        if parsed.database in (None, "", ":memory:"):
-            kwargs.pop("pool_size"), kwargs.pop("max_overflow")  # a single shared connection (StaticPool)
+            kwargs = {"pool_size": POOL_CONNECTIONS, "max_overflow": 0, **kwargs}
+        # (an in-memory database keeps SQLAlchemy's single shared connection: there is no pool to size)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

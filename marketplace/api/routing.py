@@ -15,9 +15,10 @@ on SQLite, a POST's nonce insert also held the write lock across such a hop. So 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter
@@ -29,23 +30,29 @@ from marketplace.api.deps import current_wallet
 from marketplace.api.security import spend_pending_nonce
 
 
+@contextlib.contextmanager
+def _unit_of_work(sessions: list[Session]) -> Iterator[None]:
+    """Spend the pending nonce, let the body run, commit what is still open on success, and close either
+    way: the connection is back in the pool before the thread is released."""
+    try:
+        for session in sessions:
+            spend_pending_nonce(session)
+        yield
+        for session in sessions:
+            if session.in_transaction():
+                session.commit()
+    finally:
+        for session in sessions:
+            session.close()
+
+
 def in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a sync endpoint as described above (signature kept: FastAPI reads it through __wrapped__)."""
 
     @functools.wraps(endpoint)
     def run(*args: Any, **kwargs: Any) -> Any:
-        sessions = [value for value in kwargs.values() if isinstance(value, Session)]
-        try:
-            for session in sessions:
-                spend_pending_nonce(session)
-            result = endpoint(*args, **kwargs)
-            for session in sessions:
-                if session.in_transaction():
-                    session.commit()
-            return result
-        finally:
-            for session in sessions:
-                session.close()
+        with _unit_of_work([value for value in kwargs.values() if isinstance(value, Session)]):
+            return endpoint(*args, **kwargs)
 
     return run
 
@@ -53,11 +60,8 @@ def in_one_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 def spend_nonce_now(session: Session) -> None:
     """For async endpoints (run it in the threadpool): spend the pending nonce, commit, give the connection
     back. Such an endpoint must take the request's session (SessionDep) to call this."""
-    try:
-        spend_pending_nonce(session)
-        session.commit()
-    finally:
-        session.close()
+    with _unit_of_work([session]):
+        pass
 
 
 def spends_nonce(endpoint: Callable[..., Any]) -> Callable[..., Any]:
