@@ -5,12 +5,16 @@ and reverts decoded (by simulating first) into the contracts' named errors.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import requests
+import requests.adapters
+import requests.utils
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
@@ -22,6 +26,7 @@ from hashgrid.chain.reverts import RevertDecoder
 from hashgrid.errors import ChainError, ContractRevert, InvalidInput, TransactionTimeout
 
 GWEI = 10**9
+RPC_POOL_SIZE = 32  # keep-alive connections per client: more than the threads of a process that send at once
 Signer = LocalAccount | str  # an account or its private key
 
 _CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
@@ -65,6 +70,28 @@ class NonceManager:
                 self._next.pop(address, None)
 
 
+@dataclass(frozen=True)
+class BlockHeader:
+    number: int
+    hash: str  # 0x-prefixed, lowercase
+    timestamp: int
+    base_fee: int
+
+
+def rpc_session(rpc_url: str) -> requests.Session:
+    """One HTTP session for every thread of a client. The proxy settings are read from the environment once,
+    here: by default requests re-reads them (walking os.environ) on every request, about a third of what a
+    loopback RPC cost. The pool is sized for the threads of one process (API threadpool, job lanes)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(rpc_url)
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=RPC_POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class ChainClient:
     """web3.py over HTTP with local signing. `transact` is the one way Hashgrid sends a contract call."""
 
@@ -80,7 +107,12 @@ class ChainClient:
         self.rpc_url = rpc_url
         self.tx_timeout = tx_timeout
         self.poll_interval = poll_interval
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
+        self.w3 = Web3(Web3.HTTPProvider(
+            rpc_url, request_kwargs={"timeout": request_timeout}, session=rpc_session(rpc_url),
+            # web3's validation middleware asks the node for its chain id before every call, estimate and
+            # send (four round trips in a matching round); a node's chain id does not change
+            cache_allowed_requests=True, cacheable_requests={"eth_chainId"},
+        ))
         self.decoder = decoder or RevertDecoder()
         self.nonces = NonceManager(self._pending_nonce)
         self._chain_id: int | None = None
@@ -109,10 +141,21 @@ class ChainClient:
         return response.get("result")
 
     def block_number(self) -> int:
-        return int(self._guarded(lambda: self.w3.eth.block_number))
+        return int(self.rpc("eth_blockNumber"), 16)
 
     def timestamp(self, block: int | str = "latest") -> int:
-        return int(self._guarded(lambda: self.w3.eth.get_block(block)["timestamp"]))  # type: ignore[arg-type]
+        return self.header(block).timestamp
+
+    def header(self, block: int | str = "latest") -> BlockHeader:
+        """A block's hash, time and base fee, read raw: web3's block formatters cost more than the round trip
+        (the indexer asks for two headers per run, every transaction for one)."""
+        tag = hex(block) if isinstance(block, int) else block
+        raw = self.rpc("eth_getBlockByNumber", [tag, False])
+        if raw is None:
+            raise ChainError(f"block {block} not found", block=str(block))
+        return BlockHeader(number=int(raw["number"], 16), hash=raw["hash"].lower(),
+                           timestamp=int(raw["timestamp"], 16),
+                           base_fee=int(raw.get("baseFeePerGas") or hex(GWEI), 16))
 
     def _pending_nonce(self, address: str) -> int:
         return int(self._guarded(lambda: self.w3.eth.get_transaction_count(address, "pending")))  # type: ignore[arg-type]
@@ -127,8 +170,7 @@ class ChainClient:
 
     def fees(self) -> dict[str, int]:
         """EIP-1559 fees: twice the latest base fee plus a 1 gwei tip (anvil's base fee starts at 1 gwei)."""
-        block = self._guarded(lambda: self.w3.eth.get_block("latest"))
-        base = int(block.get("baseFeePerGas", GWEI))
+        base = self.header("latest").base_fee
         tip = GWEI
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
@@ -157,18 +199,22 @@ class ChainClient:
         simulate: bool = True,
         timeout: float | None = None,
     ) -> TxReceipt:
-        """Simulate (so a revert is decoded without spending gas), sign, send and wait for the receipt."""
+        """Simulate (so a revert is decoded without spending gas), sign, send and wait for the receipt. The
+        call is ABI-encoded once: the estimate is made from the built transaction's data."""
         account = self.account(sender)
-        base: dict[str, Any] = {"from": account.address, "value": value, "chainId": self.chain_id}
+        built = contract_fn.build_transaction(  # with gas and fees given, web3 makes no RPC here
+            {"from": account.address, "value": value, "chainId": self.chain_id, **self.fees(), "gas": gas or 1}
+        )
         if simulate or gas is None:
+            call = {k: built[k] for k in ("from", "to", "data", "value")}
             try:
-                estimate = int(self._guarded(lambda: contract_fn.estimate_gas(base)))
+                estimate = int(self._guarded(lambda: self.w3.eth.estimate_gas(call)))  # type: ignore[arg-type]
             except ContractLogicError as exc:
                 raise self._decode(exc, contract_fn) from None
             gas = gas or estimate + estimate // 5 + 10_000
-        tx = {**base, **self.fees(), "gas": gas}
+        built["gas"] = gas
         with self.nonces.reserve(account.address) as nonce:
-            built = contract_fn.build_transaction({**tx, "nonce": nonce})
+            built["nonce"] = nonce
             tx_hash = self._send(built, account)
         receipt = self.wait(tx_hash, timeout=timeout)
         if receipt["status"] != 1:
