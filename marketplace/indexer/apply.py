@@ -7,6 +7,7 @@ a rewind (delete events, re-project the affected tasks) gives the same rows as i
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -69,12 +70,16 @@ def store_event(session: Session, event: DecodedEvent) -> bool:
         "account": event.account,
         "args": event.args,
     }
-    dialect = session.get_bind().dialect.name
+    statement = _insert_event(session.get_bind().dialect.name)
+    return session.execute(statement, values).first() is not None  # (rowcount is not reliable everywhere)
+
+
+@functools.cache
+def _insert_event(dialect: str) -> Any:
+    """The event INSERT, built once per dialect: building it per event cost more than executing it."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(ChainEvent).values(**values).on_conflict_do_nothing(
-        index_elements=["tx_hash", "log_index"]
-    ).returning(col(ChainEvent.id))
-    return session.execute(statement).first() is not None  # (rowcount is not reliable on every driver)
+    return insert(ChainEvent).on_conflict_do_nothing(index_elements=["tx_hash", "log_index"]).returning(
+        col(ChainEvent.id))
 
 
 def ingest(session: Session, events: Iterable[DecodedEvent]) -> set[str]:

@@ -80,8 +80,7 @@ class Indexer:
         return row
 
     def _block_hash(self, number: int) -> str:
-        block = self.client._guarded(lambda: self.client.w3.eth.get_block(number))
-        return "0x" + bytes(block["hash"]).hex()
+        return self.client.header(number).hash
 
     # ------------------------------------------------------------------ reading
     def fetch(self, from_block: int, to_block: int) -> list[DecodedEvent]:

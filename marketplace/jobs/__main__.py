@@ -50,11 +50,10 @@ def rebuild(
     from sqlmodel import Session
 
     from marketplace.jobs.context import JobContext
-    from marketplace.jobs.jobs import make_indexer
 
     ctx = JobContext.from_settings()
     with Session(ctx.engine) as session:
-        report = make_indexer(ctx).rebuild(session, from_block=from_block)
+        report = ctx.indexer.rebuild(session, from_block=from_block)
     typer.echo(json.dumps(report.as_dict()))
 
 

@@ -3,6 +3,7 @@ not depend on the Python bindings' details), plus decoding a receipt's events fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,9 @@ from web3.types import TxReceipt
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
 from marketplace.indexer.events import ESCROW, REGISTRY, DecodedEvent, EventDecoder
+
+
+MIN_STAKE_TTL_S = 10.0
 
 
 def sort_providers(providers: Sequence[str]) -> list[str]:
@@ -36,10 +40,17 @@ class ChainOps:
                                                abi=registry_abi)
         get_task = next(i for i in escrow_abi if i.get("type") == "function" and i.get("name") == "getTask")
         self._task_fields = [c["name"] for c in get_task["outputs"][0].get("components", [])]
+        self._min_stake: tuple[float, int] | None = None  # (when read, value)
 
     # ------------------------------------------------------------------ views
     def min_stake(self) -> int:
-        return int(self.client.call(self.registry.functions.minStake()))
+        """The registry's minStake, read at most every MIN_STAKE_TTL_S (a matching round asked the chain each
+        time, for a DAO parameter that seldom changes). A stale value only misroutes for that long, and the
+        chain still has the last word: an assign to a provider below the new minimum reverts and is skipped."""
+        now = time.monotonic()
+        if self._min_stake is None or now - self._min_stake[0] >= MIN_STAKE_TTL_S:
+            self._min_stake = (now, int(self.client.call(self.registry.functions.minStake())))
+        return self._min_stake[1]
 
     def expiry_grace(self) -> int:
         return int(self.client.call(self.escrow.functions.expiryGrace()))

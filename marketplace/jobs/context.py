@@ -20,6 +20,7 @@ from hashgrid.errors import ConfigError
 
 if TYPE_CHECKING:
     from hashgrid.chain.contracts import Contracts
+    from marketplace.indexer.indexer import Indexer
     from marketplace.jobs.chain import ChainOps
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,15 @@ class JobContext:
         from marketplace.jobs.chain import ChainOps
 
         return ChainOps(self.client, self.deployment)
+
+    @cached_property
+    def indexer(self) -> Indexer:
+        """Built once per context, for the same reason (it binds the registry to read stakes)."""
+        from marketplace.indexer.indexer import Indexer
+
+        s = self.settings
+        return Indexer(client=self.client, deployment=self.deployment, confirmations=self.confirmations,
+                       batch_blocks=s.index_batch_blocks, reorg_depth=s.reorg_depth)
 
 
 def matcher_key(settings: Settings, deployment: Deployment) -> str | None:

@@ -20,9 +20,7 @@ from sqlmodel import Session, col, or_, select
 
 from hashgrid.errors import ContractRevert
 from marketplace.indexer import apply
-from marketplace.indexer.indexer import Indexer
 from marketplace.indexer.tables import ReplicaReplacement
-from marketplace.jobs.chain import ChainOps
 from marketplace.jobs.context import JobContext, require_matcher_key
 from marketplace.jobs.leases import acquire_lease, release_lease
 from marketplace.jobs.matching import ACTIVE, run_matching_round
@@ -37,12 +35,6 @@ UNCOMMITTED = (ReplicaStatus.ASSIGNED, ReplicaStatus.RUNNING, ReplicaStatus.EXEC
 OPEN_TASK = (TaskStatus.POSTED, *ACTIVE)
 
 
-def make_indexer(ctx: JobContext) -> Indexer:
-    s = ctx.settings
-    return Indexer(client=ctx.client, deployment=ctx.deployment, confirmations=ctx.confirmations,
-                   batch_blocks=s.index_batch_blocks, reorg_depth=s.reorg_depth)
-
-
 def index_chain(*, ctx: JobContext, max_batches: int | None = None) -> dict[str, Any]:
     """Index up to head − confirmations. A second concurrent run returns at once (the lease is held): two
     indexers would do the same work, and the cursor must only move forward under one of them."""
@@ -50,7 +42,7 @@ def index_chain(*, ctx: JobContext, max_batches: int | None = None) -> dict[str,
         return {"skipped": "another indexer holds the lease"}
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
-            return make_indexer(ctx).run(session, max_batches=max_batches).as_dict()
+            return ctx.indexer.run(session, max_batches=max_batches).as_dict()
     finally:
         release_lease(ctx.engine, INDEX_LEASE, ctx.worker_id)
 
@@ -99,7 +91,7 @@ def expire_heartbeats(
 def check_deadlines(*, ctx: JobContext) -> dict[str, Any]:
     """Expire tasks whose deadline + grace passed by chain time. Idempotent: an already closed task reverts
     EscrowTaskNotInState and is skipped; the indexer records the TaskExpired."""
-    chain = ChainOps(ctx.client, ctx.deployment)
+    chain = ctx.chain_ops
     chain_now = ctx.client.timestamp()
     cutoff = chain_now - chain.expiry_grace()
     expired: list[int] = []

@@ -156,6 +156,9 @@ def run_matching_round(
         try:
             outcome = _round(session, ctx, chain, tasks, now)
             session.commit()  # releases the PostgreSQL row locks
+        except BaseException:
+            session.rollback()  # before releasing the claims: on SQLite this round may hold the write lock
+            raise
         finally:
             if claimed:
                 release_tasks(ctx.engine, claimed, ctx.worker_id)
