@@ -6,6 +6,8 @@ threads, the indexer and jobs can share it; PostgreSQL is used through psycopg 3
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,66 @@ def database_url(settings: Settings) -> str:
     return url
 
 
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+
+
+class GatedConnection(sqlite3.Connection):
+    """A SQLite connection that takes its engine's write gate before its transaction's first write and gives
+    it back when the transaction ends (commit, rollback, close).
+
+    SQLite has one writer; a second writer in the same process used to wait in SQLite's busy handler, which
+    sleeps in steps of 1, 2, 5, 10, 15, 20, 25... ms and retries, so a write that found the lock taken waited
+    8-40 ms for a lock that was free after one. Queued on a Python lock instead, it runs the moment the lock
+    is given back. Other processes (more uvicorn workers, Celery) still meet the busy handler."""
+
+    gate: threading.Semaphore  # set per engine (see _gated_factory)
+    _holds_gate = False
+
+    def take_gate(self) -> None:
+        if self._holds_gate:
+            return
+        if not self.gate.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            # as SQLite itself would after its busy timeout: two open write transactions in one thread
+            raise sqlite3.OperationalError("database is locked (another write transaction of this process)")
+        self._holds_gate = True
+
+    def _give_gate(self) -> None:
+        if self._holds_gate:
+            self._holds_gate = False
+            self.gate.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            if not self.in_transaction:
+                self._give_gate()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._give_gate()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._give_gate()
+
+
+def _gated_factory() -> type[GatedConnection]:
+    """A GatedConnection class with a gate of its own: one per engine (one database file per engine)."""
+    return type("GatedConnection", (GatedConnection,), {"gate": threading.Semaphore(1)})
+
+
+def _take_gate_before_writes(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+    connection = cursor.connection
+    if isinstance(connection, GatedConnection) and not connection._holds_gate:
+        if statement.lstrip()[:7].upper().startswith(WRITES):
+            connection.take_gate()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -55,8 +117,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"pool_size": POOL_CONNECTIONS, "max_overflow": 0, **kwargs}
         # (an in-memory database keeps SQLAlchemy's single shared connection: there is no pool to size)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs)
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                        "factory": _gated_factory()}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _take_gate_before_writes)
         return engine
     # PostgreSQL: 10 kept open, the rest opened on demand and closed when returned
     kwargs = {"pool_size": 10, "max_overflow": POOL_CONNECTIONS - 10, **kwargs}
