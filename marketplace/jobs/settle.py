@@ -67,9 +67,13 @@ def maybe_ready(session: Session, task_ids: list[int], *, now: int) -> list[int]
     indexer lag only delays a task to a later pass."""
     if not task_ids:
         return []
-    replicas: dict[int, list[Replica]] = {}
-    for row in session.exec(select(Replica).where(col(Replica.task_id).in_(task_ids))):
-        replicas.setdefault(row.task_id, []).append(row)
+    # (round, committed, revealed) per replica: columns, not Replica objects, since this runs every pass over
+    # every active task (building the ORM objects cost most of an idle pass)
+    replicas: dict[int, list[tuple[int, bool, bool]]] = {}
+    columns = select(Replica.task_id, Replica.round, col(Replica.commitment).is_not(None),
+                     col(Replica.result_hash).is_not(None)).where(col(Replica.task_id).in_(task_ids))
+    for task_id, round_, committed, revealed in session.exec(columns):
+        replicas.setdefault(task_id, []).append((round_, bool(committed), bool(revealed)))
     commit_deadline: dict[int, int] = {}
     rounds = session.exec(select(ChainEvent.task_id, ChainEvent.args).where(
         col(ChainEvent.name) == "RoundOpened", col(ChainEvent.task_id).in_(task_ids))
@@ -81,9 +85,9 @@ def maybe_ready(session: Session, task_ids: list[int], *, now: int) -> list[int]
         rows = replicas.get(task_id, [])
         if not rows:
             continue
-        current = max(r.round for r in rows)
-        pending = any(r.round == current and r.commitment is None for r in rows) or any(
-            r.commitment is not None and r.result_hash is None for r in rows)
+        current = max(round_ for round_, _, _ in rows)
+        pending = any(round_ == current and not committed for round_, committed, _ in rows) or any(
+            committed and not revealed for _, committed, revealed in rows)
         if not pending or now > commit_deadline.get(task_id, 0):
             out.append(task_id)
     return out
