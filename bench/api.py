@@ -517,8 +517,8 @@ before comparing runs, and at server CPU per request, which moves less than requ
 POST /tasks takes only the Request and is served as a plain Starlette route ahead of FastAPI's router
 (`marketplace/api/app.py`; the same endpoint stays in FastAPI's router, where OpenAPI documents it): measured
 in-process, FastAPI's routing through the included routers and its dependency solving cost ~0.4 ms a
-creation, as much as the work itself. Server CPU fell to 1.1-1.3 ms a request, and the rate passed 1,000/s
-with one worker in quiet moments (1,027/s in a 6,000-request run) and with two in this run. Before that:
+creation, as much as the work itself. Server CPU fell to 1.0-1.3 ms a request, and the rate passed 1,000/s
+with one worker in quiet moments (1,027-1,122/s) and with two in every run since (1,180-1,506/s). Before that:
 the endpoint is async end to end (signature and spec checked on the loop, then the nonce and spec rows go
 to a per-process writer thread that commits whatever has queued up in one transaction,
 `marketplace/api/ingest.py`); `canonical_json` writes the common spec shape with the C json encoder
@@ -533,7 +533,7 @@ processes by the UsedNonce primary key in the shared database (there is no per-p
 that is not a JSON object is a 422 as before.
 
 *Reading the rate.* The load generator and whatever else runs share the same two cores, so the rate swings
-by a quarter between runs of the same code (878-1,180/s since the change above); server CPU per request is
+by a quarter between runs of the same code (878-1,506/s since the change above); server CPU per request is
 the steadier figure. Two workers help only when a core is free (SQLite has one writer; each worker's writer
 takes the lock in turn). The health check is a sync route: a thread hop for the handler and another for
 FastAPI's response validation, so it costs more than a creation. Since decision 11 (docs/decisions.md) a
@@ -549,16 +549,24 @@ chain costs that RPC and nothing else), the match follows the index at once (as 
 assigned rings the API's bell (`marketplace/api/bell.py`) so the long-polls return immediately; the
 matching round reuses the job context's ChainOps (building its web3 contracts took ~30 ms a round).
 
-*Where p99 stands.* Around the 500 ms target on this box, not reliably under it: 419 ms in a quiet run
-earlier today, 535 and 620 ms in others (p50 180-275 ms). The tails are shared by every step, anvil's own
-receipt included (its p99 is 2.5x its p50), and come with the load average. Run B, with the settle job paced
-out, is 100 ms better at p99: the jobs lane (settlement every second) shares the process, its GIL and
-SQLite's write lock with the assign lane. An index run plus its matching round is a dozen RPC round trips
-through web3 (cursor hash, head, logs, a stake read per touched provider, min stake, gas estimate, fees,
-send, receipt) and several SQLite commits, 70-150 ms on a quiet box and several times that when the CPU is
-contended, and posts arriving during a round wait for it. Next steps: fewer RPCs per index run and per
-round (a stake cache fed by the indexer's Staked/Unstaked events, fees from the head the indexer already
-polls); the jobs lane in a process of its own so it shares neither the GIL nor the assign lane's turn.
+*Post to assignment: the second pass* (earlier today p50 180-275 ms, p99 419-620 ms: the target missed).
+Traced per step in the server, then profiled in-process: an index run cost 40 ms and a matching round 70 ms
+on a quiet box, and most of it was neither the chain nor the database. web3 asked the node for its chain id
+before every call, estimate and send; requests walked the proxy environment on every RPC; whole blocks went
+through web3's formatters to read one hash or base fee; each transaction was ABI-encoded twice; the indexer
+and its web3 contract were built per run; minStake was read every round. Fixed in `ChainClient` and the jobs
+(docs/decisions.md, 13): 15 ms an index run, 30 ms a round. And the tails: on SQLite a job's first write often
+took 8-40 ms, the sum of SQLite's busy-handler sleeps (1, 2, 5, 10... ms) while an API request held the write
+lock for a millisecond. Writers of one process now queue on a gate and run the moment it is free
+(decision 12). The settle pass reads replica columns instead of Replica objects.
+
+*Where p99 stands.* Under the target in every run since, on the same box: 200-322 ms (p50 87-122 ms) with
+the shipped settings. Run B, with the settle job paced out, was 40-60 ms better at p99 in two earlier runs and
+worse in this one: what settlement every second costs the assign lane (they share the process's GIL) is now
+within the box's noise. A jobs lane in a process of its own would end even that, but on SQLite it would bring
+the busy handler's sleeps back between the two processes (the gate is per process), so it stays in-process.
+What remains is mostly the machine: anvil's own receipt has a p99 three times its p50, and a post that lands
+during the previous post's matching round waits for that round.
 """
 
 

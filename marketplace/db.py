@@ -95,9 +95,9 @@ def _gated_factory() -> type[GatedConnection]:
 
 def _take_gate_before_writes(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
     connection = cursor.connection
-    if isinstance(connection, GatedConnection) and not connection._holds_gate:
-        if statement.lstrip()[:7].upper().startswith(WRITES):
-            connection.take_gate()
+    if (isinstance(connection, GatedConnection) and not connection._holds_gate
+            and statement.lstrip()[:7].upper().startswith(WRITES)):
+        connection.take_gate()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

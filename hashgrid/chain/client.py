@@ -202,9 +202,8 @@ class ChainClient:
         """Simulate (so a revert is decoded without spending gas), sign, send and wait for the receipt. The
         call is ABI-encoded once: the estimate is made from the built transaction's data."""
         account = self.account(sender)
-        built = contract_fn.build_transaction(  # with gas and fees given, web3 makes no RPC here
-            {"from": account.address, "value": value, "chainId": self.chain_id, **self.fees(), "gas": gas or 1}
-        )
+        fields = {"from": account.address, "value": value, "chainId": self.chain_id, **self.fees()}
+        built = contract_fn.build_transaction({**fields, "gas": gas or 1})  # gas and fees given: no RPC here
         if simulate or gas is None:
             call = {k: built[k] for k in ("from", "to", "data", "value")}
             try:

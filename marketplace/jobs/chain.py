@@ -14,7 +14,6 @@ from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
 from marketplace.indexer.events import ESCROW, REGISTRY, DecodedEvent, EventDecoder
 
-
 MIN_STAKE_TTL_S = 10.0
 
 
@@ -44,9 +43,9 @@ class ChainOps:
 
     # ------------------------------------------------------------------ views
     def min_stake(self) -> int:
-        """The registry's minStake, read at most every MIN_STAKE_TTL_S (a matching round asked the chain each
-        time, for a DAO parameter that seldom changes). A stale value only misroutes for that long, and the
-        chain still has the last word: an assign to a provider below the new minimum reverts and is skipped."""
+        """The registry's minStake, read at most every MIN_STAKE_TTL_S (a matching round asked the chain
+        each time, for a DAO parameter that seldom changes). A stale value only misroutes for that long, and
+        the chain has the last word: an assign to a provider below the new minimum reverts and is skipped."""
         now = time.monotonic()
         if self._min_stake is None or now - self._min_stake[0] >= MIN_STAKE_TTL_S:
             self._min_stake = (now, int(self.client.call(self.registry.functions.minStake())))
