@@ -30,7 +30,7 @@ bench: setup ## run every benchmark (each prints a table and updates docs/)
 	@$(PY) -m bench.gas && $(PY) -m bench.runtime && $(PY) -m bench.matching && $(PY) -m bench.api && $(PY) -m bench.verification_sim
 
 lint: ## ruff and mypy
-	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider
+	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider marketplace billing verifier scripts bench
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	@rm -rf build/forge build/forge-cache build/solc

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete
+from sqlmodel import Session, col, delete
 
 from hashgrid.signing import keccak, request_digest
 from marketplace.api.errors import NonceReused, SignatureExpired, Unauthorized, WrongChain
@@ -26,7 +26,7 @@ from marketplace.models import UsedNonce
 try:  # libsecp256k1 bindings recover a key ~10x faster than pure Python (eth_keys falls back)
     import coincurve
 except ImportError:  # pragma: no cover
-    coincurve = None
+    coincurve = None  # type: ignore[assignment]
 
 TOKEN_PREFIX = "hg1"
 LOGIN_NONCE_TTL_S = 600
@@ -165,7 +165,7 @@ def spend_pending_nonce(session: Session) -> None:
 
 def purge_expired_nonces(session: Session, *, now: datetime) -> int:
     """Forget spent nonces whose signatures expired: such signatures are refused for expiry anyway."""
-    result = session.exec(delete(UsedNonce).where(UsedNonce.expires_at < now))  # type: ignore[call-overload]
+    result = session.exec(delete(UsedNonce).where(col(UsedNonce.expires_at) < now))  # type: ignore[call-overload]
     session.commit()
     return int(result.rowcount or 0)
 

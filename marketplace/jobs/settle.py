@@ -72,8 +72,8 @@ def maybe_ready(session: Session, task_ids: list[int], *, now: int) -> list[int]
     replicas: dict[int, list[tuple[int, bool, bool]]] = {}
     columns = select(Replica.task_id, Replica.round, col(Replica.commitment).is_not(None),
                      col(Replica.result_hash).is_not(None)).where(col(Replica.task_id).in_(task_ids))
-    for task_id, round_, committed, revealed in session.exec(columns):
-        replicas.setdefault(task_id, []).append((round_, bool(committed), bool(revealed)))
+    for owner, round_, committed, revealed in session.exec(columns):
+        replicas.setdefault(owner, []).append((round_, bool(committed), bool(revealed)))
     commit_deadline: dict[int, int] = {}
     rounds = session.exec(select(ChainEvent.task_id, ChainEvent.args).where(
         col(ChainEvent.name) == "RoundOpened", col(ChainEvent.task_id).in_(task_ids))

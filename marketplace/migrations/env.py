@@ -4,6 +4,7 @@ by `-x db_url=...`, sqlalchemy.url, or HASHGRID settings (batch mode so ALTERs w
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from marketplace.db import schema_metadata
 
@@ -20,7 +21,7 @@ def _url() -> str:
     return url or database_url(Settings())
 
 
-def _configure(connection: object) -> None:
+def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection, target_metadata=target_metadata, render_as_batch=True, compare_type=True
     )

@@ -98,7 +98,7 @@ def network_stats(*, session: Session, heartbeat_ttl_s: int) -> dict[str, Any]:
     online = col(Provider.last_heartbeat) >= since
     total = int(session.exec(select(func.count()).select_from(Provider)).one())
     row = session.exec(
-        select(
+        select(  # type: ignore[call-overload]  # (sqlmodel types select() for up to four columns)
             func.count(),
             func.coalesce(func.sum(Provider.total_cpus), 0),
             func.coalesce(func.sum(Provider.total_memory_mb), 0),

@@ -43,8 +43,9 @@ def register(*, session: Session, stakes: StakeOracle, provider: str, body: Prov
             minimum=str(minimum),
         )
     caps = body.capabilities
-    cpu = caps.get("cpu") if isinstance(caps.get("cpu"), dict) else {}
-    gpus = caps.get("gpus") if isinstance(caps.get("gpus"), list) else []
+    cpu_caps, gpu_caps = caps.get("cpu"), caps.get("gpus")
+    cpu: dict[str, Any] = cpu_caps if isinstance(cpu_caps, dict) else {}
+    gpus: list[Any] = gpu_caps if isinstance(gpu_caps, list) else []
     runtimes = (
         [str(r) for r in caps.get("runtimes", []) if isinstance(r, str)]
         if isinstance(caps.get("runtimes"), list)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 import sqlmodel
+import sqlmodel.sql.sqltypes  # (AutoString below: mypy does not see the subpackage otherwise)
 from alembic import op
 
 revision: str = "0002"
