@@ -18,7 +18,7 @@ from typing import Any
 from eth_account import Account
 from sqlmodel import Session, col, func, select
 
-from hashgrid.chain.contracts import Contracts, TaskTerms
+from hashgrid.chain.contracts import TaskTerms
 from hashgrid.spec import TaskSpec, spec_document, spec_hash
 from marketplace.indexer.verification import TaskCheck
 from marketplace.jobs.context import JobContext
@@ -63,7 +63,7 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
     account = Account.from_key(key)
     canary = account.address.lower()
     rng = rng or random.Random()
-    contracts = Contracts.load(ctx.client, ctx.deployment)
+    contracts = ctx.contracts
     posted: list[int] = []
     with Session(ctx.engine) as session:
         due = canaries_due(session, canary, ctx.settings.canary_rate)
