@@ -96,9 +96,11 @@ class Indexer:
 
     # ------------------------------------------------------------------ running
     def run(
-        self, session: Session, *, max_batches: int | None = None, to_block: int | None = None
+        self, session: Session, *, max_batches: int | None = None, to_block: int | None = None,
+        head: int | None = None,
     ) -> IndexReport:
-        """Index from the cursor to head − confirmations (or `to_block`), one committed range at a time."""
+        """Index from the cursor to head − confirmations (or `to_block`), one committed range at a time.
+        `head`: the chain head if the caller just read it (asked for otherwise)."""
         cursor = self.cursor(session)
         report = IndexReport(from_block=cursor.block_number + 1, to_block=cursor.block_number)
         if (cursor.block_hash and cursor.block_number >= self.deployment.start_block
@@ -110,7 +112,7 @@ class Indexer:
             report.rewound_to = target
             cursor = self.cursor(session)
             report.from_block = cursor.block_number + 1
-        head = self.client.block_number()
+        head = self.client.block_number() if head is None else head
         target_block = head - self.confirmations if to_block is None else min(to_block, head)
         while cursor.block_number < target_block and (max_batches is None or report.batches < max_batches):
             low = cursor.block_number + 1

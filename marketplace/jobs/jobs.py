@@ -35,14 +35,17 @@ UNCOMMITTED = (ReplicaStatus.ASSIGNED, ReplicaStatus.RUNNING, ReplicaStatus.EXEC
 OPEN_TASK = (TaskStatus.POSTED, *ACTIVE)
 
 
-def index_chain(*, ctx: JobContext, max_batches: int | None = None) -> dict[str, Any]:
-    """Index up to head − confirmations. A second concurrent run returns at once (the lease is held): two
-    indexers would do the same work, and the cursor must only move forward under one of them."""
+def index_chain(
+    *, ctx: JobContext, max_batches: int | None = None, head: int | None = None
+) -> dict[str, Any]:
+    """Index up to head − confirmations (`head`: the chain head if the caller just read it). A second
+    concurrent run returns at once (the lease is held): two indexers would do the same work, and the cursor
+    must only move forward under one of them."""
     if not acquire_lease(ctx.engine, INDEX_LEASE, ctx.worker_id, ttl_s=INDEX_LEASE_S):
         return {"skipped": "another indexer holds the lease"}
     try:
         with Session(ctx.engine, expire_on_commit=False) as session:
-            return ctx.indexer.run(session, max_batches=max_batches).as_dict()
+            return ctx.indexer.run(session, max_batches=max_batches, head=head).as_dict()
     finally:
         release_lease(ctx.engine, INDEX_LEASE, ctx.worker_id)
 

@@ -82,7 +82,7 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
         if not watch.due():
             return {"skipped": "no new block"}
         watch.ran()
-        report = index_chain(ctx=ctx)
+        report = index_chain(ctx=ctx, head=watch.seen)  # the head it just read: not asked for twice
         if report.get("events"):  # new posts: match now rather than at the next matching tick
             matched(run_matching_round(ctx=ctx))
         return report
