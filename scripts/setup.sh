@@ -2,7 +2,7 @@
 # `make setup`: install everything Hashgrid needs on a fresh Debian 12 box (root), idempotently.
 #
 #   1. apt packages      (skipped when dpkg says all are installed)
-#   2. node tools        npm install --ignore-scripts: forge/anvil/cast 1.7.1, solcjs 0.8.37, OpenZeppelin 5.7.0,
+#   2. node tools        npm ci --ignore-scripts: forge/anvil/cast 1.7.1, solcjs 0.8.37, OpenZeppelin 5.7.0,
 #                        forge-std 1.9.7 (via @layerzerolabs/toolbox-foundry), playwright-core
 #                        (skipped when node_modules/.hashgrid-stamp matches package-lock.json)
 #   3. python venv       .venv + pip install -e ".[dev]" (skipped when .venv/.hashgrid-stamp matches pyproject)
@@ -70,7 +70,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. node tools
-step "node tools (npm install)"
+step "node tools (npm ci)"
 command -v node >/dev/null || { echo "✗ node not found (Node 20 is expected on the machine)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "✗ npm not found" >&2; exit 1; }
 case "$(uname -m)" in
@@ -91,10 +91,9 @@ if node_ok; then
 else
     LOG="$ROOT/build/setup-npm.log"
     # --ignore-scripts: the foundry binaries come as optional deps; toolbox-foundry's script must not run.
-    # `npm install`, not `npm ci`: the registry here lacks some foundry platform packages (darwin-amd64,
-    # linux-arm64, ...), so the lock cannot list them and `npm ci` rejects it as out of sync. Every version
-    # is pinned exactly and npm install follows package-lock.json, leaving it unchanged.
-    npm install --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error >"$LOG" 2>&1
+    # `npm ci`: installs exactly package-lock.json and never rewrites it (`npm install` added the foundry
+    # platform packages of other systems to the lock whenever the registry served them, dirtying the clone).
+    npm ci --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error >"$LOG" 2>&1
     for t in forge anvil cast; do
         [ -x "$(foundry_bin $t)" ] || { echo "✗ $(foundry_bin $t) missing after npm ci" >&2; false; }
     done
