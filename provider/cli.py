@@ -47,6 +47,20 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="provi
                                                                             "<state_dir>/provider/provider.toml)")]
 
 
+def _log_handler() -> logging.Handler:
+    """Rich, coloured lines on a terminal; plain full-width lines (one record a line, with the date) when
+    stderr is a file or pipe, so hashes and transaction ids are never wrapped across lines."""
+    if errors.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=errors, show_path=False, rich_tracebacks=True)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+        return handler
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def _fail(exc: HashgridError, code: int = EXIT_CANNOT_RUN) -> typer.Exit:
     errors.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
     return typer.Exit(code)
@@ -572,8 +586,6 @@ def run(
     """The provider daemon: register, take assignments, run them, commit and reveal results on chain."""
     import signal
 
-    from rich.logging import RichHandler
-
     from hashgrid.config import get_settings
     from provider.daemon import DaemonOptions, Fault, build_daemon
 
@@ -582,9 +594,8 @@ def run(
         if value is not None:
             os.environ[name] = str(value)
     get_settings.cache_clear()
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        datefmt="[%X]", force=True,
-                        handlers=[RichHandler(console=errors, show_path=False, rich_tracebacks=True)])
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, force=True,
+                        handlers=[_log_handler()])
     for noisy in ("web3", "urllib3", "docker", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from eth_account import Account
 
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.contracts import Contracts
+from hashgrid.config import ANVIL_DEV_KEYS
 from hashgrid.errors import ChainError, TransactionTimeout
 from scripts.devnet import DevAccounts
 from scripts.localnet import free_port
@@ -66,3 +68,11 @@ def test_unreachable_rpc_is_a_retryable_chain_error() -> None:
     with pytest.raises(ChainError) as caught:
         client.block_number()
     assert caught.value.retryable and "unreachable" in str(caught.value)
+
+
+def test_dev_keys_are_exactly_anvils_accounts(chain: ChainClient) -> None:
+    """ANVIL_DEV_KEYS must be anvil's own accounts, in order: the off-chain refusal of dev keys outside the
+    dev chain and `hashgrid up --providers N` (which funds the N-th key) rely on every one of them."""
+    anvil_accounts = [a.lower() for a in chain.rpc("eth_accounts")]
+    ours = [Account.from_key(key).address.lower() for key in ANVIL_DEV_KEYS]
+    assert ours == anvil_accounts[: len(ours)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -209,6 +210,9 @@ def test_three_daemons_run_a_task_to_settlement(launch: Callable[..., DaemonProc
     assert contracts.token.balance_of(daemons[0].account.address) - wallet == MAX_PRICE
     # the daemon logs the claim after its receipt is back, which can be after the chain shows it
     wait_for(lambda: "claimed" in daemons[0].log(), timeout=30, what="the first daemon logging its claim")
+    # a log written to a file keeps each record on one line: the claim's transaction id is whole
+    claim_line = next(line for line in daemons[0].log().splitlines() if "claimed" in line)
+    assert re.search(r"\(tx (0x)?[0-9a-f]{64}\)", claim_line), claim_line
 
     for daemon in daemons:
         assert daemon.stop() == 0, daemon.log()
