@@ -3,6 +3,8 @@
 Format (docs/result-hash.md): sha256 of the RFC 8785 JSON of
 `{"version":1,"exit_code":N,"outputs":[{"path","size","sha256"} | {"path","absent":true}],
 "stdout_sha256"?: hex, "killed"?: reason}`; outputs sorted by path, directories expanded, symlinks refused.
+A kill by a limit hashes as `{"version":1,"killed":reason}` alone: what a run leaves when a limit stops it
+(exit status, partial outputs, stdout) differs between honest runs and between runc and gVisor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hashgrid.canonical import hash_document, sha256_file, sha256_hex
 from hashgrid.errors import OutputRejected
 
 RESULT_VERSION = 1
+# kills by a limit of the spec: the outcome is the limit, whatever state the run was stopped in
+LIMIT_KILLS = frozenset({"timeout", "memory", "pids", "output_too_large", "fuel"})
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,14 @@ def output_entries(output_dir: Path, declared: Iterable[str]) -> list[dict[str, 
 
 def result_document(*, exit_code: int, output_dir: Path, declared: Iterable[str], stdout: bytes | None = None,
                     killed: str | None = None) -> dict[str, Any]:
-    """The result document; `stdout` is given only when the spec says it counts."""
+    """The result document; `stdout` is given only when the spec says it counts.
+
+    A kill by a limit (LIMIT_KILLS) is normalised to `{"version", "killed"}`: runc reports a fork bomb as exit
+    137 and gVisor as exit 2, a memory hog's partial outputs depend on where the kill landed, a timeout's on
+    the device's speed; the limit that stopped it is the one thing honest replicas share.
+    """
+    if killed in LIMIT_KILLS:
+        return {"version": RESULT_VERSION, "killed": killed}
     document: dict[str, Any] = {
         "version": RESULT_VERSION,
         "exit_code": int(exit_code),

@@ -33,10 +33,22 @@ VECTORS = [
      '{"exit_code":3,"outputs":[],"stdout_sha256":'
      '"54034ac5c6e9ea95734ec2b729fd6d62abf64af34a9f9ce5d466cb788191a73d","version":1}',
      "0x4a0be18130a6e88431238443b1c251c581395575eafbee0a094e152ab87be60a"),
-    ({"partial.txt": b"x"}, ["partial.txt"], 137, None, "timeout",
-     '{"exit_code":137,"killed":"timeout","outputs":[{"path":"partial.txt","sha256":'
+    ({"partial.txt": b"x"}, ["partial.txt"], 137, b"so far\n", "timeout",
+     '{"killed":"timeout","version":1}',
+     "0x16ca82e70fd2043136fcfe7478e78cfe63fc3e39dacc3f9195798f5bbead744e"),
+    ({"partial.txt": b"x"}, ["partial.txt"], 2, None, "pids",
+     '{"killed":"pids","version":1}',
+     "0xb9122c9d6f6c4cd8e888f86029ab9d3584ec78ca3bbca480e383350a201d4066"),
+    ({}, ["big"], 137, None, "memory",
+     '{"killed":"memory","version":1}',
+     "0xad1b9d7aa6823fdf2c19284ac95441859b0921e4a55270cb7fbf81a7150f91b6"),
+    ({"big": b"yyyy"}, ["big"], 137, None, "output_too_large",
+     '{"killed":"output_too_large","version":1}',
+     "0x885e0f68b38d3f8ce4e55de5fee8295b402c4813582088d51444c41aec0c4a2b"),
+    ({"partial.txt": b"x"}, ["partial.txt"], 137, None, "cancelled",
+     '{"exit_code":137,"killed":"cancelled","outputs":[{"path":"partial.txt","sha256":'
      '"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881","size":1}],"version":1}',
-     "0x40439e78f2798c0f04db0c32419d5e110f168ed4cc84bb19364af3e1eecd3399"),
+     "0x4daf8c124fcd147eea503037e7dfd6c0db1272a2fad739fe9dd57018f439a138"),
 ]
 
 
@@ -105,3 +117,18 @@ def test_parent_is_a_file_counts_as_absent(tmp_path: Path) -> None:
     _build(tmp_path, {"f": b"x"})
     result = compute_result_hash(exit_code=0, output_dir=tmp_path, declared=["f/inner"])
     assert result.document["outputs"] == [{"path": "f/inner", "absent": True}]
+
+
+def test_a_limit_kill_hashes_the_same_whatever_the_backend_left(tmp_path: Path) -> None:
+    """runc reports a fork bomb as exit 137, gVisor as exit 2 (measured); partial outputs and stdout differ
+    with where the kill landed: none of it counts once a limit stopped the run."""
+    _build(tmp_path / "runc", {"a": b"start\n", "b": b"123"})
+    _build(tmp_path / "runsc", {"a": b"start\n"})
+    runc = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a", "b"], stdout=b"x",
+                               killed="pids")
+    runsc = compute_result_hash(exit_code=2, output_dir=tmp_path / "runsc", declared=["a", "b"], stdout=b"",
+                                killed="pids")
+    assert runc.digest == runsc.digest
+    other = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"], killed="memory")
+    itself = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"])
+    assert len({runc.digest, other.digest, itself.digest}) == 3  # the reason counts, and a kill is not an exit
