@@ -39,13 +39,24 @@ def _load(target: str) -> object:
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"hashgrid {version('hashgrid')}")
+        raise typer.Exit()
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """Build the root app; with `only`, import just that group (the common case of one invocation)."""
     app = typer.Typer(help="Hashgrid: an open compute marketplace.", no_args_is_help=True,
-                      add_completion=False, pretty_exceptions_enable=False)
+                      add_completion=True, pretty_exceptions_enable=False)
 
     @app.callback()
-    def _root() -> None:
+    def _root(
+        version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                     help="print the installed version and exit"),
+    ) -> None:
         """Hashgrid: an open compute marketplace."""  # a callback keeps one-command apps in group mode
 
     for name, (target, help_text) in GROUPS.items():

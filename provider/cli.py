@@ -578,9 +578,10 @@ def run(
                         "or crash-after-commit (exit right after a commit is mined, before journaling it)"),
     ] = None,
     marketplace: Annotated[str | None, typer.Option(
-        "--marketplace", help="marketplace API URL: take assignments from it (long-poll), fetch specs and "
-                              "inputs from it, and report logs, outputs, usage and status to it (default: "
-                              "chain-only mode, assignments from TaskAssigned events)")] = None,
+        "--marketplace", envvar="HASHGRID_MARKETPLACE_URL",
+        help="marketplace API URL: take assignments from it (long-poll), fetch specs and inputs from it, and "
+             "report logs, outputs, usage and status to it (without it: chain-only mode, assignments from "
+             "TaskAssigned events only, and no marketplace ever assigns work to this provider)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """The provider daemon: register, take assignments, run them, commit and reveal results on chain."""
@@ -612,6 +613,10 @@ def run(
                                 max_parallel=max_parallel, poll_interval=poll_interval, grace_period=grace,
                                 confirmations=confirmations, claim_interval=claim_every,
                                 fault=chosen_fault)
+        if marketplace is None:
+            logging.getLogger("provider").warning(
+                "chain-only mode: no --marketplace (or HASHGRID_MARKETPLACE_URL), so no heartbeats and no "
+                "marketplace will assign work to this provider; only TaskAssigned events on chain run")
         daemon = build_daemon(config=config, contracts=chain.contracts, private_key=chain.signer(),
                               options=options, marketplace_url=marketplace)
         signal.signal(signal.SIGTERM, lambda _signum, _frame: daemon.request_stop())
