@@ -63,6 +63,19 @@ def test_fee_change_end_to_end_takes_effect_on_next_task(
     assert escrow.claimable(contracts.timelock.address) == 0 and len(run.receipts["claim"]) == 5
 
 
+def test_propose_right_after_a_separate_delegate_on_an_idle_dev_chain(
+    contracts: Contracts, dev_accounts: DevAccounts
+) -> None:
+    """The README's order: `dao delegate`, then `dao propose` with nothing mined in between."""
+    dao = dev_accounts.deployer
+    governance.delegate(contracts, sender=dao)
+    said: list[str] = []
+    change = governance.parameter_change(contracts, "escrow.protocolFeeBps=250")
+    proposal_id = governance.propose(contracts, [change], "fee to 2.5%", sender=dao, say=said.append)
+    assert governance.status(contracts, proposal_id).state is ProposalState.PENDING
+    assert not any("delegated its votes" in line for line in said)  # it had delegated already
+
+
 def test_bad_parameter_is_refused_by_name(contracts: Contracts) -> None:
     with pytest.raises(InvalidInput, match="no governed parameter 'feeBps'.*protocolFeeBps"):
         governance.parameter_change(contracts, "escrow.feeBps=300")
