@@ -255,6 +255,16 @@ def _wei(value: str) -> int:
     return int(text)
 
 
+def _bundled_images() -> list[str]:
+    """The sample images `make setup` built on this machine (build/images.json): a fresh provider runs the
+    bundled examples out of the box; any other image must be allowed by id or by a trusted signer."""
+    path = Path(__file__).resolve().parent.parent / "build" / "images.json"
+    try:
+        return sorted(set(json.loads(path.read_text()).values()))
+    except (OSError, ValueError):
+        return []
+
+
 @app.command()
 def init(
     config_path: ConfigOption = None,
@@ -278,8 +288,10 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing config")] = False,
 ) -> None:
     """Create or import a key, choose the offer and prices, and write a commented config file."""
+    from eth_account import Account
+
     from provider.detect import detect
-    from provider.keystore import PASSWORD_ENV, create_keystore, import_keystore
+    from provider.keystore import PASSWORD_ENV, create_keystore, import_keystore, load_keystore
 
     path = config_path or default_config_path()
     if path.exists() and not force:
@@ -291,6 +303,7 @@ def init(
             return given
         return default if yes else typer.prompt(label, default=default, type=cast)
 
+    reused = False
     try:
         key = KeyConfig()
         if not env_key:
@@ -301,7 +314,16 @@ def init(
                     raise HashgridError(f"--yes needs the keystore password in {PASSWORD_ENV} (or use "
                                         "--env-key)")
                 password = typer.prompt("keystore password", hide_input=True, confirmation_prompt=True)
-            if import_key_env:
+            if keystore.exists():
+                # an earlier init that stopped before writing the config left it: reuse it, never overwrite a
+                # key (it may already hold stake), and check the password now rather than at `provider run`
+                address = Account.from_key(load_keystore(keystore, password)).address
+                wanted = os.environ.get(import_key_env or "", "").strip()
+                if wanted and Account.from_key(wanted).address != address:
+                    raise HashgridError(f"{keystore} already holds the key of {address}; move it away to "
+                                        "import another (a keystore is never overwritten)")
+                reused = True
+            elif import_key_env:
                 raw = os.environ.get(import_key_env)
                 if not raw:
                     raise HashgridError(f"environment variable {import_key_env} is empty or unset")
@@ -325,8 +347,9 @@ def init(
         runtimes = [name for name in ("docker", "wasm")
                     if (name == "wasm" and "wasm" in device["runtimes"])
                     or (name == "docker" and {"docker", "runsc"} & set(device["runtimes"]))]
+        images = allow_image if allow_image is not None else _bundled_images()
         policy = Policy(runtimes=runtimes or ["docker", "wasm"], docker_runtime=docker_runtime,  # type: ignore[arg-type]
-                        allowed_images=allow_image or [], trusted_signers=trusted_signer or [],
+                        allowed_images=images, trusted_signers=trusted_signer or [],
                         max_cpus=float(offer.cores), max_memory_mb=offer.memory_mb, max_disk_mb=offer.disk_mb,
                         max_gpus=offer.gpus)
         config = ProviderConfig(key=key, offer=offer, prices=prices, policy=policy)
@@ -337,7 +360,13 @@ def init(
         raise _fail(HashgridError(str(exc))) from None
     console.print(f"wrote [bold]{path}[/bold]", highlight=False)
     if key.address:
-        console.print(f"provider [cyan]{key.address}[/cyan], keystore {key.keystore}", highlight=False)
+        console.print(f"provider [cyan]{key.address}[/cyan], keystore {key.keystore}"
+                      + (" (reused: it was already there)" if reused else ""), highlight=False)
+    if "docker" in policy.runtimes:
+        allowed = ", ".join(policy.allowed_images) if policy.allowed_images else "none"
+        console.print(f"docker images this provider runs: {allowed}"
+                      + ("" if policy.trusted_signers else "; add more with --allow-image ID or edit "
+                         f"policy.allowed_images in {path}"), highlight=False)
     else:
         console.print("the key comes from HASHGRID_PROVIDER_KEY when the daemon starts", highlight=False)
 

@@ -103,6 +103,27 @@ def test_init_non_interactive_writes_a_commented_config(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_init_rerun_after_an_interruption_reuses_the_keystore(tmp_path: Path) -> None:
+    """An init that wrote its keystore but no config (Ctrl-C at a question) can simply be run again."""
+    keystore = tmp_path / "provider" / "provider-key.json"
+    address = create_keystore(keystore, "secret")
+    done = _hashgrid("init", "--yes", state=tmp_path, HASHGRID_KEYSTORE_PASSWORD="secret")
+    assert done.returncode == 0, done.stderr
+    assert "reused" in done.stdout
+    config = load_config(tmp_path / "provider" / "provider.toml")
+    assert config.key.address == address
+    # the bundled sample images run out of the box, and init says which images it allows
+    bundled = set(json.loads((ROOT / "build/images.json").read_text()).values())
+    assert bundled and set(config.policy.allowed_images) == bundled
+    assert "docker images this provider runs: sha256:" in done.stdout
+    wrong = _hashgrid("init", "--yes", "--force", state=tmp_path, HASHGRID_KEYSTORE_PASSWORD="nope")
+    assert wrong.returncode == 2 and "wrong password" in wrong.stderr
+    other = _hashgrid("init", "--yes", "--force", "--import-key-env", "K", state=tmp_path,
+                      HASHGRID_KEYSTORE_PASSWORD="secret", K="0x" + "25" * 32)
+    assert other.returncode == 2 and "never overwritten" in other.stderr
+    assert Account.from_key(load_keystore(keystore, "secret")).address == address
+
+
 def test_init_without_password_in_automation_fails_clearly(tmp_path: Path) -> None:
     completed = _hashgrid("init", "--yes", state=tmp_path)
     assert completed.returncode == 2 and "HASHGRID_KEYSTORE_PASSWORD" in completed.stderr
