@@ -277,9 +277,10 @@ class HashgridClient:
 
     # ------------------------------------------------------------------ blobs
     def has_blob(self, sha256: str) -> bool:
-        """Whether the marketplace already stores this blob (HEAD, unsigned)."""
+        """Whether this wallet already holds the blob at the marketplace (a signed HEAD: a blob is 404 to a
+        wallet with no claim to it, so another wallet's copy does not count and is uploaded again)."""
         try:
-            response = self.http.head(f"/blobs/{sha256}", auth=None)  # type: ignore[arg-type]
+            response = self.http.head(f"/blobs/{sha256}")
         except httpx.HTTPError as exc:
             raise MarketplaceError(f"marketplace unreachable at {self.marketplace_url}: "
                                    f"{type(exc).__name__}") from None

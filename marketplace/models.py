@@ -64,6 +64,16 @@ class Blob(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class BlobClaim(SQLModel, table=True):
+    """A wallet's own claim to a blob: it uploaded the bytes (streamed and hash-checked, so knowing a hash is
+    not enough). Until a task links a blob, its claimants are the only wallets that may read it (docs/api.md,
+    "Who may see what")."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(primary_key=True, index=True, max_length=42)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class SpecRecord(SQLModel, table=True):
     """A validated task spec registered by a customer before posting it on chain.
 
@@ -149,8 +159,8 @@ class Replica(SQLModel, table=True):
 
 
 class TaskBlob(SQLModel, table=True):
-    """An output blob a provider reported for a task: such blobs are private to the task's customer and its
-    assigned providers (other blobs, specs and inputs, are readable by any signed wallet)."""
+    """An output blob a provider reported for a task (it must hold a claim to it): readable by that provider,
+    and by the task's customer once the task's commit phase has closed on chain."""
 
     task_id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     provider: str = Field(primary_key=True, max_length=42)
@@ -158,7 +168,7 @@ class TaskBlob(SQLModel, table=True):
 
 
 class LogChunk(SQLModel, table=True):
-    """Log lines a provider streamed for its replica; shown to the task's customer only."""
+    """Log lines a provider streamed for its replica; shown to the task's customer and to that provider."""
 
     __table_args__ = (Index("ix_logchunk_task_seq", "task_id", "provider", "seq"),)
 
@@ -210,7 +220,8 @@ class IndexerCursor(SQLModel, table=True):
 class BlobPublic(SQLModel):
     sha256: str
     size: int
-    created: bool = Field(description="false when the blob was already stored (deduplicated)")
+    created: bool = Field(description="false when this wallet had already uploaded the blob (nothing was "
+                                      "read); whether another wallet stored it is never said")
 
 
 class TaskRegistration(SQLModel):

@@ -108,9 +108,11 @@ def test_signed_request_creates_task(client: TestClient, customer: Account, engi
     again = Signer(client, customer).post("/tasks", spec())
     assert again.status_code == 200 and again.json()["created"] is False
     assert row_counts(engine)["specrecord"] == 1
-    # the spec's canonical JSON is in the content store under its hash, for providers to fetch
-    blob = Signer(client, wallet("provider-1")).get(f"/blobs/{body['spec_hash'][2:]}")
+    # the spec's canonical JSON is served under its hash: to its customer, and to the task's providers
+    # once assigned (tests/marketplace/test_visibility.py); to nobody else
+    blob = Signer(client, customer).get(f"/blobs/{body['spec_hash'][2:]}")
     assert blob.status_code == 200 and json.loads(blob.content)["module"] == MODULE
+    assert Signer(client, wallet("provider-1")).get(f"/blobs/{body['spec_hash'][2:]}").status_code == 404
 
 
 def test_expired_signature_is_401(client: TestClient, customer: Account, engine: Engine) -> None:
@@ -268,17 +270,23 @@ def test_blob_upload_download_dedupe(client: TestClient, customer: Account, engi
     digest = hashlib.sha256(data).hexdigest()
     first = signer.put_blob(data)
     assert first.status_code == 201 and first.json() == {"sha256": digest, "size": len(data), "created": True}
-    second = Signer(client, wallet("someone")).put_blob(data)
-    assert second.status_code == 200 and second.json()["created"] is False
-    assert row_counts(engine)["blob"] == 1
-    head = client.head(f"/blobs/{digest}")
+    again = signer.put_blob(data)
+    assert again.status_code == 200 and again.json()["created"] is False
+    # another wallet must upload the bytes to get a claim, and is not told that they were stored already
+    someone = Signer(client, wallet("someone"))
+    assert someone.request("HEAD", f"/blobs/{digest}").status_code == 404
+    second = someone.put_blob(data)
+    assert second.status_code == 201 and second.json()["created"] is True
+    assert row_counts(engine)["blob"] == 1 and row_counts(engine)["blobclaim"] == 2
+    head = signer.request("HEAD", f"/blobs/{digest}")
     assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+    assert client.head(f"/blobs/{digest}").status_code == 401
     with client.stream(
         "GET", f"/blobs/{digest}", headers=signer.headers("GET", f"/blobs/{digest}")
     ) as stream:
         assert stream.status_code == 200
         assert b"".join(stream.iter_bytes()) == data
-    assert client.head("/blobs/" + "0" * 64).status_code == 404
+    assert signer.request("HEAD", "/blobs/" + "0" * 64).status_code == 404
 
 
 def test_blob_refusals_store_nothing(
@@ -324,8 +332,21 @@ def test_output_blobs_are_private(
     assert provider.put_blob(data).status_code == 201
     outputs = {"files": [{"path": "out.txt", "sha256": digest, "size": len(data)}]}
     assert provider.post(f"/providers/{provider.address}/tasks/7/outputs", outputs).status_code == 200
+    assert provider.get(f"/blobs/{digest}").status_code == 200
+    assert Signer(client, customer).get(f"/blobs/{digest}").status_code == 404  # commit phase still open
+    with Session(engine) as session:
+        task = session.get(Task, 7)
+        assert task is not None
+        task.status = TaskStatus.SETTLED
+        session.add(task)
+        session.commit()
     assert Signer(client, customer).get(f"/blobs/{digest}").status_code == 200
-    assert Signer(client, other_customer).get(f"/blobs/{digest}").status_code == 403
+    assert Signer(client, other_customer).get(f"/blobs/{digest}").status_code == 404
+    # a manifest may only name blobs its provider uploaded itself
+    foreign = hashlib.sha256(b"someone else's").hexdigest()
+    assert Signer(client, other_customer).put_blob(b"someone else's").status_code == 201
+    claimed = {"files": [{"path": "x", "sha256": foreign, "size": 14}]}
+    assert provider.post(f"/providers/{provider.address}/tasks/7/outputs", claimed).status_code == 422
 
 
 # ------------------------------------------------------------------ tasks

@@ -1,5 +1,6 @@
-"""Content-addressed blobs: PUT streams an upload checked against the sha256 in its URL, GET streams it
-back to a wallet allowed to read it, HEAD says whether it is stored."""
+"""Content-addressed blobs: PUT streams an upload checked against the sha256 in its URL (and gives the
+uploader a claim to it), GET streams it back and HEAD gives its size, both only to a wallet with a claim to it
+(services/blobs.py): to anyone else every blob is 404, stored or not."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ async def put_blob(
     store: StoreDep,
 ) -> BlobPublic:
     """Signed with bodySha256 = the blob's sha256 (the server checks the stream against it, so the body is
-    never buffered). An already-stored blob is not read again; bytes that hash differently are a 400."""
+    never buffered). The uploader gets a claim to the blob. A blob this wallet already uploaded is not read
+    again (200); any other upload is read in full and checked, whether or not another wallet stored the same
+    bytes, so the answer never says that. Bytes that hash differently are a 400."""
     caller = authenticate(request, settings, body_sha256=sha256)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_blob_bytes:
@@ -60,8 +63,13 @@ async def put_blob(
     engine = request.app.state.engine  # a session per thread hop: no connection held while the body streams
 
     def lookup() -> Blob | None:
+        """The stored blob if this wallet already holds a claim to it (nothing to read then)."""
         with Session(engine, expire_on_commit=False) as session:
-            return service.existing_blob(session=session, store=store, sha256=sha256)
+            blob = service.existing_blob(session=session, store=store, sha256=sha256)
+            mine = blob is not None and service.has_claim(
+                session=session, sha256=sha256, wallet=caller.address
+            )
+            return blob if mine else None
 
     def commit(temp: FilePath | None, size: int) -> bool:
         with Session(engine, expire_on_commit=False) as session:
@@ -87,28 +95,32 @@ async def put_blob(
     "/{sha256}",
     summary="Download a blob (streamed)",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(401, 403, 404, 422)},
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(401, 404, 422)},
 )
 def get_blob(sha256: Sha256, wallet: CurrentWallet, session: SessionDep, store: StoreDep) -> Response:
-    """Task outputs are readable by the task's customer and assigned providers; other blobs (and registered
-    specs, by spec hash) by any signed wallet."""
-    spec = spec_blob(session=session, sha256=sha256)
-    if spec is not None and session.get(Blob, sha256) is None:
-        return Response(spec, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    """Readable by a wallet with a claim to it: its uploaders; a task's customer and, while assigned, its
+    providers for the task's spec (by spec hash) and inputs; the customer for a task's outputs once its commit
+    phase has closed on chain. Anyone else gets the 404 a missing blob gets."""
     service.check_blob_reader(session=session, sha256=sha256, wallet=wallet)
     path = store.path_for(sha256)
-    if not path.is_file():
+    if path.is_file():
+        return FileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    spec = spec_blob(session=session, sha256=sha256)
+    if spec is None:
         raise ContentMissing(f"blob sha256:{sha256} is recorded but its bytes are missing", sha256=sha256)
-    return FileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    return Response(spec, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
 
 
 @router.head(
     "/{sha256}",
-    summary="Whether a blob is stored, and its size",
+    summary="Whether a blob is stored and readable by the signer, and its size",
     status_code=200,
-    responses=error_responses(404, 422),
+    responses=error_responses(401, 404, 422),
 )
-def head_blob(sha256: Sha256, session: SessionDep, store: StoreDep) -> Response:
+def head_blob(sha256: Sha256, wallet: CurrentWallet, session: SessionDep, store: StoreDep) -> Response:
+    """Signed, and 404 to a wallet without a claim, like GET: an unsigned HEAD was an oracle for whether
+    anyone had uploaded given bytes (a guessed output, say)."""
+    service.check_blob_reader(session=session, sha256=sha256, wallet=wallet)
     blob = service.existing_blob(session=session, store=store, sha256=sha256)
     if blob is not None:
         size = blob.size

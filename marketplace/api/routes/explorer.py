@@ -1,5 +1,6 @@
 """The public explorer: tasks, a task's history, providers with rewards and slashes, network stats; read
-only and unauthenticated, served from what the chain indexer stored."""
+only and unauthenticated, served from what the chain indexer stored, and showing what the chain shows: no
+replica's reported hash, usage, outputs or progress (services/visibility.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from marketplace.api.routing import Router
 from marketplace.api.schemas import ADDRESS_PATTERN
 from marketplace.api.services import explorer as service
 from marketplace.api.services.providers import is_online
+from marketplace.api.services.visibility import public_replica, public_task, revealed_hashes
 from marketplace.models import (
     ChainEventPublic,
     ProviderPublic,
     ProvidersPublic,
-    ReplicaPublic,
-    TaskPublic,
     TasksPublic,
     TaskStatus,
 )
@@ -35,10 +35,10 @@ def tasks(
     offset: Offset = 0,
     limit: Limit = 100,
 ) -> TasksPublic:
+    """`running` is a provider's report, not a chain state: the public sees such tasks as `assigned`, and a
+    filter on either lists both."""
     rows, count = service.list_tasks(session=session, status=status, offset=offset, limit=limit)
-    return TasksPublic(
-        data=[TaskPublic.model_validate(row, from_attributes=True) for row in rows], count=count
-    )
+    return TasksPublic(data=[public_task(row) for row in rows], count=count)
 
 
 @router.get(
@@ -47,12 +47,12 @@ def tasks(
     responses=error_responses(404, 422),
 )
 def task(task_id: Annotated[int, Path(ge=0, le=2**63 - 1)], session: SessionDep) -> dict[str, Any]:
+    """Replicas as the chain shows them: a hash only once revealed on chain, on-chain states only."""
     row, replicas, history = service.task_history(session=session, task_id=task_id)
+    revealed = revealed_hashes(session=session, task_id=task_id)
     return {
-        "task": TaskPublic.model_validate(row, from_attributes=True).model_dump(mode="json") if row else None,
-        "replicas": [
-            ReplicaPublic.model_validate(r, from_attributes=True).model_dump(mode="json") for r in replicas
-        ],
+        "task": public_task(row).model_dump(mode="json") if row else None,
+        "replicas": [public_replica(r, revealed=revealed).model_dump(mode="json") for r in replicas],
         "events": [
             ChainEventPublic.model_validate(e, from_attributes=True).model_dump(mode="json") for e in history
         ],

@@ -18,10 +18,10 @@ from marketplace.api.errors import error_responses
 from marketplace.api.ingest import SpecIngest
 from marketplace.api.routing import Router
 from marketplace.api.services import tasks as service
+from marketplace.api.services.visibility import commit_closed, customer_replica, replicas_of, revealed_hashes
 from marketplace.models import (
     LogChunkPublic,
     LogsPublic,
-    ReplicaPublic,
     TaskDetail,
     TaskPublic,
     TaskRegistration,
@@ -122,32 +122,38 @@ def list_tasks(
     responses=error_responses(401, 403, 404, 422),
 )
 def get_task(task_id: TaskId, wallet: CurrentWallet, session: SessionDep) -> TaskDetail:
-    """Status, replicas (with refusal reasons), why it is not placed yet, and the accepted result hash."""
+    """Status, replicas (with refusal reasons), why it is not placed yet, and the accepted result hash. A
+    replica's own hash shows once the task's commit phase has closed on chain (until then only one revealed
+    on chain in an earlier round)."""
     task = service.own_task(session=session, task_id=task_id, customer=wallet)
-    replicas = [
-        ReplicaPublic.model_validate(r, from_attributes=True)
-        for r in service.replicas_of(session=session, task_id=task_id)
-    ]
+    rows = replicas_of(session=session, task_id=task_id)
+    closed = commit_closed(task=task, replicas=rows)
+    revealed = revealed_hashes(session=session, task_id=task_id)
     detail = TaskDetail.model_validate(task, from_attributes=True)
-    detail.replica_list = replicas
+    detail.replica_list = [customer_replica(r, closed=closed, revealed=revealed) for r in rows]
     return detail
 
 
-def _log_page(session: Session, task_id: int, after: int) -> list[LogChunkPublic]:
+def _log_page(session: Session, task_id: int, after: int, provider: str | None) -> list[LogChunkPublic]:
     return [
         LogChunkPublic.model_validate(chunk, from_attributes=True)
-        for chunk in service.logs_after(session=session, task_id=task_id, after_id=after)
+        for chunk in service.logs_after(session=session, task_id=task_id, after_id=after, provider=provider)
     ]
 
 
-async def _follow(request: Request, task_id: int, after: int, interval: float) -> AsyncIterator[str]:
-    """SSE: `log` events as chunks arrive, `status` on changes, `end` once the task is final and drained."""
+async def _follow(
+    request: Request, task_id: int, after: int, interval: float, provider: str | None
+) -> AsyncIterator[str]:
+    """SSE: `log` events as chunks arrive, `status` on changes, `end` once the task is final and drained;
+    only `provider`'s chunks when a provider reads."""
     engine = request.app.state.engine
     last_id, last_status = after, None
 
     def poll() -> tuple[list[tuple[int, dict[str, Any]]], TaskStatus]:
         with Session(engine) as session:
-            chunks = service.logs_after(session=session, task_id=task_id, after_id=last_id)
+            chunks = service.logs_after(
+                session=session, task_id=task_id, after_id=last_id, provider=provider
+            )
             status = service.get_task(session=session, task_id=task_id).status
             return [
                 (
@@ -189,17 +195,18 @@ def get_logs(
     follow: bool = False,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Any:
-    """Visible to the task's customer and its assigned providers. With `follow=true` the response is a
-    Server-Sent Events stream that ends when the task is final; `after` resumes after a chunk id."""
+    """The task's customer reads every replica's logs; a provider assigned to it only its own replica's.
+    With `follow=true` the response is a Server-Sent Events stream that ends when the task is final;
+    `after` resumes after a chunk id."""
     task = service.get_task(session=session, task_id=task_id)
-    service.check_log_reader(session=session, task=task, wallet=wallet)
+    provider = service.check_log_reader(session=session, task=task, wallet=wallet)
     if follow:
         return StreamingResponse(
-            _follow(request, task_id, after, settings.poll_interval_s),
+            _follow(request, task_id, after, settings.poll_interval_s, provider),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    data = _log_page(session, task_id, after)
+    data = _log_page(session, task_id, after, provider)
     return LogsPublic(data=data, count=len(data))
 
 

@@ -1,6 +1,8 @@
-"""Blobs: sha256-addressed uploads streamed into the content store with a size cap, stored once, and the
-read rule (task outputs are private to the task's customer and assigned providers; other blobs are readable
-by any signed wallet)."""
+"""Blobs: sha256-addressed uploads streamed into the content store with a size cap, stored once, each uploader
+recorded as a claimant; and the read rule (docs/api.md, "Who may see what"): a blob is readable only by a
+wallet with a claim to it: its uploaders; a task's customer and, while assigned, its providers for the task's
+spec and inputs; a task's customer for its outputs once the commit phase has closed. Anyone else is told it
+is not stored, so a hash cannot be used to learn whether a blob exists."""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from hashgrid.content import ContentStore
 from hashgrid.errors import ContentMissing
-from marketplace.api.errors import BadDigest, Forbidden, PayloadTooLarge
+from marketplace.api.errors import BadDigest, PayloadTooLarge
 from marketplace.api.security import Caller, consume_nonce
-from marketplace.models import Blob, Replica, Task, TaskBlob
+from marketplace.api.services.visibility import FINAL_REPLICA, FINAL_TASK, task_commit_closed
+from marketplace.models import Blob, BlobClaim, Replica, SpecRecord, Task, TaskBlob
 
 
 async def receive_blob(
@@ -51,34 +55,39 @@ async def receive_blob(
 
 
 def existing_blob(*, session: Session, store: ContentStore, sha256: str) -> Blob | None:
-    """The blob's row when its bytes are stored too (an upload of it can be skipped)."""
+    """The blob's row when its bytes are stored too."""
     blob = session.get(Blob, sha256)
     return blob if blob is not None and store.has(sha256) else None
+
+
+def has_claim(*, session: Session, sha256: str, wallet: str) -> bool:
+    return session.get(BlobClaim, (sha256, wallet)) is not None
 
 
 def commit_blob(
     *, session: Session, store: ContentStore, caller: Caller, sha256: str, temp: Path | None, size: int
 ) -> bool:
-    """Spend the request's nonce, move a received blob into place and record it. Returns whether it is new.
+    """Spend the request's nonce, move a received blob into place, record it and the caller's claim to it.
+    Returns whether the claim is new (never whether another wallet had stored the bytes).
 
     The nonce is spent first so a replayed upload stores nothing; bytes go in before the row so a row never
-    names missing bytes."""
+    names missing bytes. `temp` is None only for a caller that already holds a claim."""
     try:
         if caller.nonce is not None and caller.expiry is not None:
             consume_nonce(
                 session, address=caller.address, nonce=caller.nonce, expiry=caller.expiry, commit=False
             )
-        created = False
         if temp is not None:
             final = store.path_for(sha256)
             if not final.is_file():
                 final.parent.mkdir(parents=True, exist_ok=True)
                 temp.chmod(0o444)
                 os.replace(temp, final)
-                created = True
         if session.get(Blob, sha256) is None:
             session.add(Blob(sha256=sha256, size=size, uploader=caller.address))
-            created = True
+        created = not has_claim(session=session, sha256=sha256, wallet=caller.address)
+        if created:
+            session.add(BlobClaim(sha256=sha256, holder=caller.address))
         session.commit()
         return created
     finally:
@@ -86,26 +95,54 @@ def commit_blob(
             temp.unlink(missing_ok=True)
 
 
-def check_blob_reader(*, session: Session, sha256: str, wallet: str) -> Blob:
-    """The blob's row if `wallet` may read it."""
-    blob = session.get(Blob, sha256)
-    if blob is None:
-        raise ContentMissing(f"blob sha256:{sha256} is not stored here", sha256=sha256)
-    if blob.uploader == wallet:
-        return blob
-    task_ids = list(session.exec(select(TaskBlob.task_id).where(col(TaskBlob.sha256) == sha256)))
-    if not task_ids:
-        return blob
-    customer = session.exec(
-        select(Task.task_id).where(col(Task.task_id).in_(task_ids), col(Task.customer) == wallet)
-    ).first()
-    provider = session.exec(
-        select(Replica.id).where(col(Replica.task_id).in_(task_ids), col(Replica.provider) == wallet)
-    ).first()
-    if customer is None and provider is None:
-        raise Forbidden(
-            f"blob sha256:{sha256} is a task output, readable by that task's customer and assigned "
-            "providers only",
-            sha256=sha256,
+def spec_inputs(spec: dict[str, Any]) -> set[str]:
+    """The blobs a (normalised) spec document names: its inputs and its wasm module."""
+    named = {str(item.get("sha256")) for item in spec.get("inputs") or [] if isinstance(item, dict)}
+    if spec.get("module"):
+        named.add(str(spec["module"]))
+    return named
+
+
+def may_read(*, session: Session, sha256: str, wallet: str) -> bool:
+    """Whether `wallet` has a claim to blob `sha256` (stored or a registered spec), by the rule above."""
+    if has_claim(session=session, sha256=sha256, wallet=wallet):
+        return True
+    if session.get(SpecRecord, (sha256, wallet)) is not None:
+        return True
+    if _assigned_reads(session=session, sha256=sha256, provider=wallet):
+        return True
+    linked = session.exec(
+        select(Task).join(TaskBlob, col(TaskBlob.task_id) == col(Task.task_id)).where(
+            col(TaskBlob.sha256) == sha256, col(Task.customer) == wallet
         )
-    return blob
+    ).all()
+    return any(task_commit_closed(session=session, task=task) for task in linked)
+
+
+def _assigned_reads(*, session: Session, sha256: str, provider: str) -> bool:
+    """A provider holding an unfinished replica of an unfinished task reads that task's spec, and the inputs
+    the spec names when the task's customer holds a claim to them (naming a hash in a spec gives no claim)."""
+    active = session.exec(
+        select(Task).join(Replica, col(Replica.task_id) == col(Task.task_id)).where(
+            col(Replica.provider) == provider,
+            col(Replica.status).not_in(FINAL_REPLICA),
+            col(Task.status).not_in(FINAL_TASK),
+        )
+    ).all()
+    for task in active:
+        if task.spec_hash == sha256:
+            return True
+        record = session.get(SpecRecord, (task.spec_hash, task.customer))
+        if record is not None and sha256 in spec_inputs(record.spec) and has_claim(
+            session=session, sha256=sha256, wallet=task.customer
+        ):
+            return True
+    return False
+
+
+def check_blob_reader(*, session: Session, sha256: str, wallet: str) -> None:
+    """Refuse a wallet with no claim exactly as a missing blob is refused (404), so that probing hashes
+    tells a stranger nothing."""
+    if not may_read(session=session, sha256=sha256, wallet=wallet):
+        raise ContentMissing(f"blob sha256:{sha256} is not stored here (or not readable by {wallet})",
+                             sha256=sha256)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlmodel import Session, col, select
 
 from hashgrid.errors import NotFound
@@ -20,7 +20,11 @@ SLASH_EVENTS = ("Slashed",)
 def list_tasks(
     *, session: Session, status: TaskStatus | None, offset: int, limit: int
 ) -> tuple[list[Task], int]:
-    where = [col(Task.status) == status] if status is not None else []
+    where: list[ColumnElement[bool]] = []
+    if status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING):  # one public state (services/visibility.py)
+        where.append(col(Task.status).in_((TaskStatus.ASSIGNED, TaskStatus.RUNNING)))
+    elif status is not None:
+        where.append(col(Task.status) == status)
     count = session.exec(select(func.count()).select_from(Task).where(*where)).one()
     rows = session.exec(
         select(Task).where(*where).order_by(col(Task.task_id).desc()).offset(offset).limit(limit)
@@ -110,7 +114,9 @@ def network_stats(*, session: Session, heartbeat_ttl_s: int) -> dict[str, Any]:
     ).one()
     by_state = {status.value: 0 for status in TaskStatus}
     for status, count in session.exec(select(Task.status, func.count()).group_by(Task.status)):
-        by_state[TaskStatus(status).value] = int(count)
+        # `running` is a provider's report, not a public state (services/visibility.py)
+        state = TaskStatus.ASSIGNED if status == TaskStatus.RUNNING else TaskStatus(status)
+        by_state[state.value] += int(count)
     cursor = session.exec(select(func.max(IndexerCursor.block_number))).one()
     return {
         "providers_total": total,

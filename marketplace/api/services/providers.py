@@ -16,7 +16,7 @@ from marketplace.api.chain import StakeOracle
 from marketplace.api.errors import BadRequest, Forbidden, NotAssigned, NotRegistered, StakeTooLow
 from marketplace.api.schemas import HeartbeatIn, OutputsIn, ProviderRegisterIn, StatusIn, UsageIn
 from marketplace.api.security import recover_address
-from marketplace.models import Blob, LogChunk, Provider, Replica, ReplicaStatus, Task, TaskBlob, utcnow
+from marketplace.models import BlobClaim, LogChunk, Provider, Replica, ReplicaStatus, Task, TaskBlob, utcnow
 
 INFO_SECTIONS = {"cpu": "cpu", "mem": "mem", "storage": "storage", "os": "os", "gpu": "gpus"}
 
@@ -161,15 +161,17 @@ def append_log(*, session: Session, task_id: int, provider: str, data: str, seq:
 
 
 def record_outputs(*, session: Session, task_id: int, provider: str, body: OutputsIn) -> Replica:
-    """Record the output manifest; every blob must have been uploaded first, and becomes private."""
+    """Record the output manifest. The provider must hold a claim to every blob in it (have uploaded the
+    bytes itself): naming a hash learned elsewhere would otherwise hand that blob to the task's customer."""
     replica = replica_for(session=session, task_id=task_id, provider=provider)
     hashes = sorted({item.sha256 for item in body.files})
-    known = set(session.exec(select(Blob.sha256).where(col(Blob.sha256).in_(hashes)))) if hashes else set()
+    known = set(session.exec(select(BlobClaim.sha256).where(
+        col(BlobClaim.sha256).in_(hashes), col(BlobClaim.holder) == provider))) if hashes else set()
     missing = [digest for digest in hashes if digest not in known]
     if missing:
         raise InvalidInput(
-            f"{len(missing)} output blob(s) were not uploaded (PUT /blobs/<sha256> first): "
-            f"{', '.join(missing[:5])}",
+            f"{len(missing)} output blob(s) were not uploaded by provider {provider} (PUT /blobs/<sha256> "
+            f"first): {', '.join(missing[:5])}",
             missing=missing,
         )
     paths = [item.path for item in body.files]

@@ -15,6 +15,7 @@ from hashgrid.errors import NotFound
 from hashgrid.spec import TaskSpec, parse_spec, spec_document
 from marketplace.api.chain import escrow_for
 from marketplace.api.errors import Forbidden, NotYourTask, ResultNotReady
+from marketplace.api.services import visibility
 from marketplace.models import (
     LogChunk,
     Replica,
@@ -91,33 +92,32 @@ def own_task(*, session: Session, task_id: int, customer: str) -> Task:
 
 
 def replicas_of(*, session: Session, task_id: int) -> list[Replica]:
-    return list(
-        session.exec(select(Replica).where(col(Replica.task_id) == task_id).order_by(col(Replica.id)))
-    )
+    return visibility.replicas_of(session=session, task_id=task_id)
 
 
-def check_log_reader(*, session: Session, task: Task, wallet: str) -> None:
-    """Logs and outputs are private to the task's customer and the providers assigned to it."""
+def check_log_reader(*, session: Session, task: Task, wallet: str) -> str | None:
+    """The task's customer reads every replica's logs (None: no filter); a provider assigned to the task only
+    its own (its address is returned as the filter); anyone else is refused."""
     if wallet == task.customer:
-        return
+        return None
     assigned = session.exec(
         select(Replica.id).where(col(Replica.task_id) == task.task_id, col(Replica.provider) == wallet)
     ).first()
     if assigned is None:
         raise Forbidden(
-            f"logs of task {task.task_id} are visible to its customer and assigned providers only",
+            f"logs of task {task.task_id} are visible to its customer and, each its own, its providers only",
             task_id=task.task_id,
         )
+    return wallet
 
 
-def logs_after(*, session: Session, task_id: int, after_id: int, limit: int = 1000) -> list[LogChunk]:
-    query = (
-        select(LogChunk)
-        .where(col(LogChunk.task_id) == task_id, col(LogChunk.id) > after_id)
-        .order_by(col(LogChunk.id))
-        .limit(limit)
-    )
-    return list(session.exec(query))
+def logs_after(
+    *, session: Session, task_id: int, after_id: int, provider: str | None = None, limit: int = 1000
+) -> list[LogChunk]:
+    query = select(LogChunk).where(col(LogChunk.task_id) == task_id, col(LogChunk.id) > after_id)
+    if provider is not None:
+        query = query.where(col(LogChunk.provider) == provider)
+    return list(session.exec(query.order_by(col(LogChunk.id)).limit(limit)))
 
 
 def task_result(*, session: Session, task: Task) -> dict[str, Any]:
