@@ -240,11 +240,17 @@ class TaskRegistration(SQLModel):
 
 
 class ReplicaPublic(SQLModel):
+    """A replica as a reader may see it (marketplace/api/services/visibility.py): the reported hash, usage and
+    outputs only for the task's customer once the commit phase has closed; the public sees revealed hashes."""
+
     provider: str
     round: int
     status: ReplicaStatus
     detail: str | None = None
     result_hash: str | None = None
+    usage: dict[str, Any] | None = Field(default=None, description="the provider's signed usage report")
+    outputs: list[dict[str, Any]] | None = Field(default=None, description="output manifest [{path, sha256, "
+                                                                            "size}]")
     assigned_at: datetime
     updated_at: datetime
 

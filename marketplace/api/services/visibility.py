@@ -85,11 +85,13 @@ def public_replica(replica: Replica, *, revealed: dict[str, str]) -> ReplicaPubl
 
 
 def customer_replica(replica: Replica, *, closed: bool, revealed: dict[str, str]) -> ReplicaPublic:
-    """A replica as its task's customer sees it: everything once the commit phase has closed; before, the
-    reported states (it follows the logs anyway) but no hash other than one revealed on chain."""
+    """A replica as its task's customer sees it: everything once the commit phase has closed (hash, signed
+    usage, output manifest); before, the reported states (it follows the logs anyway) but no hash other than
+    one revealed on chain in an earlier round, no usage and no outputs."""
     out = ReplicaPublic.model_validate(replica, from_attributes=True)
     if not closed:
         out.result_hash = revealed.get(replica.provider.lower())
+        out.usage, out.outputs = None, None
     return out
 
 
