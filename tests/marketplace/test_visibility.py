@@ -16,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -25,9 +26,11 @@ from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
 from marketplace.indexer.apply import ingest
 from marketplace.indexer.events import DecodedEvent
+from marketplace.models import Replica as ReplicaRow
+from marketplace.models import Task, TaskStatus
 from marketplace.settings import MarketplaceSettings
 from provider.daemon import usage_report
-from tests.marketplace.conftest import FEE_BPS, wallet
+from tests.marketplace.conftest import FEE_BPS, Signer, wallet
 from tests.marketplace.conftest_services import free_port
 from tests.marketplace.test_api import register_body
 from tests.polling import wait_for
@@ -199,9 +202,9 @@ def test_nothing_to_copy_before_the_commit_phase_closes(live_url: str, engine: E
         module, data = b"\0asm module bytes", b"input data"
         for blob in (module, data):
             assert http.put(f"/blobs/{hashlib.sha256(blob).hexdigest()}", content=blob).status_code == 201
-        spec = {"version": 1, "name": "visibility", "runtime": "wasm", "module": hashlib.sha256(module).hexdigest(),
-                "inputs": [{"path": "data.txt", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}],
-                "replicas": 2, "quorum": 2, "max_price_per_replica": "1000"}
+        inputs = [{"path": "data.txt", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}]
+        spec = {"version": 1, "name": "visibility", "runtime": "wasm", "inputs": inputs, "replicas": 2,
+                "module": hashlib.sha256(module).hexdigest(), "quorum": 2, "max_price_per_replica": "1000"}
         registered = http.post("/tasks", json=spec)
         assert registered.status_code == 201, registered.text
     spec_hash = registered.json()["spec_hash"]
@@ -209,15 +212,16 @@ def test_nothing_to_copy_before_the_commit_phase_closes(live_url: str, engine: E
         with client(live_url, replica.account) as http:
             assert http.post("/providers/register", json=register_body()).status_code == 200
     index(engine, [
-        event("TaskPosted", 10, 0, customer=customer.address.lower(), specHash=spec_hash, replicas=2, quorum=2,
-              maxReplicas=2, maxPricePerReplica="1000", escrowed="2050", deadline=2**39),
+        event("TaskPosted", 10, 0, customer=customer.address.lower(), specHash=spec_hash, replicas=2,
+              quorum=2, maxReplicas=2, maxPricePerReplica="1000", escrowed="2050", deadline=2**39),
         event("TaskAssigned", 11, 0, provider=a.address), event("TaskAssigned", 11, 1, provider=b.address),
         event("RoundOpened", 11, 2, assigned=2, commitDeadline=2**38, revealDeadline=2**38 + 60),
     ])
     report(live_url, a)
     report(live_url, b)
     index(engine, [event("ResultCommitted", 12, 0, provider=a.address, commitment="0x" + "c1" * 32)])
-    viewers = {"customer": customer, "own": a.account, "co": b.account, "stranger": stranger, "anonymous": None}
+    viewers = {"customer": customer, "own": a.account, "co": b.account, "stranger": stranger,
+               "anonymous": None}
     blobs = [a.sha, b.sha, never_stored]
 
     def check(phase: str) -> None:
@@ -241,3 +245,58 @@ def test_nothing_to_copy_before_the_commit_phase_closes(live_url: str, engine: E
         event("ReplicaFinalized", 15, 2, provider=b.address, outcome=5, paid="0"),
     ])
     check("final")
+
+
+def test_blob_claims_spec_and_inputs(client: TestClient, engine: Engine) -> None:
+    """A spec and its inputs: its customer always, its providers while assigned, nobody else; naming another
+    wallet's blob in a spec gives neither the customer nor its (sybil) providers a claim to it; an upload is
+    its uploader's alone until linked."""
+    customer, victim, attacker = (Signer(client, wallet(n)) for n in ("customer", "victim", "attacker"))
+    worker, sybil, stranger = (Signer(client, wallet(f"provider-{i}")) for i in (1, 2, 3))
+    module, data, private = b"\0asm module", b"input data", b"the victim's private input"
+    sha = {name: hashlib.sha256(blob).hexdigest() for name, blob in
+           (("module", module), ("data", data), ("private", private))}
+    assert customer.put_blob(module).status_code == 201 and customer.put_blob(data).status_code == 201
+    assert victim.put_blob(private).status_code == 201
+
+    def register(signer: Signer, input_sha: str) -> str:
+        document = {"version": 1, "name": "claims", "runtime": "wasm", "module": sha["module"],
+                    "inputs": [{"path": "in.txt", "sha256": input_sha, "size": 1}], "replicas": 1,
+                    "quorum": 1, "max_price_per_replica": "1000"}
+        response = signer.post("/tasks", document)
+        assert response.status_code == 201, response.text
+        return str(response.json()["spec_hash"]).removeprefix("0x")
+
+    spec, stolen_spec = register(customer, sha["data"]), register(attacker, sha["private"])
+
+    def post(task_id: int, owner: Signer, spec_hash: str, provider: Signer) -> None:
+        with Session(engine) as session:
+            session.add(Task(task_id=task_id, spec_hash=spec_hash, customer=owner.address, replicas=1,
+                             quorum=1, max_replicas=1, max_price_per_replica="1000", escrowed="1025",
+                             deadline=2**39, status=TaskStatus.ASSIGNED))
+            session.commit()
+            session.add(ReplicaRow(task_id=task_id, provider=provider.address))
+            session.commit()
+
+    def readers(digest: str) -> set[str]:
+        signers = {"customer": customer, "victim": victim, "attacker": attacker, "worker": worker,
+                   "sybil": sybil, "stranger": stranger}
+        return {name for name, signer in signers.items() if signer.get(f"/blobs/{digest}").status_code == 200}
+
+    assert readers(spec) == {"customer"} and readers(sha["data"]) == {"customer"}
+    post(1, customer, spec, worker)
+    post(2, attacker, stolen_spec, sybil)
+    for digest in (spec, sha["data"], sha["module"]):
+        assert readers(digest) == {"customer", "worker"}, digest
+    assert readers(sha["private"]) == {"victim"}  # the attacker's spec names it: no claim for its sybil
+    assert readers(stolen_spec) == {"attacker", "sybil"}
+    output = b"an output not yet linked to any task"
+    assert worker.put_blob(output).status_code == 201
+    assert readers(hashlib.sha256(output).hexdigest()) == {"worker"}
+    with Session(engine) as session:  # the task is over: its provider no longer reads its spec and inputs
+        task = session.get(Task, 1)
+        assert task is not None
+        task.status = TaskStatus.SETTLED
+        session.add(task)
+        session.commit()
+    assert readers(spec) == {"customer"} and readers(sha["data"]) == {"customer"}
