@@ -100,6 +100,8 @@ class ProviderBase(SQLModel):
     total_disk_mb: int = 0
     gpus: int = 0
     gpu_model: str | None = None
+    gpu_memory_mb: int = 0  # the smallest memory among the offered GPUs
+    cuda_major: int | None = None  # CUDA major version of the GPUs' driver (NVML)
 
 
 class Provider(ProviderBase, table=True):

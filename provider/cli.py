@@ -74,6 +74,7 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="print the JSO
          config_path: ConfigOption = None) -> None:
     """What this device offers and which runtimes work here (the document the daemon advertises)."""
     from provider.detect import capabilities_hash, detect
+    from provider.gpu import describe
 
     try:
         config = load_config(config_path)
@@ -92,7 +93,12 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="print the JSO
     table.add_row("storage", f"{storage['free_mb']} MB free of {storage['total_mb']} MB at {storage['path']}")
     table.add_row("os", f"{system['name']} {system['version']}, kernel {system['kernel']}")
     gpus = document["gpus"]
-    table.add_row("gpus", ", ".join(f"{g['model']} ({g.get('memory_mb')} MB)" for g in gpus) or "none")
+    table.add_row("gpus", ", ".join(f"{g['model']} ({g.get('memory_mb')} MB, CUDA {g.get('cuda_major')}, "
+                                    f"attached via {g.get('attach')})" for g in gpus) or "none offered")
+    for withheld in document.get("gpus_withheld") or []:
+        table.add_row("gpu not offered", f"[yellow]{describe(withheld)}[/yellow]: {withheld.get('reason')}")
+    if gpus:
+        table.add_row("gpu backends", ", ".join(document.get("gpu_runtimes") or []))
     table.add_row("runtimes", ", ".join(document["runtimes"]) or "[red]none working[/red]")
     stable = detect(config.workdir, volatile=False)
     table.add_row("capabilities hash", to_hex32(capabilities_hash(stable)))

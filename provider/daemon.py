@@ -39,6 +39,7 @@ from provider.chain_ops import ChainOps, CommitItem, TaskView
 from provider.config import ProviderConfig
 from provider.executor import execute
 from provider.feed import AssignmentFeed
+from provider.gpu import GpuPool
 from provider.journal import Entry, Journal, Phase
 from provider.marketplace_client import MarketplaceReporter
 from provider.policy import check, choose_runtime
@@ -93,6 +94,7 @@ class _Running:
     runtime: str
     cpus: float
     memory_mb: int
+    gpus: tuple[str, ...] = ()  # GPU UUIDs reserved for this run alone until it ends
     thread: threading.Thread | None = None
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -148,6 +150,7 @@ class Daemon:
         self._last_beat = 0.0
         self._last_claim = time.monotonic()
         self._waiting: set[int] = set()  # received tasks that cannot start yet (content not there)
+        self._gpus = GpuPool([])  # the offered GPUs (attachable, at most offer.gpus of them)
 
     # ------------------------------------------------------------------ start-up
     def start(self) -> None:
@@ -162,6 +165,8 @@ class Daemon:
         self.options.workdir.mkdir(parents=True, exist_ok=True)
         if self.device is None:
             self.device = detect(self.options.workdir, volatile=False)
+        offered = [str(g["uuid"]) for g in self.device.get("gpus") or []]
+        self._gpus = GpuPool(offered[: self.config.offer.gpus])
         digest = capabilities_hash(self.device)
         uri = self.options.capabilities_uri or capabilities_uri_for(self.ops.address)
         if self.ops.ensure_registered(digest, uri):
@@ -261,9 +266,12 @@ class Daemon:
             if spec is None:
                 continue
             free_cpus, free_memory = self._free()
-            if spec.resources.cpus > free_cpus or spec.resources.memory_mb > free_memory:
-                log.debug("task %d: waiting for %.2g cores / %d MB (free %.2g / %d)", entry.task_id,
-                          spec.resources.cpus, spec.resources.memory_mb, free_cpus, free_memory)
+            free_gpus = len(self._gpus.free())
+            if (spec.resources.cpus > free_cpus or spec.resources.memory_mb > free_memory
+                    or spec.resources.gpus > free_gpus):
+                log.debug("task %d: waiting for %.2g cores / %d MB / %d GPU(s) (free %.2g / %d / %d)",
+                          entry.task_id, spec.resources.cpus, spec.resources.memory_mb, spec.resources.gpus,
+                          free_cpus, free_memory, free_gpus)
                 self._waiting.add(entry.task_id)
                 continue
             self._start(entry, spec)
@@ -315,7 +323,10 @@ class Daemon:
                 raise PolicyRefused(f"the task needs {spec.resources.cpus} cores / "
                                     f"{spec.resources.memory_mb} MB; this provider offers {offer.cores} / "
                                     f"{offer.memory_mb} MB")
-            choose_runtime(spec, self.config.policy, self._available())
+            if spec.resources.gpus > self._gpus.size:
+                raise PolicyRefused(f"the task needs {spec.resources.gpus} GPU(s); this provider offers "
+                                    f"{self._gpus.size} (offer.gpus = {offer.gpus})")
+            choose_runtime(spec, self.config.policy, self._available(), self.device)
         except PolicyRefused as exc:
             self._refuse(task_id, exc.reason)
             return None
@@ -329,9 +340,14 @@ class Daemon:
         task_id = entry.task_id
         if not self.journal.mark_running(task_id):
             return
-        runtime = choose_runtime(spec, self.config.policy, self._available())
-        running = _Running(task_id=task_id, run_id=f"hg-t{task_id}-{uuid.uuid4().hex[:10]}", runtime=runtime,
-                           cpus=spec.resources.cpus, memory_mb=spec.resources.memory_mb)
+        runtime = choose_runtime(spec, self.config.policy, self._available(), self.device)
+        run_id = f"hg-t{task_id}-{uuid.uuid4().hex[:10]}"
+        gpus = self._gpus.reserve(run_id, spec.resources.gpus)
+        if gpus is None:  # _schedule checked; only this (main) thread reserves, so this is a bug if seen
+            self.journal.requeue(task_id, "its GPUs were taken")
+            return
+        running = _Running(task_id=task_id, run_id=run_id, runtime=runtime, cpus=spec.resources.cpus,
+                           memory_mb=spec.resources.memory_mb, gpus=gpus)
         running.thread = threading.Thread(target=self._work, args=(running, spec), name=f"task-{task_id}",
                                           daemon=True)
         with self._lock:
@@ -362,7 +378,7 @@ class Daemon:
                 execution = execute(spec, store=self.store, policy=self.config.policy,
                                     workdir=self.options.workdir, device=self.device,
                                     available=self._available(), on_log=on_log, run_id=running.run_id,
-                                    on_outputs=on_outputs)
+                                    on_outputs=on_outputs, gpus=running.gpus)
             if running.cancelled:
                 self.journal.requeue(task_id, "cancelled at shutdown")
                 log.info("task %d: cancelled; it stays received and runs again after a restart", task_id)
@@ -403,6 +419,7 @@ class Daemon:
                 reporter.failed(task_id)  # flushes what is left of the log (a no-op after `executed`)
             with self._lock:
                 self._running.pop(task_id, None)
+            self._gpus.release(running.run_id)
             self._wake.set()
 
     def _save_outputs(self, output_dir: Path) -> list[dict[str, Any]]:
@@ -591,7 +608,8 @@ class Daemon:
         with self._lock:
             running = sorted(self._running)
         self._heartbeat_hook({"provider": self.ops.address, "running": running, "free_cores": free_cpus,
-                              "free_memory_mb": free_memory, "stopping": self.stopping})
+                              "free_memory_mb": free_memory, "free_gpus": len(self._gpus.free()),
+                              "stopping": self.stopping})
 
 
 def journal_path(state_dir: Path) -> Path:

@@ -1,7 +1,9 @@
 """What this device offers, as one JSON document: `hashgrid provider info` shows it, the daemon advertises it.
 
-The sha256 of its canonical JSON is the on-chain `capabilitiesHash`. `detect(volatile=False)` leaves out the
-values that change from second to second (available memory, free disk) so the advertised hash is stable.
+The sha256 of its canonical JSON is the on-chain `capabilitiesHash`. `gpus` lists only the GPUs a sandbox
+here can attach; `gpus_withheld` the others, each with the reason (provider.gpu). `detect(volatile=False)`
+leaves out the values that change from second to second (available memory, free disk) so the advertised hash
+is stable.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from hashgrid.canonical import hash_document
 
 log = logging.getLogger(__name__)
 
-DETECT_VERSION = 1
+DETECT_VERSION = 2  # 2: GPUs offered only when attachable; gpus_withheld, gpu_runtimes
 VOLATILE_KEYS = {("mem", "available_mb"), ("storage", "free_mb")}
 
 
@@ -95,27 +97,41 @@ def os_info() -> dict[str, str]:
     }
 
 
-def gpu_info() -> list[dict[str, Any]]:
-    """NVIDIA GPUs from nvidia-smi where it is installed; [] otherwise (and on any failure, logged)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        completed = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version,uuid",
-             "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("nvidia-smi is present but failed: %s", exc)
-        return []
-    gpus = []
-    for line in completed.stdout.splitlines():
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) < 5:
-            continue
-        index, name, memory, driver, uuid = fields[:5]
-        gpus.append({"index": int(index) if index.isdigit() else index, "vendor": "nvidia", "model": name,
-                     "memory_mb": int(memory) if memory.isdigit() else None, "driver": driver, "uuid": uuid})
-    return gpus
+def gpu_section(runtimes: list[str]) -> dict[str, Any]:
+    """GPUs offered (a sandbox here attaches them: see provider.gpu), withheld ones with the reason, and the
+    backends that attach them. Probes start containers, so the answer is kept for the process's life."""
+    key = tuple(runtimes)
+    with _gpu_lock:
+        if key not in _gpu_cache:
+            _gpu_cache[key] = _gpu_section(runtimes)
+        return _gpu_cache[key]
+
+
+def _gpu_section(runtimes: list[str]) -> dict[str, Any]:
+    from provider import gpu
+
+    found = gpu.scan()
+    if not found.gpus:
+        log.debug("no GPU: %s", found.note)
+        return {"gpus": [], "gpus_withheld": [], "gpu_runtimes": [], "gpu_attach_notes": {}}
+    info, why = gpu.engine_info()
+    support = gpu.attach_support(info, why)
+
+    def probe(backend: str, device: gpu.Gpu) -> str | None:
+        from provider.runtimes import get_runtime
+
+        runtime = get_runtime(backend)
+        probe_gpu = getattr(runtime, "probe_gpu", None)
+        return probe_gpu(device.uuid) if probe_gpu is not None else f"{backend} cannot attach GPUs"
+
+    section = gpu.offer(found.gpus, support, runtimes, probe)
+    for withheld in section["gpus_withheld"]:
+        log.warning("%s is detected but not offered: %s", gpu.describe(withheld), withheld["reason"])
+    return section
+
+
+_gpu_cache: dict[tuple[str, ...], dict[str, Any]] = {}
+_gpu_lock = threading.Lock()
 
 
 def runtime_names() -> list[str]:
@@ -133,14 +149,15 @@ def detect(workdir: Path | None = None, *, volatile: bool = True) -> dict[str, A
     from hashgrid.config import get_settings
 
     workdir = workdir or (get_settings().state_dir / "provider")
+    runtimes = runtime_names()
     document: dict[str, Any] = {
         "version": DETECT_VERSION,
         "cpu": cpu_info(),
         "mem": mem_info(),
         "storage": storage_info(workdir),
         "os": os_info(),
-        "gpus": gpu_info(),
-        "runtimes": runtime_names(),
+        "runtimes": runtimes,
+        **gpu_section(runtimes),
     }
     if not volatile:
         for section, key in VOLATILE_KEYS:

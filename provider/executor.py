@@ -13,14 +13,15 @@ import stat
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hashgrid.content import ContentStore
-from hashgrid.errors import ExecutionFailed, HashgridError
+from hashgrid.errors import ExecutionFailed, HashgridError, PolicyRefused
 from hashgrid.spec import TaskSpec, spec_hash
+from provider.gpu import DETERMINISTIC_GPU_ENV, GpuSampler
 from provider.metering import Usage, meter
 from provider.policy import Policy, check, choose_runtime
 from provider.results import ResultHash, compute_result_hash
@@ -89,12 +90,31 @@ def _lay_out_inputs(spec: TaskSpec, store: ContentStore, input_dir: Path) -> Non
         directory.chmod(0o755)
 
 
-def limits_for(spec: TaskSpec, policy: Policy) -> Limits:
-    """Sandbox limits from the spec's resources (network only when the spec asks and the policy allows)."""
+def limits_for(spec: TaskSpec, policy: Policy, gpus: Sequence[str] = ()) -> Limits:
+    """Sandbox limits from the spec's resources (network only when the spec asks and the policy allows);
+    `gpus` are the GPU UUIDs reserved for this run, exactly `resources.gpus` of them."""
     resources = spec.resources
+    if len(gpus) != resources.gpus:
+        raise PolicyRefused(f"resources.gpus={resources.gpus} but {len(gpus)} GPU(s) are reserved for it")
     return Limits(cpus=resources.cpus, memory_mb=resources.memory_mb, pids=resources.pids,
                   timeout_s=float(resources.timeout_s), output_mb=resources.disk_mb,
-                  network=spec.network and policy.allow_network)
+                  network=spec.network and policy.allow_network, gpus=tuple(gpus))
+
+
+def env_for(spec: TaskSpec, gpus: Sequence[str]) -> dict[str, str]:
+    """The run's environment: a GPU run starts from the deterministic CUDA settings, the spec's env on top."""
+    return {**DETERMINISTIC_GPU_ENV, **spec.env} if gpus else dict(spec.env)
+
+
+def _gpus_for(spec: TaskSpec, device: Mapping[str, Any], gpus: Sequence[str] | None) -> tuple[str, ...]:
+    """The GPUs this run gets: the caller's reservation (the daemon's), else the first offered ones."""
+    if not spec.resources.gpus:
+        return ()
+    if gpus is None:
+        gpus = [str(g["uuid"]) for g in device.get("gpus") or []][: spec.resources.gpus]
+    if len(gpus) < spec.resources.gpus:
+        raise PolicyRefused(f"resources.gpus={spec.resources.gpus} but only {len(gpus)} GPU(s) are free")
+    return tuple(gpus[: spec.resources.gpus])
 
 
 def _available(spec: TaskSpec, policy: Policy) -> list[str]:
@@ -131,20 +151,27 @@ def _stream_logs(runtime: Any, handle: str, on_log: Callable[[bytes], None]) -> 
 def execute(spec: TaskSpec, *, store: ContentStore, policy: Policy, workdir: Path,
             device: Mapping[str, Any] | None = None, available: Iterable[str] | None = None,
             on_log: Callable[[bytes], None] | None = None, run_id: str | None = None,
-            on_outputs: Callable[[Path], None] | None = None) -> Execution:
+            on_outputs: Callable[[Path], None] | None = None,
+            gpus: Sequence[str] | None = None) -> Execution:
     """Run `spec` once and return its Execution.
 
     Raises PolicyRefused before anything runs, DigestMismatch / ContentMissing when an input or module is
     wrong or missing, ExecutionFailed (or the backend's error) when the sandbox cannot run it. `on_outputs`
-    sees the output directory after hashing and before cleanup. A task
+    sees the output directory after hashing and before cleanup. `gpus` are the GPU UUIDs reserved for this
+    run (the daemon's allocation); without them a GPU task gets the first offered GPUs. A task
     that runs and fails (non-zero exit, killed) is not an error: it has a result hash like any other.
     """
     from provider.runtimes import get_runtime
 
+    if spec.resources.gpus and device is None:
+        from provider.detect import detect
+
+        device = detect(workdir, volatile=False)  # a GPU task is checked against what can really attach
     check(spec, policy, device)
+    reserved = _gpus_for(spec, device or {}, gpus)
     if available is None:
         available = _available(spec, policy)
-    runtime_name = choose_runtime(spec, policy, available)
+    runtime_name = choose_runtime(spec, policy, available, device)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run_id = run_id or f"hg-{uuid.uuid4().hex[:16]}"
@@ -162,16 +189,21 @@ def execute(spec: TaskSpec, *, store: ContentStore, policy: Policy, workdir: Pat
             module_path = scratch / "module.wasm"
             store.copy_to(spec.module, module_path, what=f"wasm module sha256:{spec.module}")
         request = RunRequest(run_id=run_id, runtime=runtime_name, image=spec.image_id,
-                             module_path=module_path, command=tuple(spec.command), env=dict(spec.env),
-                             input_dir=input_dir, output_dir=output_dir, limits=limits_for(spec, policy))
+                             module_path=module_path, command=tuple(spec.command),
+                             env=env_for(spec, reserved), input_dir=input_dir, output_dir=output_dir,
+                             limits=limits_for(spec, policy, reserved))
         runtime = get_runtime(runtime_name)
-        result = _run(runtime, request, on_log)
+        sampler = GpuSampler(reserved).start()
+        try:
+            result = _run(runtime, request, on_log)
+        finally:
+            gpu_usage = sampler.stop()
         killed = str(result.kill_reason) if result.kill_reason is not None else None
         digest = compute_result_hash(exit_code=result.exit_code, output_dir=output_dir, declared=spec.outputs,
                                      stdout=result.stdout if spec.include_stdout else None, killed=killed)
         if on_outputs is not None:
             on_outputs(output_dir)  # e.g. the daemon keeps the outputs before the scratch dir goes
-        usage = meter(result, gpus=spec.resources.gpus)
+        usage = meter(result, gpu=gpu_usage)
         log.info("run %s (%s) exit %s result %s", run_id, runtime_name, result.exit_code, digest.hex)
         return Execution(spec_hash=spec_hash(spec), runtime=runtime_name, result_hash=digest,
                          run_result=result, usage=usage, logs=result.stdout + result.stderr)

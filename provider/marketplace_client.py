@@ -199,10 +199,10 @@ class MarketplaceReporter:
         raise MarketplaceError("unreachable")  # pragma: no cover
 
     def heartbeat(self, beat: dict[str, Any]) -> None:
-        # the daemon meters cores and memory per running task; disk and GPUs are offered whole
+        # the daemon meters cores, memory and GPUs per running task; disk is offered whole
         retrying("heartbeat", lambda: self.client.heartbeat(
             free_cpus=float(beat.get("free_cores", 0)), free_memory_mb=int(beat.get("free_memory_mb", 0)),
-            free_disk_mb=int(self._offer.get("disk_mb", 0)), free_gpus=int(self._offer.get("gpus", 0)),
+            free_disk_mb=int(self._offer.get("disk_mb", 0)), free_gpus=int(beat.get("free_gpus", 0)),
             running=len(beat.get("running", []))), attempts=2)
 
     def running(self, task_id: int) -> None:

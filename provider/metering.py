@@ -1,8 +1,10 @@
 """Usage of one run, in the units billing prices: cpu-seconds, memory GB-seconds, gpu-seconds, wall seconds.
 
 NOTE: memory GB-seconds are approximated as peak memory x wall time (an upper bound of the integral of
-memory over time: backends report the peak, not a time series). GPU-seconds are the GPUs reserved for the
-run times wall time: a reserved GPU is unavailable to others whether or not it is busy.
+memory over time: backends report the peak, not a time series). GPU-seconds are the GPUs the sandbox really
+had (`RunResult.gpus_attached`, read back from the engine) times wall time: an attached GPU is unavailable
+to others whether or not it is busy, and a GPU the spec reserved but the run never got is never billed.
+GPU utilisation and memory come from NVML while the run ran; they are reported, not priced.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from provider.gpu import GpuUsage
 from provider.runtimes.base import RunResult
 
 
@@ -22,6 +25,8 @@ class Usage:
     memory_gb_seconds: float
     gpu_seconds: float
     peak_memory_mb: float
+    gpu_utilization_pct: float = 0.0
+    gpu_memory_peak_mb: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,15 +36,17 @@ def _ms(value: float) -> float:
     return round(max(0.0, float(value)), 3)
 
 
-def meter(result: RunResult, *, gpus: int = 0) -> Usage:
-    """Usage from a backend's RunResult; `gpus` is what the spec reserved."""
+def meter(result: RunResult, *, gpu: GpuUsage | None = None) -> Usage:
+    """Usage from a backend's RunResult; `gpu` is what NVML saw on the run's GPUs (None: not sampled)."""
     wall = _ms(result.wall_seconds)
     return Usage(
         wall_seconds=wall,
         cpu_seconds=_ms(result.cpu_seconds),
         memory_gb_seconds=_ms(result.peak_memory_mb / 1024.0 * wall),
-        gpu_seconds=_ms(gpus * wall),
+        gpu_seconds=_ms(len(result.gpus_attached) * wall),
         peak_memory_mb=_ms(result.peak_memory_mb),
+        gpu_utilization_pct=round(gpu.utilization_pct, 1) if gpu and result.gpus_attached else 0.0,
+        gpu_memory_peak_mb=_ms(gpu.memory_peak_mb) if gpu and result.gpus_attached else 0.0,
     )
 
 

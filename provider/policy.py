@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hashgrid.errors import PolicyRefused
 from hashgrid.spec import TaskSpec, artifact_signing_message
+from provider.gpu import describe
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,11 @@ def check(spec: TaskSpec, policy: Policy, device: Mapping[str, Any] | None = Non
                             f"{total_mb} MB")
     gpus = _device_value(device, "gpus") or []
     if resources.gpus > len(gpus):
-        raise PolicyRefused(f"resources.gpus={resources.gpus} but this device has {len(gpus)} GPU(s)")
+        withheld = _device_value(device, "gpus_withheld") or []
+        detail = "; ".join(f"{describe(g)} is not offered: {g.get('reason')}" for g in withheld)
+        raise PolicyRefused(f"resources.gpus={resources.gpus} but this device offers {len(gpus)} GPU(s) "
+                            f"that a sandbox can attach ({detail or 'no GPU detected'})",
+                            resource="gpus", asked=resources.gpus, allowed=len(gpus))
     requirements = spec.requirements
     arch = _device_value(device, "cpu", "arch")
     if requirements.arch and arch and requirements.arch != arch:
@@ -177,15 +182,27 @@ def check(spec: TaskSpec, policy: Policy, device: Mapping[str, Any] | None = Non
                                           for g in gpus):
         raise PolicyRefused(f"requirements.gpu_model={requirements.gpu_model!r} matches no GPU on this "
                             "device")
+    least = requirements.min_gpu_memory_mb
+    if resources.gpus and least and any((g.get("memory_mb") or 0) < least for g in gpus):
+        raise PolicyRefused(f"requirements.min_gpu_memory_mb={least} but a GPU here has less")
 
 
-def choose_runtime(spec: TaskSpec, policy: Policy, available: Iterable[str]) -> str:
+def choose_runtime(spec: TaskSpec, policy: Policy, available: Iterable[str],
+                   device: Mapping[str, Any] | None = None) -> str:
     """The backend name for this task: "runsc" | "docker" | "wasm".
 
     docker tasks run under gVisor when the engine has runsc and the policy says "auto" or "runsc";
-    a "runsc" policy refuses rather than fall back to plain docker.
+    a "runsc" policy refuses rather than fall back to plain docker. A GPU task runs only on a backend that
+    attaches GPUs here (`device["gpu_runtimes"]`): runsc without gVisor's GPU proxy is refused with why.
     """
     have = set(available)
+    if spec.resources.gpus and device is not None:
+        can = set(_device_value(device, "gpu_runtimes") or [])
+        notes = _device_value(device, "gpu_attach_notes") or {}
+        if policy.docker_runtime == "runsc" and "runsc" in have and "runsc" not in can:
+            raise PolicyRefused("policy requires gVisor (docker_runtime = \"runsc\") but runsc cannot attach "
+                                f"a GPU here: {notes.get('runsc') or 'no GPU probe passed under runsc'}")
+        have &= can | {"wasm"}
     if spec.runtime == "wasm":
         if "wasm" not in have:
             raise PolicyRefused("the wasm runtime is not available on this device")

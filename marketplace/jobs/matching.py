@@ -77,6 +77,8 @@ def provider_view(row: Provider) -> ProviderView:
         reputation=row.reputation,
         last_heartbeat=heartbeat.timestamp() if heartbeat else 0.0,
         gpu_model=row.gpu_model,
+        gpu_memory_mb=row.gpu_memory_mb,
+        cuda_major=row.cuda_major,
         allows_network=bool(policy.get("allow_network", False)),
         max_task=max_task,
     )
@@ -264,7 +266,10 @@ def _round_would_strand(on_chain: dict[str, Any], replicas: Sequence[Replica],
 
 def _unseen_load(session: Session, rows: Sequence[Provider]) -> dict[str, Resources]:
     """Resources of replicas assigned to each provider after its last heartbeat: its reported free capacity
-    does not show them yet, so a round subtracts them rather than overfill the provider."""
+    does not show them yet, so a round subtracts them rather than overfill the provider. GPUs of every
+    replica still waiting to start count whenever it was assigned: a daemon reserves a GPU only when the run
+    starts (its spec may still be on the way), so a heartbeat in between shows that GPU free, and a GPU is
+    never shared, unlike cores."""
     heartbeats = {row.address: aware(row.last_heartbeat) for row in rows}
     if not heartbeats:
         return {}
@@ -278,14 +283,15 @@ def _unseen_load(session: Session, rows: Sequence[Provider]) -> dict[str, Resour
     load: dict[str, Resources] = {}
     for provider, assigned_at, digest, customer in pending:
         seen = heartbeats.get(provider)
-        if seen is not None and (aware(assigned_at) or seen) <= seen:
-            continue
+        seen_by_heartbeat = seen is not None and (aware(assigned_at) or seen) <= seen
         if (digest, customer) not in specs:
             record = session.get(SpecRecord, (digest, customer))
             need = TaskSpec.model_validate(record.spec).resources if record else None
             specs[(digest, customer)] = (Resources(need.cpus, need.memory_mb, need.disk_mb, need.gpus)
                                          if need else None)
         extra = specs[(digest, customer)]
+        if extra is not None and seen_by_heartbeat:
+            extra = Resources(gpus=extra.gpus) if extra.gpus else None
         if extra is not None:
             have = load.get(provider, Resources())
             load[provider] = Resources(have.cpus + extra.cpus, have.memory_mb + extra.memory_mb,

@@ -75,6 +75,7 @@ class ProviderView:
     last_heartbeat: float
     gpu_model: str | None = None
     gpu_memory_mb: int = 0
+    cuda_major: int | None = None
     allows_network: bool = False
     max_task: Resources | None = None  # policy: the largest replica it accepts (None = up to its capacity)
     allowed_images: frozenset[str] | None = None  # policy: digests it runs (None = any signed image)

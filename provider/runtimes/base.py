@@ -30,6 +30,7 @@ class Limits:
     timeout_s: float = 60.0
     output_mb: int = 64
     network: bool = False  # only ever true when the spec asks AND the provider policy allows
+    gpus: tuple[str, ...] = ()  # GPU UUIDs reserved for this run alone; the backend attaches exactly these
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class RunResult:
     peak_memory_mb: float
     stdout: bytes
     stderr: bytes
+    gpus_attached: tuple[str, ...] = ()  # GPUs the sandbox really had (read back from the engine): billed
 
 
 class Runtime(Protocol):

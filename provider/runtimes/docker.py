@@ -10,6 +10,10 @@ container's cgroup when it exits, but the parent keeps the hierarchical totals u
   own, already deleted, cgroup), so a run that failed or timed out after that is reported as KillReason.PIDS;
 - memory: Docker's `State.OOMKilled`, or (runsc) a SIGKILL we did not send at >= 90% of the memory limit;
 - timeout and cancel: a timer / cancel() kills the container and records the reason under the run's lock.
+
+GPUs: a run gets exactly the GPUs in `limits.gpus` as a Docker device request (the NVIDIA toolkit's "nvidia"
+driver, or CDI where the engine has it), read back from the engine after create; those are what is billed.
+runsc attaches them only when registered with gVisor's `--nvproxy`; otherwise it refuses the run.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from docker.types import LogConfig, Ulimit
+from docker.types import DeviceRequest, LogConfig, Ulimit
 
+from provider import gpu as gpu_support
 from provider.runtimes._scratch import OutputArea, check_run_id
-from provider.runtimes.base import KillReason, RunRequest, RunResult
+from provider.runtimes.base import KillReason, Limits, RunRequest, RunResult
 from provider.runtimes.errors import (
     ImageNotFound,
     InvalidImageReference,
@@ -67,6 +72,7 @@ class _DockerRun:
     area: OutputArea
     cgroup_parent: str
     started: float
+    gpus: tuple[str, ...] = ()
     timer: threading.Timer | None = None
     kill_reason: KillReason | None = None
     finished: bool = False
@@ -83,9 +89,14 @@ class DockerRuntime:
     """Runs tasks in hardened containers; `runtime="runsc"` runs the same containers under gVisor."""
 
     def __init__(
-        self, *, runtime: str = "runc", name: str | None = None, probe_image: str | None = None
+        self, *, runtime: str = "runc", name: str | None = None, probe_image: str | None = None,
+        gpu_attach: str | None = None,
     ) -> None:
+        """`gpu_attach` ("nvidia" | "cdi") overrides what the engine's info says (tests build containers
+        with a device request on hosts that have no GPU)."""
         self.runtime = runtime
+        self._gpu_attach = gpu_attach
+        self._info: dict[str, object] | None = None
         self.name = name or ("docker" if runtime == "runc" else runtime)
         self._probe_image = probe_image
         self._client: docker.DockerClient | None = None
@@ -129,39 +140,103 @@ class DockerRuntime:
         self._available = True
         return True
 
-    def _probe(self) -> bool:
-        """Run `true` in the sample busybox image under this runtime (being registered proves nothing)."""
-        image = self._probe_image
+    def _probe_image_id(self) -> str | None:
+        if self._probe_image is not None:
+            return self._probe_image
+        try:
+            return str(self.client.api.inspect_image(PROBE_IMAGE_TAG)["Id"])
+        except docker.errors.ImageNotFound:
+            log.info("no probe image %s for %s (run scripts/build_images.sh)", PROBE_IMAGE_TAG, self.name)
+            return None
+
+    def _probe_run(self, command: tuple[str, ...], gpus: tuple[str, ...] = ()) -> RunResult:
+        """Run a command in the sample busybox image under this runtime; raises when it cannot run."""
+        image = self._probe_image_id()
         if image is None:
-            try:
-                image = self.client.api.inspect_image(PROBE_IMAGE_TAG)["Id"]
-            except docker.errors.ImageNotFound:
-                log.info("no probe image %s for %s (run scripts/build_images.sh)", PROBE_IMAGE_TAG, self.name)
-                return False
+            raise RuntimeUnavailable(f"no probe image {PROBE_IMAGE_TAG}", runtime=self.name)
         with tempfile.TemporaryDirectory(prefix="hashgrid-probe-") as tmp:
             request = RunRequest(
                 run_id=f"probe-{self.runtime}-{os.getpid()}-{time.monotonic_ns()}",
                 runtime=self.name,
                 image=image,
                 module_path=None,
-                command=("true",),
+                command=command,
                 env={},
                 input_dir=Path(tmp),
                 output_dir=Path(tmp) / "out",
+                limits=Limits(gpus=gpus, timeout_s=30.0),
             )
-            try:
-                result = self.wait(self.start(request))
-            except Exception as exc:  # any failure means "does not work here"
-                log.info("%s probe failed: %s", self.name, exc)
-                return False
+            return self.wait(self.start(request))
+
+    def _probe(self) -> bool:
+        """Run `true` in the sample busybox image under this runtime (being registered proves nothing)."""
+        try:
+            result = self._probe_run(("true",))
+        except Exception as exc:  # any failure means "does not work here"
+            log.info("%s probe failed: %s", self.name, exc)
+            return False
         if result.exit_code != 0:
             log.info("%s probe exited %s: %s", self.name, result.exit_code, result.stderr[-500:])
         return result.exit_code == 0
+
+    def probe_gpu(self, uuid: str) -> str | None:
+        """None when a container given this GPU sees its device node; else why not (it is then withheld)."""
+        try:
+            result = self._probe_run(gpu_support.PROBE_COMMAND, gpus=(uuid,))
+        except Exception as exc:
+            return f"the probe container could not start: {getattr(exc, 'message', exc)}"[:400]
+        if result.exit_code != 0:
+            return f"the probe container saw no /dev/nvidia* device (exit {result.exit_code})"
+        return None
+
+    def engine_info(self) -> dict[str, object]:
+        """`docker info`, asked once per backend instance."""
+        if self._info is None:
+            self._info = dict(self.client.info())
+        return self._info
+
+    def _device_requests(self, request: RunRequest) -> list[DeviceRequest]:
+        """The device request for exactly the run's GPUs, or a refusal that says why they cannot attach."""
+        gpus = request.limits.gpus
+        if not gpus:
+            return []
+        method = self._gpu_attach
+        if method is None:
+            support = gpu_support.attach_support(self.engine_info()).get(self.name)
+            if support is None or support.method is None:
+                reason = support.reason if support is not None else f"{self.name} cannot attach GPUs"
+                raise InvalidRunRequest(f"{self.name}: the run needs {len(gpus)} GPU(s): {reason}",
+                                        run_id=request.run_id)
+            method = support.method
+        elif self.runtime == "runsc":
+            reason = gpu_support.runsc_gpu_reason(self.engine_info())
+            if reason is not None:
+                raise InvalidRunRequest(f"runsc: the run needs {len(gpus)} GPU(s): {reason}",
+                                        run_id=request.run_id)
+        if method == "cdi":
+            return [DeviceRequest(driver="cdi", device_ids=[f"nvidia.com/gpu={g}" for g in gpus])]
+        return [DeviceRequest(driver="nvidia", device_ids=list(gpus),
+                              capabilities=[["gpu", "compute", "utility"]])]
 
     # -- Runtime protocol ----------------------------------------------------------------------------------
 
     def start(self, request: RunRequest) -> str:
         """Create and start the container; raises (and leaves nothing behind) when it cannot start."""
+        return self._start(request, launch=True)
+
+    def create(self, request: RunRequest) -> str:
+        """Create the run's container without starting it, so its config can be read back from the engine
+        (`hashgrid provider check-gpu`, tests); `discard()` removes it."""
+        return self._start(request, launch=False)
+
+    def discard(self, handle: str) -> None:
+        """Remove a created (or finished) run's container, scratch area and cgroup without waiting."""
+        run = self._get(handle)
+        with self._runs_lock:
+            self._runs.pop(handle, None)
+        self._cleanup(run.container_id, run.area, run.cgroup_parent)
+
+    def _start(self, request: RunRequest, *, launch: bool) -> str:
         run_id = check_run_id(request.run_id)
         image = self._check_request(request)
         with self._runs_lock:
@@ -173,6 +248,7 @@ class DockerRuntime:
         container_id: str | None = None
         api = self.client.api
         try:
+            device_requests = self._device_requests(request)
             host_config = api.create_host_config(
                 binds={
                     str(request.input_dir.resolve()): {"bind": "/in", "mode": "ro"},
@@ -190,6 +266,7 @@ class DockerRuntime:
                 cgroup_parent=cgroup_parent,
                 runtime=None if self.runtime == "runc" else self.runtime,  # HostConfig.Runtime (API 1.41)
                 ulimits=[Ulimit(name="nofile", soft=1024, hard=1024)],
+                device_requests=device_requests or None,
                 log_config=LogConfig(
                     type="json-file", config={"max-size": f"{LOG_CAP_MB}m", "max-file": "1"}
                 ),
@@ -206,10 +283,17 @@ class DockerRuntime:
                 use_config_proxy=False,
             )
             container_id = created["Id"]
-            run = _DockerRun(request, container_id, area, cgroup_parent, started=time.monotonic())
+            gpus = attached_gpus(api.inspect_container(container_id)) if device_requests else ()
+            if set(gpus) != set(limits.gpus):
+                raise InvalidRunRequest(f"the engine attached GPUs {gpus}, not the reserved {limits.gpus}",
+                                        run_id=run_id)
+            run = _DockerRun(request, container_id, area, cgroup_parent, started=time.monotonic(), gpus=gpus)
             with self._runs_lock:
                 self._runs[run_id] = run
+            if not launch:
+                return run_id
             api.start(container_id)
+            run.started = time.monotonic()
             run.timer = threading.Timer(limits.timeout_s, self._expire, (run_id,))
             run.timer.daemon = True
             run.timer.start()
@@ -270,6 +354,7 @@ class DockerRuntime:
                 peak_memory_mb=peak_mb,
                 stdout=stdout,
                 stderr=stderr,
+                gpus_attached=run.gpus,
             )
         except docker.errors.DockerException as exc:
             raise SandboxFailed(
@@ -374,6 +459,17 @@ class DockerRuntime:
                     log.error("cannot remove container %s: %s", container_id[:12], exc)
         area.close()
         _remove_cgroup(cgroup_parent)
+
+
+def attached_gpus(container: dict[str, object]) -> tuple[str, ...]:
+    """The GPU ids a container's device requests name, as the engine recorded them (CDI names unwrapped)."""
+    host_config = container.get("HostConfig") or {}
+    requests = host_config.get("DeviceRequests") if isinstance(host_config, dict) else None
+    found: list[str] = []
+    for device_request in requests or []:
+        for device in device_request.get("DeviceIDs") or []:
+            found.append(str(device).removeprefix("nvidia.com/gpu="))
+    return tuple(found)
 
 
 def _cgroup_dirs(cgroup_parent: str) -> list[Path]:

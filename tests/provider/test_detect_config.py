@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_detect_document_shape(tmp_path: Path) -> None:
     document = detect(tmp_path)
-    assert document["version"] == 1
-    assert set(document) == {"version", "cpu", "mem", "storage", "os", "gpus", "runtimes"}
+    assert document["version"] == 2
+    assert set(document) == {"version", "cpu", "mem", "storage", "os", "gpus", "gpus_withheld",
+                             "gpu_runtimes", "gpu_attach_notes", "runtimes"}
     cpu = document["cpu"]
     assert cpu["arch"] in ("x86_64", "aarch64") and 1 <= cpu["cores"] <= cpu["threads"] and cpu["model"]
     assert document["mem"]["total_mb"] >= document["mem"]["available_mb"] > 0

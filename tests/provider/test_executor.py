@@ -81,8 +81,8 @@ def test_policy_refusal_runs_nothing(tmp_path: Path) -> None:
 
 def test_metering_and_price() -> None:
     result = RunResult(exit_code=0, kill_reason=None, wall_seconds=2.0, cpu_seconds=1.5, peak_memory_mb=512.0,
-                       stdout=b"", stderr=b"")
-    usage = meter(result, gpus=1)
+                       stdout=b"", stderr=b"", gpus_attached=("GPU-0",))
+    usage = meter(result)
     assert usage == Usage(wall_seconds=2.0, cpu_seconds=1.5, memory_gb_seconds=1.0, gpu_seconds=2.0,
                           peak_memory_mb=512.0)
     rates = {"fixed": 100, "per_cpu_second": 10, "per_gb_second": 4, "per_gpu_second": 1000}

@@ -66,7 +66,11 @@ def register(*, session: Session, stakes: StakeOracle, provider: str, body: Prov
     row.total_memory_mb = body.offer.memory_mb
     row.total_disk_mb = body.offer.disk_mb
     row.gpus = min(body.offer.gpus, len(gpus))
-    row.gpu_model = str(gpus[0].get("model"))[:128] if gpus and isinstance(gpus[0], dict) else None
+    offered = [g for g in gpus[: row.gpus] if isinstance(g, dict)]
+    row.gpu_model = str(offered[0].get("model"))[:128] if offered else None
+    row.gpu_memory_mb = min((_int(g.get("memory_mb")) for g in offered), default=0)
+    majors = {_int(g.get("cuda_major")) for g in offered}
+    row.cuda_major = majors.pop() if len(majors) == 1 and min(majors) > 0 else None
     row.stake = str(stake)
     if row.last_heartbeat is None:  # a new provider starts with all of its offer free
         row.free_cpus, row.free_memory_mb = row.total_cpus, row.total_memory_mb
@@ -76,6 +80,14 @@ def register(*, session: Session, stakes: StakeOracle, provider: str, body: Prov
     session.commit()
     session.refresh(row)
     return row
+
+
+def _int(value: Any) -> int:
+    """A non-negative int from a capabilities field (the provider's own document: anything may be there)."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def get_provider(*, session: Session, address: str) -> Provider:
@@ -91,7 +103,9 @@ def get_provider(*, session: Session, address: str) -> Provider:
 def heartbeat(*, session: Session, provider: str, body: HeartbeatIn) -> Provider:
     row = get_provider(session=session, address=provider)
     row.free_cpus, row.free_memory_mb = body.free_cpus, body.free_memory_mb
-    row.free_disk_mb, row.free_gpus, row.running = body.free_disk_mb, body.free_gpus, body.running
+    # a provider cannot free more GPUs than it offered (only attachable GPUs are offered, see provider/gpu.py)
+    row.free_disk_mb, row.running = body.free_disk_mb, body.running
+    row.free_gpus = min(body.free_gpus, row.gpus)
     row.last_heartbeat = utcnow()
     session.add(row)
     session.commit()
