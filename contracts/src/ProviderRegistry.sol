@@ -15,14 +15,15 @@ import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
 /// `minStake`, and leaves through `requestUnstake` + `withdraw` after `unbondingDelay`. The TaskEscrow (set once
 /// by governance with `setEscrow`) locks one assignment per replica (`lockForTask` answers false instead of
 /// reverting when the stake is below the minimum), unlocks them in batches at finalize/expiry and slashes
-/// dissenters and no-shows; a slash takes basis points of active stake first, then of unbonding stake, and
-/// splits it between the wronged customer and the treasury.
+/// dissenters and no-shows; a slash takes basis points of active stake first, then of unbonding stake, and sends
+/// all of it to the DAO treasury: no party to the task (customer, co-replicas) gains from a slash, so a customer
+/// with sybil providers cannot out-vote an honest one and collect (docs/decisions.md, docs/verification.md).
 ///
 /// NOTE: stake accounting is exact: token.balanceOf(this) == totalStaked + totalUnbonding == the sum of every
 /// provider's stake and unbonding amount (tokens sent here by plain `transfer` break the first equality upward
 /// only, and are not recoverable). A locked provider cannot start unbonding, but stake that was already
-/// unbonding when it got assigned stays slashable until withdrawn. One `Slashed` event is emitted per recipient
-/// (customer share, treasury share), so a slash may emit two.
+/// unbonding when it got assigned stays slashable until withdrawn. A slash emits one `Slashed` event, whose
+/// recipient is the treasury at the time; a slash of zero (no stake left) emits none.
 contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -52,7 +53,6 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     address private _escrow;
     address private _treasury;
     uint64 private _unbondingDelay;
-    uint16 private _slashCustomerShareBps;
 
     modifier onlyEscrow() {
         if (msg.sender != _escrow) revert RegistryCallerNotEscrow(msg.sender);
@@ -64,15 +64,13 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
         address admin,
         address treasury_,
         uint256 minStake_,
-        uint64 unbondingDelay_,
-        uint16 slashCustomerShareBps_
+        uint64 unbondingDelay_
     ) {
         _token = token_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _setTreasury(treasury_);
         _setMinStake(minStake_);
         _setUnbondingDelay(unbondingDelay_);
-        _setSlashCustomerShareBps(slashCustomerShareBps_);
     }
 
     // ------------------------------------------------------------------ provider entry points
@@ -129,13 +127,13 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     }
 
     /// @inheritdoc IProviderRegistry
-    function slash(address provider, uint256 taskId, uint16 bps, address customer)
+    function slash(address provider, uint256 taskId, uint16 bps)
         external
         onlyEscrow
         nonReentrant
         returns (uint256 slashed)
     {
-        return _slash(provider, taskId, bps, customer);
+        return _slash(provider, taskId, bps);
     }
 
     // ------------------------------------------------------------------ governance
@@ -156,11 +154,6 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
     /// @inheritdoc IProviderRegistry
     function setUnbondingDelay(uint64 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _setUnbondingDelay(value);
-    }
-
-    /// @inheritdoc IProviderRegistry
-    function setSlashCustomerShareBps(uint16 value) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _setSlashCustomerShareBps(value);
     }
 
     /// @inheritdoc IProviderRegistry
@@ -216,10 +209,6 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
 
     function unbondingDelay() external view returns (uint64) {
         return _unbondingDelay;
-    }
-
-    function slashCustomerShareBps() external view returns (uint16) {
-        return _slashCustomerShareBps;
     }
 
     function treasury() external view returns (address) {
@@ -384,7 +373,9 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
         _token.safeTransfer(provider, amount);
     }
 
-    function _slash(address provider, uint256 taskId, uint16 bps, address customer) internal returns (uint256 amount) {
+    /// @dev The whole amount goes to the treasury: nothing here names the task's customer or co-replicas, so no
+    /// party that can influence the vote can receive any of it.
+    function _slash(address provider, uint256 taskId, uint16 bps) internal returns (uint256 amount) {
         if (bps > BPS) revert RegistryParameterOutOfRange("slashBps", bps);
         Provider storage p = _providers[provider];
         uint256 active = p.stake;
@@ -403,13 +394,9 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
                 _totalUnbonding -= fromUnbonding;
             }
         }
-        uint256 toCustomer = amount * _slashCustomerShareBps / BPS;
-        uint256 toTreasury = amount - toCustomer;
         address treasury_ = _treasury;
-        if (toCustomer != 0) emit Slashed(provider, taskId, toCustomer, customer);
-        if (toTreasury != 0) emit Slashed(provider, taskId, toTreasury, treasury_);
-        if (toCustomer != 0) _token.safeTransfer(customer, toCustomer);
-        if (toTreasury != 0) _token.safeTransfer(treasury_, toTreasury);
+        emit Slashed(provider, taskId, amount, treasury_);
+        _token.safeTransfer(treasury_, amount);
     }
 
     function _setMinStake(uint256 value) internal {
@@ -424,13 +411,6 @@ contract ProviderRegistry is IProviderRegistry, AccessControl, ReentrancyGuard {
         uint64 old = _unbondingDelay;
         _unbondingDelay = value;
         emit RegistryParameterChanged("unbondingDelay", old, value);
-    }
-
-    function _setSlashCustomerShareBps(uint16 value) internal {
-        if (value > BPS) revert RegistryParameterOutOfRange("slashCustomerShareBps", value);
-        uint16 old = _slashCustomerShareBps;
-        _slashCustomerShareBps = value;
-        emit RegistryParameterChanged("slashCustomerShareBps", old, value);
     }
 
     function _setTreasury(address value) internal {

@@ -1126,7 +1126,6 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
 
     /// @dev Slashes the task's dissenters and no-shows (outcomes as finalize stored them).
     function _slashFaulty(uint256 taskId, ReplicaReport[] calldata reports, Params memory p) private {
-        (address customer,) = _head(_tasks[taskId]);
         mapping(address => uint256) storage replicas_ = _replicas[taskId];
         uint256 n = reports.length;
         for (uint256 i; i < n; ++i) {
@@ -1135,7 +1134,7 @@ contract TaskEscrow is ITaskEscrow, AccessControl, ReentrancyGuard {
             uint16 bps;
             if (outcome == uint8(ReplicaState.Dissented)) bps = p.slashDissentBps;
             else if (outcome == uint8(ReplicaState.NoShow)) bps = p.slashNoShowBps;
-            if (bps != 0) _registry.slash(provider, taskId, bps, customer);
+            if (bps != 0) _registry.slash(provider, taskId, bps);
         }
     }
 

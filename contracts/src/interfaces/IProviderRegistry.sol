@@ -38,7 +38,8 @@ interface IProviderRegistry {
     event UnstakeRequested(address indexed provider, uint256 amount, uint64 releaseTime);
     /// @notice Unbonded stake `amount` was paid back to the provider.
     event Withdrawn(address indexed provider, uint256 amount);
-    /// @notice `amount` of the provider's stake was taken for task `taskId` and sent to `recipient`.
+    /// @notice `amount` of the provider's stake was taken for task `taskId` and sent to `recipient`, the treasury
+    /// (never a party to the task).
     event Slashed(address indexed provider, uint256 indexed taskId, uint256 amount, address recipient);
     /// @notice A governance parameter changed.
     event RegistryParameterChanged(bytes32 indexed name, uint256 oldValue, uint256 newValue);
@@ -76,10 +77,10 @@ interface IProviderRegistry {
     /// @notice Release one assignment of each of `providers` (a finalized or expired task's replicas).
     function unlockForTasks(address[] calldata providers) external;
 
-    /// @notice Take `bps` basis points of `provider`'s stake (active first, then unbonding) for `taskId`,
-    /// sending `customerShareBps` of it to `customer` and the rest to the treasury.
+    /// @notice Take `bps` basis points of `provider`'s stake (active first, then unbonding) for `taskId` and send
+    /// all of it to the treasury. The customer gets no share: its remedy is the task's refund.
     /// @return slashed The amount taken.
-    function slash(address provider, uint256 taskId, uint16 bps, address customer) external returns (uint256 slashed);
+    function slash(address provider, uint256 taskId, uint16 bps) external returns (uint256 slashed);
 
     // ------------------------------------------------------------------ views
     function stakeOf(address provider) external view returns (uint256);
@@ -91,7 +92,6 @@ interface IProviderRegistry {
     function isEligible(address provider) external view returns (bool);
     function minStake() external view returns (uint256);
     function unbondingDelay() external view returns (uint64);
-    function slashCustomerShareBps() external view returns (uint16);
     function treasury() external view returns (address);
     function totalStaked() external view returns (uint256);
     function totalUnbonding() external view returns (uint256);
@@ -99,6 +99,5 @@ interface IProviderRegistry {
     // ------------------------------------------------------------------ governance (DEFAULT_ADMIN_ROLE)
     function setMinStake(uint256 value) external;
     function setUnbondingDelay(uint64 value) external;
-    function setSlashCustomerShareBps(uint16 value) external;
     function setTreasury(address value) external;
 }

@@ -22,7 +22,7 @@ contract EscrowInvariants is Test {
         address admin = makeAddr("admin");
         address treasury = makeAddr("treasury");
         token = new GridToken(address(this), 1_000_000_000e18);
-        registry = new ProviderRegistry(IERC20(address(token)), admin, treasury, 100e18, 1 days, 5_000);
+        registry = new ProviderRegistry(IERC20(address(token)), admin, treasury, 100e18, 1 days);
         escrow = new TaskEscrow(
             IERC20(address(token)), IProviderRegistry(address(registry)), admin, treasury, 250, 1 hours, 1 hours, 1 hours, 1_000, 500
         );
@@ -102,6 +102,14 @@ contract EscrowInvariants is Test {
         uint256 totals = registry.totalStaked() + registry.totalUnbonding();
         assertEq(token.balanceOf(address(registry)), totals, "registry balance != totals");
         assertEq(totals, sum, "totals != sum over providers");
+    }
+
+    /// (e) Every slash went where no party to a task gains: what finalize took from providers' stakes equals what the
+    /// treasury received and what the Slashed events report, and no customer's or provider's wallet gained from it.
+    function invariant_slashesGoOnlyToTreasury() public view {
+        assertEq(handler.ghost_slashToTreasury(), handler.ghost_slashed(), "slashed != received by the treasury");
+        assertEq(handler.ghost_slashEvents(), handler.ghost_slashed(), "Slashed events != stake taken");
+        assertEq(handler.ghost_slashToParties(), 0, "a customer or provider received slashed stake");
     }
 
     function afterInvariant() public view {

@@ -121,13 +121,13 @@ contract ProviderRegistryTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
         registry.unlockForTasks(one);
         vm.expectRevert(abi.encodeWithSelector(IProviderRegistry.RegistryCallerNotEscrow.selector, alice));
-        registry.slash(providers[0], 1, 100, customer);
+        registry.slash(providers[0], 1, 100);
         vm.stopPrank();
         vm.startPrank(address(escrow));
         vm.expectRevert(
             abi.encodeWithSelector(IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("slashBps"), 10_001)
         );
-        registry.slash(providers[0], 1, 10_001, customer);
+        registry.slash(providers[0], 1, 10_001);
         vm.stopPrank();
     }
 
@@ -213,18 +213,21 @@ contract ProviderRegistryTest is Fixture {
         vm.prank(p);
         registry.requestUnstake(900e18); // 100 active, 900 unbonding
         vm.expectEmit(address(registry));
-        emit IProviderRegistry.Slashed(p, 7, 250e18, customer);
-        emit IProviderRegistry.Slashed(p, 7, 250e18, treasury);
+        emit IProviderRegistry.Slashed(p, 7, 500e18, treasury);
+        uint256 customerBefore = token.balanceOf(customer);
+        vm.recordLogs();
         vm.prank(address(escrow));
-        uint256 slashed = registry.slash(p, 7, 5_000, customer); // half of 1000
+        uint256 slashed = registry.slash(p, 7, 5_000); // half of 1000
+        assertEq(vm.getRecordedLogs().length, 2, "one Slashed and one Transfer: nothing else");
         assertEq(slashed, 500e18);
         assertEq(registry.stakeOf(p), 0);
         (uint256 unbonding,) = registry.unbondingOf(p);
         assertEq(unbonding, 500e18);
-        assertEq(token.balanceOf(treasury), 250e18);
+        assertEq(token.balanceOf(treasury), 500e18, "the whole slash goes to the treasury");
+        assertEq(token.balanceOf(customer), customerBefore, "the customer gets none of it");
         assertEq(token.balanceOf(address(registry)), registry.totalStaked() + registry.totalUnbonding());
         vm.prank(address(escrow));
-        assertEq(registry.slash(alice, 7, 5_000, customer), 0);
+        assertEq(registry.slash(alice, 7, 5_000), 0);
     }
 
     function test_governance() public {
@@ -235,7 +238,6 @@ contract ProviderRegistryTest is Fixture {
         emit IProviderRegistry.RegistryParameterChanged("minStake", MIN_STAKE, 5e18);
         registry.setMinStake(5e18);
         registry.setUnbondingDelay(1 days);
-        registry.setSlashCustomerShareBps(0);
         registry.setTreasury(alice);
         vm.expectRevert(
             abi.encodeWithSelector(IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("minStake"), 0)
@@ -248,19 +250,12 @@ contract ProviderRegistryTest is Fixture {
         );
         registry.setUnbondingDelay(366 days);
         vm.expectRevert(
-            abi.encodeWithSelector(
-                IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("slashCustomerShareBps"), 10_001
-            )
-        );
-        registry.setSlashCustomerShareBps(10_001);
-        vm.expectRevert(
             abi.encodeWithSelector(IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("treasury"), 0)
         );
         registry.setTreasury(address(0));
         vm.stopPrank();
         assertEq(registry.minStake(), 5e18);
         assertEq(registry.unbondingDelay(), 1 days);
-        assertEq(registry.slashCustomerShareBps(), 0);
         assertEq(registry.treasury(), alice);
         assertEq(registry.escrow(), address(escrow));
         assertEq(address(registry.token()), address(token));
@@ -272,7 +267,7 @@ contract ProviderRegistryTest is Fixture {
     }
 
     function test_setEscrow_onceAndNonZero() public {
-        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), admin, treasury, 1, 0, 0);
+        ProviderRegistry fresh = new ProviderRegistry(IERC20(address(token)), admin, treasury, 1, 0);
         vm.startPrank(admin);
         vm.expectRevert(
             abi.encodeWithSelector(IProviderRegistry.RegistryParameterOutOfRange.selector, bytes32("escrow"), 0)

@@ -15,7 +15,6 @@ abstract contract Fixture is Test {
     uint256 internal constant SUPPLY = 1_000_000_000e18;
     uint256 internal constant MIN_STAKE = 100e18;
     uint64 internal constant UNBONDING = 7 days;
-    uint16 internal constant CUSTOMER_SHARE = 5_000;
     uint16 internal constant FEE = 250;
     uint64 internal constant COMMIT_WINDOW = 1 hours;
     uint64 internal constant REVEAL_WINDOW = 1 hours;
@@ -41,7 +40,7 @@ abstract contract Fixture is Test {
 
     function setUp() public virtual {
         token = new GridToken(address(this), SUPPLY);
-        registry = new ProviderRegistry(IERC20(address(token)), admin, treasury, MIN_STAKE, UNBONDING, CUSTOMER_SHARE);
+        registry = new ProviderRegistry(IERC20(address(token)), admin, treasury, MIN_STAKE, UNBONDING);
         escrow = new TaskEscrow(
             IERC20(address(token)),
             IProviderRegistry(address(registry)),

@@ -11,6 +11,7 @@ import {GridToken} from "../../../src/GridToken.sol";
 import {ProviderRegistry} from "../../../src/ProviderRegistry.sol";
 import {TaskEscrow} from "../../../src/TaskEscrow.sol";
 import {ITaskEscrow} from "../../../src/interfaces/ITaskEscrow.sol";
+import {IProviderRegistry} from "../../../src/interfaces/IProviderRegistry.sol";
 
 /// @dev Drives TaskEscrow and ProviderRegistry as several customers, providers, the matcher, the settler, anyone
 /// (expire, claimFor) and governance, with bounded inputs and time warps. The replica lists live here as ghost state
@@ -54,7 +55,10 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     uint256 public ghost_credits; // sum of claimable over all accounts, from observed changes
     uint256 public ghost_claimed; // left the escrow (Transfer logs out of it)
     uint256 public ghost_paid; // credited to providers
-    uint256 public ghost_slashed; // left the registry to customers and treasury
+    uint256 public ghost_slashed; // taken from providers' stake and unbonding by finalize (measured on the stakes)
+    uint256 public ghost_slashToTreasury; // the treasury's token balance gained during finalize calls
+    uint256 public ghost_slashToParties; // customers' and providers' token balances gained during finalize calls
+    uint256 public ghost_slashEvents; // the amounts the registry's Slashed events report
     uint256 public ghost_maxPaidCount;
     uint256 public ghost_creditMismatches; // calls whose close events disagree with the credits that appeared
 
@@ -335,10 +339,12 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     function _finalizeOne(uint256 id, uint256 paySeed) internal {
         ITaskEscrow.ReplicaReport[] memory report = _report(id, paySeed);
         uint256[] memory before = _snapshot();
+        uint256[] memory wallets = _walletSnapshot();
         vm.recordLogs();
         vm.prank(settler);
         escrow.finalize(id, report);
         _observe(before);
+        _observeSlashes(wallets);
         calls["finalize"]++;
     }
 
@@ -365,10 +371,12 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
             mstore(reports, n)
         }
         uint256[] memory before = _snapshot();
+        uint256[] memory wallets = _walletSnapshot();
         vm.recordLogs();
         vm.prank(settler);
         escrow.finalizeMany(ids, reports);
         _observe(before);
+        _observeSlashes(wallets);
         calls["finalizeMany"]++;
     }
 
@@ -474,11 +482,10 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         calls["setProtocolFeeBps"]++;
     }
 
-    function setSlashBps(uint16 dissent, uint16 noShow, uint16 share) public {
+    function setSlashBps(uint16 dissent, uint16 noShow) public {
         vm.startPrank(admin);
         escrow.setSlashDissentBps(uint16(bound(dissent, 0, 10_000)));
         escrow.setSlashNoShowBps(uint16(bound(noShow, 0, 10_000)));
-        registry.setSlashCustomerShareBps(uint16(bound(share, 0, 10_000)));
         vm.stopPrank();
         calls["setSlashBps"]++;
     }
@@ -535,6 +542,8 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         console.log("ghost_claimed", ghost_claimed);
         console.log("ghost_paid", ghost_paid);
         console.log("ghost_slashed", ghost_slashed);
+        console.log("ghost_slashToTreasury", ghost_slashToTreasury);
+        console.log("ghost_slashToParties", ghost_slashToParties);
     }
 
     // ------------------------------------------------------------------ internals: tasks
@@ -837,7 +846,41 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
             uint256 amount = abi.decode(l.data, (uint256));
             if (to == address(escrow)) ghost_escrowed += amount;
             else if (from == address(escrow)) ghost_claimed += amount;
-            else if (from == address(registry)) ghost_slashed += amount;
+        } else if (l.emitter == address(registry) && sig == IProviderRegistry.Slashed.selector) {
+            (uint256 slashedAmount,) = abi.decode(l.data, (uint256, address));
+            ghost_slashEvents += slashedAmount;
+        }
+    }
+
+    /// @dev What a finalize call can move out of the registry: every provider's stake plus unbonding (index 0), the
+    /// treasury's token balance (1), then each customer's and provider's token balance (the task's possible parties,
+    /// sybils included: any customer may own any provider).
+    function _walletSnapshot() internal view returns (uint256[] memory w) {
+        w = new uint256[](2 + customers.length + providers.length);
+        for (uint256 i; i < providers.length; ++i) {
+            (uint256 unbonding,) = registry.unbondingOf(providers[i]);
+            w[0] += registry.stakeOf(providers[i]) + unbonding;
+        }
+        w[1] = token.balanceOf(treasury);
+        for (uint256 i; i < customers.length; ++i) {
+            w[2 + i] = token.balanceOf(customers[i]);
+        }
+        for (uint256 i; i < providers.length; ++i) {
+            w[2 + customers.length + i] = token.balanceOf(providers[i]);
+        }
+    }
+
+    /// @dev Where the stake a finalize call took went: measured on balances, not on the registry's events.
+    function _observeSlashes(uint256[] memory before) internal {
+        uint256[] memory w = _walletSnapshot();
+        // finalize never adds stake nor takes from the treasury's wallet: either would be tokens handed to someone,
+        // counted as reaching a party (a revert here would be swallowed: fail_on_revert is off)
+        if (w[0] <= before[0]) ghost_slashed += before[0] - w[0];
+        else ghost_slashToParties += w[0] - before[0];
+        if (w[1] >= before[1]) ghost_slashToTreasury += w[1] - before[1];
+        else ghost_slashToParties += before[1] - w[1];
+        for (uint256 i = 2; i < w.length; ++i) {
+            if (w[i] > before[i]) ghost_slashToParties += w[i] - before[i];
         }
     }
 
