@@ -35,7 +35,6 @@ class DeployParams(BaseModel):
     initial_supply: int = 100_000_000 * GRID
     min_stake: int = 100 * GRID
     unbonding_delay: int = DAY
-    slash_customer_share_bps: int = 5_000
     protocol_fee_bps: int = 200
     commit_window: int = 10 * 60
     reveal_window: int = 10 * 60
@@ -90,7 +89,6 @@ def deploy(
         timelock.address,
         params.min_stake,
         params.unbonding_delay,
-        params.slash_customer_share_bps,
     )
     escrow = create(
         "TaskEscrow",

@@ -629,6 +629,15 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
                   f"{tokens(refunds)} (plus the cancelled task's escrow), all claimed; wallet change "
                   f"{tokens(customer_change)}, balance {grid(token.balance_of(accounts.customer.address))}",
                   highlight=False)
+    # slashed stake goes to the DAO treasury (the timelock), never to the customer (docs/decisions.md)
+    treasury = contracts.timelock.address
+    slashes = contracts.registry.events(contracts.deployment.start_block, names=["Slashed"])
+    slashed = sum(int(e.args["amount"]) for e in slashes)
+    recipients = sorted({str(e.args["recipient"]) for e in slashes})
+    treasury_change = token.balance_of(treasury) - before[treasury]
+    console.print(f"treasury {short(treasury)}: slashes received {tokens(slashed)} (recipients: "
+                  f"{', '.join(short(r) for r in recipients) or 'none'}), fees claimed; wallet change "
+                  f"{tokens(treasury_change)}", highlight=False)
     console.print(Rule("the explorer's view"))
     stats = explorer.network_stats()
     console.print(stats_table(stats))
@@ -639,6 +648,8 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
         "tasks": summary_tasks, "providers": summary_providers,
         "customer": {"address": accounts.customer.address, "escrowed": str(total), "refunded": str(refunds),
                      "wallet_change": str(customer_change)},
+        "treasury": {"address": treasury, "slashed_in": str(slashed), "slash_recipients": recipients,
+                     "wallet_change": str(treasury_change)},
         "escrow": {"balance": str(balance), "locked": str(locked), "claimable": str(claimable)},
         "wall_time_s": round(time.monotonic() - started, 1),
     }

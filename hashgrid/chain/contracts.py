@@ -386,7 +386,7 @@ class Registry(Bound):
         return bool(self._call("isEligible", to_checksum_address(provider)))
 
     def param(self, name: str) -> int | str:
-        """A governance parameter by its getter: minStake, unbondingDelay, slashCustomerShareBps, treasury."""
+        """A governance parameter by its getter: minStake, unbondingDelay, treasury."""
         value = self._call(name)
         return value if isinstance(value, str) else int(value)
 

@@ -54,7 +54,9 @@ def test_task_and_provider_history(contracts: Contracts, dev_accounts: DevAccoun
     assert [r.slashed for r in h.replica_views] == [0, 0, slashed]
     fee = 15 * GRID * 200 // 10_000
     assert (h.paid, h.fee, h.refunded) == (15 * GRID, fee, h.escrowed - 15 * GRID - fee)
-    assert {s.recipient for s in h.slashes} == {dev_accounts.customer.address, contracts.timelock.address}
+    assert [(s.provider, s.amount, s.recipient) for s in h.slashes] == [
+        (p3.address, slashed, contracts.timelock.address)  # the treasury, never the customer
+    ]
 
     honest = explorer.provider_history(p2.address)
     assert honest.registered and honest.stake == PROVIDER_STAKE and honest.staked_in == PROVIDER_STAKE

@@ -1,6 +1,7 @@
 """The full on-chain life of one task, driven from Python against anvil: post, assign 3, commit, reveal,
-finalize from the settler's reports with one dissenter slashed and two agreeing providers credited, the
-remainder credited back to the customer and the fee to the treasury; then everyone claims."""
+finalize from the settler's reports with one dissenter slashed (all of it to the treasury, none to the
+customer) and two agreeing providers credited, the remainder credited back to the customer and the fee to the
+treasury; then everyone claims."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from tests.conftest import PROVIDER_STAKE
 PRICE = 10 * GRID  # per-replica cap
 FEE_BPS = 200
 DISSENT_BPS = 5_000
-CUSTOMER_SHARE_BPS = 5_000
 
 
 def test_task_life_pays_agreeing_slashes_dissenter_refunds_rest(
@@ -97,8 +97,6 @@ def test_task_life_pays_agreeing_slashes_dissenter_refunds_rest(
     fee = (paid_p1 + paid_p2) * FEE_BPS // 10_000
     refund = escrowed - paid_p1 - paid_p2 - fee
     slashed = PROVIDER_STAKE * DISSENT_BPS // 10_000
-    to_customer = slashed * CUSTOMER_SHARE_BPS // 10_000
-    to_treasury = slashed - to_customer
     assert (fee, refund, slashed) == (3 * GRID // 10, 25_500_000_000_000_000_000, 500 * GRID)
 
     task = escrow.get_task(task_id)
@@ -129,8 +127,12 @@ def test_task_life_pays_agreeing_slashes_dissenter_refunds_rest(
     assert escrow.total_claimable() == escrowed == token.balance_of(escrow.address)
     assert escrow.total_locked() == 0
     mid = {a: token.balance_of(a) for a in everyone}
-    assert mid[customer.address] - before[customer.address] == -escrowed + to_customer
-    assert mid[treasury] - before[treasury] == to_treasury
+    assert mid[customer.address] - before[customer.address] == -escrowed  # no share of the slash
+    assert mid[treasury] - before[treasury] == slashed
+    slash_events = [e.args for e in registry.receipt_events(receipt, "Slashed")]
+    assert [(a["provider"], a["taskId"], a["amount"], a["recipient"]) for a in slash_events] == [
+        (p3.address, task_id, slashed, treasury)
+    ]
     assert [mid[p.address] for p in (p1, p2, p3)] == [before[p.address] for p in (p1, p2, p3)]
 
     # claim: providers and the customer themselves; anyone may push the treasury's fee with claimFor
@@ -145,12 +147,12 @@ def test_task_life_pays_agreeing_slashes_dissenter_refunds_rest(
     assert caught.value.error_args == {"account": p1.address}
 
     after = {a: token.balance_of(a) for a in everyone}
-    assert after[customer.address] - before[customer.address] == -escrowed + refund + to_customer
+    assert after[customer.address] - before[customer.address] == -escrowed + refund  # its refund, no more
     assert after[p1.address] - before[p1.address] == paid_p1
     assert after[p2.address] - before[p2.address] == paid_p2
     assert after[p3.address] == before[p3.address]  # wallet untouched; the stake paid
     assert after[idle.address] == before[idle.address]
-    assert after[treasury] - before[treasury] == fee + to_treasury
+    assert after[treasury] - before[treasury] == fee + slashed
     assert after[escrow.address] == 0 == escrow.total_locked() == escrow.total_claimable()
     assert all(escrow.claimable(a) == 0 for a in everyone)
     assert after[registry.address] == 4 * PROVIDER_STAKE - slashed

@@ -100,6 +100,13 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
                    and str(e.args.get("provider", "")).lower() == cheater.lower()]
         assert slashes, "the dishonest provider was not slashed"
         assert contracts.registry.stake_of(cheater) < 50_000 * 10**18
+        # every slash went to the treasury; the customer got back refunds only, so it ends down by exactly
+        # what its providers were paid plus the fee (issue 12: a customer share of slashes made it rise)
+        every_slash = contracts.registry.events(0, "latest", names=["Slashed"])
+        recipients = {str(e.args["recipient"]) for e in every_slash}
+        assert recipients == {contracts.timelock.address} == set(summary["treasury"]["slash_recipients"])
+        spent = sum(int(t["paid"]) + int(t["fee"]) for t in summary["tasks"])
+        assert int(summary["customer"]["wallet_change"]) == -spent, (summary["customer"], spent)
 
         # the trust-level task: one replica plus a partner (nobody is trusted yet), more if they disagree;
         # whoever was on it, the honest answer won
