@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 FORGE := .venv/bin/forge  # the native binary: the npm bin wrapper exits 0 even when tests fail
 ARGS ?=
+# forge's profile (foundry.toml): `ci` under CI=true (.ci/run sets it), else the quicker default
+FOUNDRY_PROFILE ?= $(if $(filter true,$(CI)),ci,default)
 
 .PHONY: help setup up test test-contracts test-python bugs bench lint clean
 
@@ -17,8 +19,8 @@ up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers
 
 test: setup test-contracts test-python bugs ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest
 
-test-contracts: ## forge unit, fuzz and invariant tests
-	@$(FORGE) test
+test-contracts: ## forge unit, fuzz and invariant tests (CI=true: the `ci` profile, 100,000 calls per invariant)
+	@FOUNDRY_PROFILE=$(FOUNDRY_PROFILE) $(FORGE) test
 
 test-python: ## pytest against real anvil, Docker, wasmtime, Redis, PostgreSQL
 	@$(PY) -m pytest
