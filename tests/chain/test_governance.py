@@ -81,6 +81,9 @@ def test_bad_parameter_is_refused_by_name(contracts: Contracts) -> None:
         governance.parameter_change(contracts, "escrow.feeBps=300")
     with pytest.raises(InvalidInput, match="expected CONTRACT.PARAMETER=VALUE"):
         governance.parameter_change(contracts, "protocolFeeBps 300")
+    # no customer share of slashes left to govern (docs/decisions.md 17): the registry has no such setter
+    with pytest.raises(InvalidInput, match="no governed parameter 'slashCustomerShareBps'"):
+        governance.parameter_change(contracts, "registry.slashCustomerShareBps=0")
     assert governance.parse_value("250GRID", "uint256") == 250 * GRID
     assert governance.parse_value("15m", "uint64") == 900
 
