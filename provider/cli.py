@@ -105,6 +105,31 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="print the JSO
     console.print(table)
 
 
+@app.command("check-gpu")
+def check_gpu(
+    spec: Annotated[Path | None, typer.Option(help="GPU task to run in the sandbox (default: "
+                                                   "examples/gpu.yaml)")] = None,
+    runs: Annotated[int, typer.Option(min=1, max=10, help="sandbox runs to compare")] = 2,
+    host: Annotated[bool, typer.Option("--host", help="also run the training step outside the sandbox "
+                                                      "(twice on the GPU, once on the CPU)")] = False,
+    python: Annotated[str, typer.Option(help="python with PyTorch for --host")] = sys.executable,
+) -> None:
+    """After installing: detect GPUs, attach one in the sandbox, run the GPU example twice, compare hashes."""
+    from provider.gpucheck import EXAMPLE_SPEC, run_check
+
+    report = run_check(spec_path=spec or EXAMPLE_SPEC, runs=runs, host_python=python if host else None)
+    table = Table(title="GPU check", title_justify="left")
+    table.add_column("", no_wrap=True)
+    table.add_column("step", style="bold", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    marks = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: ""}
+    for row in report.rows:
+        table.add_row(marks[row.ok], row.step, row.detail)
+    console.print(table)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------------------ exec
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -223,6 +224,9 @@ def attach_support(info: Mapping[str, Any] | None, engine_error: str = "") -> di
 
 def engine_info() -> tuple[dict[str, Any] | None, str]:
     """`docker info` of the local engine, or (None, why) when there is none to ask."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        return None, f"no engine socket at {host.removeprefix('unix://')}"
     try:
         import docker
         import docker.errors

@@ -6,8 +6,9 @@
 # Image ids are reproducible: a fixed-time config and a sorted, time-stamped-at-0 layer loaded with `docker load`.
 #   hashgrid/busybox:1       busybox-static + applet symlinks + nobody in /etc/passwd, /etc/group
 #   hashgrid/python-numpy:1  debootstrap --variant=minbase --include=python3,python3-numpy bookworm
+#   hashgrid/pytorch-gpu:1   python-numpy + PyTorch from PyPI; only with --only pytorch-gpu (GPU providers)
 #
-# Usage: scripts/build_images.sh [--only busybox|python-numpy]
+# Usage: scripts/build_images.sh [--only busybox|python-numpy|pytorch-gpu]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,7 @@ mkdir -p "$BUILD/images"
 
 BUSYBOX_TAG="hashgrid/busybox:1"
 NUMPY_TAG="hashgrid/python-numpy:1"
+GPU_TAG="hashgrid/pytorch-gpu:1"  # built only with --only pytorch-gpu (GPU providers)
 ONLY="${2:-}"
 [[ "${1:-}" == "--only" ]] || ONLY=""
 
@@ -139,16 +141,41 @@ build_numpy() {
     log "built $NUMPY_TAG"
 }
 
+# The GPU example's image: the python-numpy rootfs plus PyTorch from PyPI (CUDA wheels, about 3 GB) in its
+# /usr/local/lib/python3.11/dist-packages (bookworm's python is 3.11, like the host's, so the host's pip picks
+# the wheels). Built only when asked (--only pytorch-gpu), on a provider with a GPU. The driver's libraries
+# are not in it: the NVIDIA container toolkit (or CDI) mounts the host's when a GPU is attached. The same
+# torch version gives the same image id (fixed times, sorted tar, no bytecode). TORCH_SPEC picks the version.
+build_pytorch_gpu() {
+    local id
+    id="$(image_id "$GPU_TAG")"
+    if [[ -n "$id" ]]; then log "$GPU_TAG exists ($id)"; return; fi
+    local base="$BUILD/images/python-numpy-bookworm.tar"
+    [[ -s "$base" ]] || build_numpy
+    local rootfs; rootfs="$(mktemp -d "$BUILD/images/pytorch-gpu.XXXXXX")"
+    SCRATCH+=("$rootfs" "$rootfs.tar")
+    tar -C "$rootfs" -xf "$base"
+    log "pip install ${TORCH_SPEC:-torch} into the rootfs (several GB)"
+    python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-compile \
+        --target "$rootfs/usr/local/lib/python3.11/dist-packages" "${TORCH_SPEC:-torch}"
+    find "$rootfs" -name '__pycache__' -prune -exec rm -rf {} +
+    reproducible_tar "$rootfs" "$rootfs.tar"
+    load_image "$rootfs.tar" "$GPU_TAG" '["/usr/bin/python3"]' \
+        '["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]'
+    log "built $GPU_TAG"
+}
+
 docker info >/dev/null 2>&1 || { log "the Docker engine is not reachable (start it first)"; exit 1; }
 [[ -z "$ONLY" || "$ONLY" == "busybox" ]] && build_busybox
 [[ -z "$ONLY" || "$ONLY" == "python-numpy" ]] && build_numpy
+[[ "$ONLY" == "pytorch-gpu" ]] && build_pytorch_gpu
 
 # build/images.json: every hashgrid/* image that exists now, tag -> id.
 tmp="$BUILD/images.json.part"
 {
     echo "{"
     first=1
-    for tag in "$BUSYBOX_TAG" "$NUMPY_TAG"; do
+    for tag in "$BUSYBOX_TAG" "$NUMPY_TAG" "$GPU_TAG"; do
         id="$(image_id "$tag")"
         [[ -z "$id" ]] && continue
         [[ $first -eq 1 ]] || echo ","
@@ -159,7 +186,7 @@ tmp="$BUILD/images.json.part"
     echo "}"
 } >"$tmp"
 mv "$tmp" "$BUILD/images.json"
-for tag in "$BUSYBOX_TAG" "$NUMPY_TAG"; do
+for tag in "$BUSYBOX_TAG" "$NUMPY_TAG" "$GPU_TAG"; do
     id="$(image_id "$tag")"
     [[ -n "$id" ]] && echo "$tag $id"
 done

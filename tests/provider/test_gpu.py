@@ -7,6 +7,10 @@ fake for the one thing no real part here can show); the engine, the probe contai
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,16 +20,17 @@ import pytest
 
 from hashgrid.content import ContentStore
 from hashgrid.errors import PolicyRefused
-from hashgrid.spec import parse_spec
+from hashgrid.spec import load_spec, parse_spec
 from provider import detect as detect_module
-from provider import gpu
+from provider import gpu, gpucheck
 from provider.executor import env_for, execute, limits_for
 from provider.metering import meter
 from provider.policy import Policy, check, choose_runtime
 from provider.runtimes.base import RunResult
 from provider.runtimes.docker import DockerRuntime, attached_gpus
 from provider.runtimes.errors import InvalidRunRequest, SandboxFailed
-from tests.provider.conftest import TaskDirs, leftovers
+from scripts.make_examples import render
+from tests.provider.conftest import ROOT, TaskDirs, leftovers
 
 U0, U1 = "GPU-00000000-1111-2222-3333-444444444444", "GPU-55555555-6666-7777-8888-999999999999"
 H200 = gpu.Gpu(index=0, uuid=U0, model="NVIDIA H200", memory_mb=143771, driver="580.159.04", cuda_major=13,
@@ -241,3 +246,47 @@ def test_pool_never_gives_one_gpu_to_two_runs() -> None:
     pool.release(holder)
     assert pool.free() == list(taken[holder] or ())
     assert pool.reserve("big", 2) is None
+
+
+# ------------------------------------------------------------------------------------------------ check-gpu
+
+
+def test_check_gpu_on_this_host_fails_and_says_why() -> None:
+    completed = subprocess.run([sys.executable, "-m", "hashgrid.cli", "provider", "check-gpu"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "COLUMNS": "200"})
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "no GPU (NVML:" in completed.stdout and "no NVIDIA container toolkit" in completed.stdout
+    assert "skipped: no GPU can be attached here" in completed.stdout
+
+
+def test_check_gpu_with_a_gpu_but_no_engine_reports_cannot_attach(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "scan", lambda: FAKE_SCAN)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    report = gpucheck.run_check(runs=2)
+    rows = {row.step: row for row in report.rows}
+    assert rows["detect"].ok and "NVIDIA H200, 143771 MB" in rows["detect"].detail and "CUDA 13" in rows[
+        "detect"].detail
+    assert rows["attach (docker)"].ok is False
+    assert rows["attach (docker)"].detail == ("cannot attach: no docker engine (no engine socket at "
+                                              "/nonexistent/docker.sock)")
+    assert rows["sandbox runs"].detail == "skipped: no GPU can be attached here" and not report.passed
+
+
+def test_gpu_example_is_refused_before_it_runs_on_a_host_without_a_gpu(tmp_path: Path,
+                                                                       busybox_image: str) -> None:
+    # the example's own template, its image stood in by the busybox image (the PyTorch image is built only on
+    # GPU hosts): the refusal comes from the GPU check, before any image or input is touched
+    (tmp_path / "gpu").mkdir()
+    shutil.copy(ROOT / "examples/gpu/train_step.py", tmp_path / "gpu/train_step.py")
+    text = render((ROOT / "examples/templates/gpu.yaml").read_text(),
+                  images={"hashgrid/pytorch-gpu:1": busybox_image}, base=tmp_path)
+    spec_path = tmp_path / "gpu.yaml"
+    spec_path.write_text(text)
+    assert load_spec(spec_path).resources.gpus == 1
+    completed = subprocess.run([sys.executable, "-m", "hashgrid.cli", "provider", "exec", str(spec_path)],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "COLUMNS": "300",
+                                    "HASHGRID_STATE_DIR": str(tmp_path / "state")})
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "offers 0 GPU(s) that a sandbox can attach (no GPU detected)" in " ".join(completed.stderr.split())
