@@ -15,8 +15,8 @@ def serve(
     log_level: str = typer.Option("info"),
 ) -> None:
     """Serve the API (migrates the database to head first)."""
-    import uvicorn
-
+    from marketplace.api.server import serve as run
+    from marketplace.api.server import server_config
     from marketplace.db import engine_from_settings, init_db
     from marketplace.settings import MarketplaceSettings
 
@@ -24,13 +24,16 @@ def serve(
     engine = engine_from_settings(settings)
     init_db(engine)
     engine.dispose()
-    uvicorn.run(
-        "marketplace.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
+    run(
+        server_config(
+            "marketplace.api.app:app_from_env",
+            settings,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
     )
 
 

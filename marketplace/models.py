@@ -191,6 +191,15 @@ class UsedNonce(SQLModel, table=True):
     expires_at: datetime = Field(index=True)
 
 
+class RevokedToken(SQLModel, table=True):
+    """Bearer tokens signed out before their expiry (POST /auth/signout); purged once they expire."""
+
+    __tablename__ = "revoked_token"
+    token_id: str = Field(primary_key=True, max_length=32)
+    address: str = Field(max_length=42)
+    expires_at: datetime = Field(index=True)
+
+
 # ------------------------------------------------------------------ chain indexing
 class ChainEvent(SQLModel, table=True):
     """Every escrow/registry event seen, once: (tx_hash, log_index) makes indexing idempotent."""

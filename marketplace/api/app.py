@@ -14,6 +14,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.routing import Route
@@ -22,7 +23,9 @@ from hashgrid.content import ContentStore
 from marketplace.api.bell import Bell
 from marketplace.api.chain import ChainFeeOracle, ChainStakeOracle, FeeOracle, StakeOracle
 from marketplace.api.errors import install_error_handlers
+from marketplace.api.guard import Guard, Limits, rate_limiter
 from marketplace.api.ingest import SpecWriter
+from marketplace.api.openapi import install_openapi
 from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
 from marketplace.api.security import purge_expired_nonces
 from marketplace.db import API_THREADS, engine_from_settings, init_db
@@ -31,6 +34,16 @@ from marketplace.settings import MarketplaceSettings
 
 log = logging.getLogger(__name__)
 NONCE_PURGE_INTERVAL_S = 60.0
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT"]
+CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Hashgrid-Address",
+    "X-Hashgrid-Signature",
+    "X-Hashgrid-Nonce",
+    "X-Hashgrid-Expiry",
+    "X-Hashgrid-Chain-Id",
+]
 
 DESCRIPTION = """The Hashgrid marketplace: customers register task specs and read their tasks' status,
 logs and verified results; providers register, heartbeat, receive assignments and report; anyone
@@ -125,11 +138,30 @@ def create_app(
     app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
     app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle)
     app.state.assignment_bell = Bell()
+    app.state.limits = Limits.from_settings(settings)
+    app.state.rate_limiter = rate_limiter(settings)
     install_error_handlers(app)
-    for router in (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router):
+    routers = (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router)
+    for router in routers:
         app.include_router(router)
     # the ingest hot path, served ahead of FastAPI's router (same endpoint, documented there): see create_task
     app.router.routes.insert(0, Route("/tasks", tasks.create_task, methods=["POST"], include_in_schema=False))
+    # every route with its methods, for the Allow header of a 405 (the app keeps included routers whole)
+    app.state.method_routes = [route for router in routers for route in router.routes] + [
+        route for route in app.routes if isinstance(route, Route)
+    ]
+    if settings.cors_origins:  # browsers on these origins may call the API; bearer tokens, never cookies
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            expose_headers=["Retry-After", "ETag", "Content-Length"],
+            max_age=600,
+        )
+    app.add_middleware(Guard, limits=app.state.limits, limiter=app.state.rate_limiter)  # outermost
+    install_openapi(app)
     return app
 
 

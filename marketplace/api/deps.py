@@ -4,7 +4,6 @@ and the calling wallet (`CurrentWallet`), authenticated by a SIWE bearer token o
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,8 +20,10 @@ from hashgrid.signing import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
 )
+from marketplace.api.bodies import BodyInvalid, is_json_media_type, parse_json
 from marketplace.api.chain import FeeOracle, StakeOracle
-from marketplace.api.errors import PayloadTooLarge, Unauthorized
+from marketplace.api.errors import Unauthorized
+from marketplace.api.guard import limit_wallet
 from marketplace.api.security import Caller, leave_nonce_pending, verify_signed_request, verify_token
 from marketplace.settings import MarketplaceSettings
 
@@ -77,7 +78,7 @@ def authenticate(request: Request, settings: MarketplaceSettings, *, body_sha256
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Authorization must be 'Bearer <token>' (a token from POST /auth/siwe)")
-        return verify_token(settings.secret, token.strip(), chain_id=settings.chain_id, now=now)
+        return verify_token(settings.keys, token.strip(), chain_id=settings.chain_id, now=now)
     signature = headers.get(HEADER_SIGNATURE)
     if not signature:
         raise Unauthorized(
@@ -103,28 +104,26 @@ def authenticate(request: Request, settings: MarketplaceSettings, *, body_sha256
 
 
 async def signed_caller(request: Request, settings: SettingsDep) -> Caller:
-    """Authenticate a request whose (bounded) body is part of the signature."""
+    """Authenticate a request whose body is part of the signature (read through the guard, which refuses it
+    past the route's cap before more is read)."""
     body_sha256 = None
     if request.headers.get(HEADER_SIGNATURE) and not request.headers.get("authorization"):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {settings.max_body_bytes}")
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {settings.max_body_bytes}")
-        body_sha256 = hashlib.sha256(body).hexdigest()
+        body_sha256 = hashlib.sha256(await request.body()).hexdigest()
     return authenticate(request, settings, body_sha256=body_sha256)
 
 
 async def json_object_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, refused as FastAPI would refuse a `dict` body parameter (422), for
-    routes that take only the Request (POST /tasks)."""
-    body = await request.body()
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
+    """The request body as a JSON object (strict: bodies.parse_json), refused as FastAPI refuses a model body
+    (422), for routes that take only the Request (POST /tasks)."""
+    if not is_json_media_type(request.headers.get("content-type")):
         raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
+            [{"type": "content_type", "loc": ("body",), "msg": "Content-Type must be application/json"}]
+        )
+    try:
+        document = parse_json(await request.body())
+    except BodyInvalid as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc.msg}", "input": {}}]
         ) from None
     if not isinstance(document, dict):
         raise RequestValidationError(
@@ -138,7 +137,9 @@ async def current_wallet(
 ) -> str:
     """The caller's lower-case address. Its nonce is left pending on the request's session and spent by the
     endpoint's own thread (routing.py): committed at once for reads, with the handler's writes otherwise, so a
-    refused request leaves nothing behind. Async: it touches no database."""
+    refused request leaves nothing behind (a bearer token is checked for sign-out there too). On metered
+    routes the wallet's rate limit is counted here. Async: it touches no database."""
+    await limit_wallet(request, caller.address)
     leave_nonce_pending(session, caller, commit=request.method in ("GET", "HEAD"))
     return caller.address
 

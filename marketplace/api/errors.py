@@ -6,6 +6,7 @@ Bad input never becomes a 500: request validation errors are 422 with one readab
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from hashgrid.errors import HashgridError
 
@@ -88,6 +90,24 @@ class PayloadTooLarge(HashgridError):
     http_status = 413
 
 
+class BodyTimeout(HashgridError):
+    """A request body stopped arriving (guard.py): the connection is closed."""
+
+    code = "request_timeout"
+    component = "marketplace"
+    http_status = 408
+
+
+class RateLimited(HashgridError):
+    """Too many requests from one address or wallet; `Retry-After` says when to come back."""
+
+    code = "rate_limited"
+    component = "marketplace"
+    retryable = True
+    http_status = 429
+    retry_after_s: float | None = None
+
+
 class BadDigest(HashgridError):
     """The uploaded bytes do not hash to the sha256 in the URL: nothing is stored."""
 
@@ -109,9 +129,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Not signed, expired, replayed or wrong chain",
         403: "Signed by the wrong wallet",
         404: "Not found",
+        405: "Method not allowed (the Allow header lists the path's methods)",
+        408: "The request body stalled",
         409: "Conflict with the current state",
-        413: "Too large",
+        413: "Body over this route's cap",
         422: "Invalid input (one message per problem)",
+        429: "Rate limited: retry after the Retry-After header's seconds",
         503: "Chain unavailable",
     }
     return {status: {"model": ErrorBody, "description": names.get(status, "Error")} for status in statuses}
@@ -124,7 +147,29 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
 async def hashgrid_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HashgridError)
     status = exc.http_status if 400 <= exc.http_status < 600 else 500
-    return _json(status, exc.to_dict())
+    response = _json(status, exc.to_dict())
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def _message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and reason:
+        message = f"{message}: {reason}"
+    return message
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "method_routes", None) or request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "\0"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -132,7 +177,7 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
     problems = [
         {
             "loc": ".".join(str(part) for part in error.get("loc", ())),
-            "msg": str(error.get("msg", "")).removeprefix("Value error, "),
+            "msg": _message(error),
             "type": str(error.get("type", "")),
         }
         for error in exc.errors()
@@ -150,8 +195,16 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
     )
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not read the body (the guard answers for its own refusals)
+        cause = exc.__cause__
+        return await validation_error_handler(
+            request,
+            RequestValidationError(
+                [{"type": "body_unreadable", "loc": ("body",), "msg": f"unreadable body: {cause!r}"[:300]}]
+            ),
+        )
     response = _json(
         exc.status_code,
         {
@@ -164,6 +217,8 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     )
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
     return response
 
 

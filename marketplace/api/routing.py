@@ -18,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import Response
 
+from marketplace.api.bodies import StrictRequest
 from marketplace.api.deps import current_wallet
 from marketplace.api.security import spend_pending_nonce
 
@@ -76,6 +79,16 @@ def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
 
 
 class SessionRoute(APIRoute):
+    """A route whose sync endpoint runs as above and whose JSON body is parsed strictly (bodies.py)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictRequest(request.scope, request.receive))
+
+        return strict
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         is_async = inspect.iscoroutinefunction(endpoint)
         marked = getattr(endpoint, "spends_nonce", False)

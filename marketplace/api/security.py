@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete
 
 from hashgrid.signing import keccak, request_digest
 from marketplace.api.errors import NonceReused, SignatureExpired, Unauthorized, WrongChain
-from marketplace.models import UsedNonce
+from marketplace.models import RevokedToken, UsedNonce
 
 try:  # libsecp256k1 bindings recover a key ~10x faster than pure Python (eth_keys falls back)
     import coincurve
 except ImportError:  # pragma: no cover
     coincurve = None  # type: ignore[assignment]
 
-TOKEN_PREFIX = "hg1"
+TOKEN_PREFIX = "hg2"
 LOGIN_NONCE_TTL_S = 600
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,96}$")
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -42,6 +42,7 @@ class Caller:
     scheme: str  # "eip712" or "bearer"
     nonce: str | None = None
     expiry: int | None = None
+    token_id: str | None = None  # a bearer token's id (revocable)
 
 
 def recover_address(digest: bytes, signature_hex: str) -> str:
@@ -127,6 +128,7 @@ def verify_signed_request(
 
 
 _INSERT_NONCE = insert(UsedNonce.__table__)  # type: ignore[attr-defined]
+_INSERT_REVOKED = insert(RevokedToken.__table__)  # type: ignore[attr-defined]
 
 
 def consume_nonce(session: Session, *, address: str, nonce: str, expiry: int, commit: bool) -> None:
@@ -148,15 +150,25 @@ def consume_nonce(session: Session, *, address: str, nonce: str, expiry: int, co
 PENDING_NONCE = "hashgrid.pending_nonce"  # session.info key: (address, nonce, expiry, commit at once)
 
 
+PENDING_TOKEN = "hashgrid.pending_token"  # session.info key: a bearer token id to check for sign-out
+
+
 def leave_nonce_pending(session: Session, caller: Caller, *, commit: bool) -> None:
-    """Mark the request's nonce to be spent by whoever runs the handler's database work (routing.py), in
-    that thread and transaction: no connection is taken on the event loop or held across a thread hop."""
+    """Mark the request's nonce to be spent (or its bearer token to be checked for sign-out) by whoever runs
+    the handler's database work (routing.py), in that thread and transaction: no connection is taken on the
+    event loop or held across a thread hop."""
     if caller.nonce is not None and caller.expiry is not None:
         session.info[PENDING_NONCE] = (caller.address, caller.nonce, caller.expiry, commit)
+    if caller.token_id is not None:
+        session.info[PENDING_TOKEN] = caller.token_id
 
 
 def spend_pending_nonce(session: Session) -> None:
-    """Spend the nonce `leave_nonce_pending` marked, if any (NonceReused for a replay)."""
+    """Spend the nonce `leave_nonce_pending` marked, if any (NonceReused for a replay); refuse a signed-out
+    bearer token."""
+    token_id = session.info.pop(PENDING_TOKEN, None)
+    if token_id is not None:
+        check_revoked(session, token_id)
     pending = session.info.pop(PENDING_NONCE, None)
     if pending is not None:
         address, nonce, expiry, commit = pending
@@ -164,8 +176,10 @@ def spend_pending_nonce(session: Session) -> None:
 
 
 def purge_expired_nonces(session: Session, *, now: datetime) -> int:
-    """Forget spent nonces whose signatures expired: such signatures are refused for expiry anyway."""
+    """Forget spent nonces whose signatures expired, and signed-out tokens that expired: both are refused for
+    expiry anyway."""
     result = session.exec(delete(UsedNonce).where(col(UsedNonce.expires_at) < now))  # type: ignore[call-overload]
+    session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < now))  # type: ignore[call-overload]
     session.commit()
     return int(result.rowcount or 0)
 
@@ -179,22 +193,53 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def issue_token(secret: bytes, *, address: str, chain_id: int, expires: int) -> str:
-    """`hg1.<payload>.<hmac>`; payload = address.chainId.expiry, HMAC-SHA256 with the server secret."""
-    payload = _b64(f"{address.lower()}.{chain_id}.{expires}".encode())
-    mac = _b64(hmac.new(secret, f"{TOKEN_PREFIX}.{payload}".encode(), hashlib.sha256).digest())
-    return f"{TOKEN_PREFIX}.{payload}.{mac}"
+def key_id(secret: bytes) -> str:
+    """A public name for a secret (8 hex characters), so a token says which key signed it."""
+    return hashlib.sha256(b"hashgrid-token-key:" + secret).hexdigest()[:8]
 
 
-def verify_token(secret: bytes, token: str, *, chain_id: int, now: int) -> Caller:
+@dataclass(frozen=True)
+class KeyRing:
+    """The secret that signs new tokens and login nonces, and retired ones still accepted until what they
+    signed expires (rotation without logging everyone out)."""
+
+    current: bytes
+    previous: tuple[bytes, ...] = ()
+
+    def by_id(self, kid: str) -> bytes | None:
+        return next((key for key in self.all if hmac.compare_digest(key_id(key), kid)), None)
+
+    @property
+    def all(self) -> tuple[bytes, ...]:
+        return (self.current, *self.previous)
+
+
+def _mac(secret: bytes, text: str) -> str:
+    return _b64(hmac.new(secret, text.encode(), hashlib.sha256).digest())
+
+
+def issue_token(keys: KeyRing, *, address: str, chain_id: int, expires: int, now: int) -> tuple[str, str]:
+    """(`hg2.<kid>.<payload>.<mac>`, its id). payload = address.chainId.expiry.issuedAt.tokenId; the id is 128
+    random bits, so two sign-ins never yield the same token and one can be revoked alone."""
+    token_id = secrets.token_hex(16)
+    payload = _b64(f"{address.lower()}.{chain_id}.{expires}.{now}.{token_id}".encode())
+    signed = f"{TOKEN_PREFIX}.{key_id(keys.current)}.{payload}"
+    return f"{signed}.{_mac(keys.current, signed)}", token_id
+
+
+def verify_token(keys: KeyRing, token: str, *, chain_id: int, now: int) -> Caller:
+    """Check a token's key, MAC, chain and expiry (sign-out is checked in the database: `check_revoked`)."""
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        raise Unauthorized("bearer token is malformed (expected hg1.<payload>.<mac> from POST /auth/siwe)")
-    expected = _b64(hmac.new(secret, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, parts[2]):
+    if len(parts) != 4 or parts[0] != TOKEN_PREFIX:
+        raise Unauthorized(f"bearer token is malformed (expected {TOKEN_PREFIX}.<kid>.<payload>.<mac> from "
+                           "POST /auth/siwe)")
+    key = keys.by_id(parts[1])
+    if key is None:
+        raise Unauthorized("bearer token's key is no longer accepted here; sign in again", kid=parts[1][:16])
+    if not hmac.compare_digest(_mac(key, ".".join(parts[:3])), parts[3]):
         raise Unauthorized("bearer token signature is invalid")
     try:
-        address, token_chain, expires = _unb64(parts[1]).decode().split(".")
+        address, token_chain, expires, _issued, token_id = _unb64(parts[2]).decode().split(".")
         token_chain_id, expires_at = int(token_chain), int(expires)
     except ValueError:
         raise Unauthorized("bearer token payload is malformed") from None
@@ -204,22 +249,45 @@ def verify_token(secret: bytes, token: str, *, chain_id: int, now: int) -> Calle
         )
     if expires_at <= now:
         raise SignatureExpired(f"bearer token expired at {expires_at}; sign in again", expiry=expires_at)
-    return Caller(address=address, scheme="bearer", expiry=expires_at)
+    return Caller(address=address, scheme="bearer", expiry=expires_at, token_id=token_id)
+
+
+def revoke_token(session: Session, caller: Caller) -> None:
+    """Sign-out: the token is refused from now on (its row lives until the token would have expired)."""
+    assert caller.token_id is not None and caller.expiry is not None
+    session.execute(
+        _INSERT_REVOKED,
+        {"token_id": caller.token_id, "address": caller.address,
+         "expires_at": datetime.fromtimestamp(caller.expiry, UTC)},
+    )
+
+
+def check_revoked(session: Session, token_id: str) -> None:
+    """Unauthorized if the token was signed out."""
+    if session.get(RevokedToken, token_id) is not None:
+        raise Unauthorized("bearer token was signed out; sign in again")
+
+
+def check_token(engine: Engine, token_id: str) -> None:
+    """`check_revoked` on a session of its own (for async routes that hold none)."""
+    with Session(engine) as session:
+        check_revoked(session, token_id)
 
 
 # ------------------------------------------------------------------ SIWE login nonces (stateless until used)
-def login_nonce(secret: bytes, *, now: int) -> str:
+def login_nonce(keys: KeyRing, *, now: int) -> str:
     """A login nonce that proves the server issued it and when: <time hex><random><mac>, alphanumeric."""
     body = f"{now:010x}{secrets.token_hex(8)}"
-    return body + hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:16]
+    return body + hmac.new(keys.current, body.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def check_login_nonce(secret: bytes, nonce: str, *, now: int) -> int:
+def check_login_nonce(keys: KeyRing, nonce: str, *, now: int) -> int:
     """Verify a nonce came from `login_nonce` within LOGIN_NONCE_TTL_S; return when it expires."""
     if len(nonce) != 42 or not all(c in "0123456789abcdef" for c in nonce):
         raise Unauthorized("SIWE nonce was not issued by this marketplace (get one from GET /auth/nonce)")
     body, mac = nonce[:26], nonce[26:]
-    if not hmac.compare_digest(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:16], mac):
+    macs = [hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:16] for key in keys.all]
+    if not any(hmac.compare_digest(expected, mac) for expected in macs):
         raise Unauthorized("SIWE nonce was not issued by this marketplace (get one from GET /auth/nonce)")
     issued = int(body[:10], 16)
     if issued + LOGIN_NONCE_TTL_S <= now:
@@ -236,7 +304,7 @@ class SiweResult:
 
 
 def verify_siwe(
-    message: str, signature: str, *, secret: bytes, chain_id: int, domain: str, now: int, token_ttl_s: int
+    message: str, signature: str, *, keys: KeyRing, chain_id: int, domain: str, now: int, token_ttl_s: int
 ) -> SiweResult:
     """Parse and check an EIP-4361 message: domain, chain, our nonce, time window, then the signature."""
     from siwe import SiweMessage, VerificationError
@@ -251,7 +319,7 @@ def verify_siwe(
         )
     if parsed.domain != domain:
         raise Unauthorized(f"SIWE message is for domain {parsed.domain!r}, expected {domain!r}")
-    nonce_expiry = check_login_nonce(secret, parsed.nonce, now=now)
+    nonce_expiry = check_login_nonce(keys, parsed.nonce, now=now)
     try:
         parsed.verify(signature, timestamp=datetime.fromtimestamp(now, UTC))
     except VerificationError as exc:

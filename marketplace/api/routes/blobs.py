@@ -14,9 +14,11 @@ from sqlmodel import Session
 
 from hashgrid.errors import ContentMissing
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, StoreDep, authenticate
-from marketplace.api.errors import PayloadTooLarge, error_responses
+from marketplace.api.errors import error_responses
+from marketplace.api.guard import limit_wallet
 from marketplace.api.routing import Router
 from marketplace.api.schemas import SHA256_PATTERN
+from marketplace.api.security import check_revoked
 from marketplace.api.services import blobs as service
 from marketplace.api.services.tasks import spec_blob
 from marketplace.models import Blob, BlobPublic
@@ -52,19 +54,15 @@ async def put_blob(
     never buffered). The uploader gets a claim to the blob. A blob this wallet already uploaded is not read
     again (200); any other upload is read in full and checked, whether or not another wallet stored the same
     bytes, so the answer never says that. Bytes that hash differently are a 400."""
-    caller = authenticate(request, settings, body_sha256=sha256)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_blob_bytes:
-        raise PayloadTooLarge(
-            f"blob of {declared} bytes exceeds the {settings.max_blob_bytes}-byte limit",
-            limit=settings.max_blob_bytes,
-            size=int(declared),
-        )
+    caller = authenticate(request, settings, body_sha256=sha256)  # a declared size over the cap: guard.py
+    await limit_wallet(request, caller.address)
     engine = request.app.state.engine  # a session per thread hop: no connection held while the body streams
 
     def lookup() -> Blob | None:
         """The stored blob if this wallet already holds a claim to it (nothing to read then)."""
         with Session(engine, expire_on_commit=False) as session:
+            if caller.token_id is not None:
+                check_revoked(session, caller.token_id)
             blob = service.existing_blob(session=session, store=store, sha256=sha256)
             mine = blob is not None and service.has_claim(
                 session=session, sha256=sha256, wallet=caller.address

@@ -13,10 +13,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
+from hashgrid.spec import TaskSpec
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, json_object_body, signed_caller
 from marketplace.api.errors import error_responses
+from marketplace.api.guard import limit_wallet
 from marketplace.api.ingest import SpecIngest
 from marketplace.api.routing import Router
+from marketplace.api.security import check_token
 from marketplace.api.services import tasks as service
 from marketplace.api.services.visibility import commit_closed, customer_replica, replicas_of, revealed_hashes
 from marketplace.models import (
@@ -45,6 +48,14 @@ SPEC_EXAMPLE = {
 }
 
 
+def spec_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the task spec's JSON schema, its definitions named Spec<Model>) for the OpenAPI document."""
+    schema = TaskSpec.model_json_schema(mode="validation", ref_template="#/components/schemas/Spec{model}")
+    definitions = {f"Spec{name}": value for name, value in schema.pop("$defs", {}).items()}
+    schema["description"] = "a task spec (hashgrid.spec.TaskSpec, examples/spec.schema.json)"
+    return schema, definitions
+
+
 @router.post(
     "",
     response_model=TaskRegistration,
@@ -52,7 +63,7 @@ SPEC_EXAMPLE = {
     summary="Register a task spec",
     responses={
         200: {"model": TaskRegistration, "description": "Already registered by this customer"},
-        **error_responses(401, 413, 422, 503),
+        **error_responses(401, 408, 413, 422, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -80,7 +91,10 @@ async def create_task(request: Request) -> Response:
     # parsed here, and documented above through openapi_extra.
     state = request.app.state
     caller = await signed_caller(request, state.settings)
+    await limit_wallet(request, caller.address)
     prepared = service.prepare_spec(await json_object_body(request))
+    if caller.token_id is not None:  # a bearer token: refused if signed out (not the signed hot path)
+        await run_in_threadpool(check_token, state.engine, caller.token_id)
     written = await state.spec_writer.write(
         SpecIngest(
             customer=caller.address,
