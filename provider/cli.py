@@ -634,8 +634,9 @@ def run(
         "--claim-every", min=1, help="seconds between withdrawals of escrow credits (default: never; "
                                      "`hashgrid provider claim` withdraws by hand)")] = None,
     fault: Annotated[str | None, typer.Option(
-        "--fault", help="TEST/DEMO FAULT INJECTION ONLY: dishonest (commit and reveal a wrong result hash) "
-                        "or crash-after-commit (exit right after a commit is mined, before journaling it)"),
+        "--fault", help="TEST/DEMO FAULT INJECTION ONLY: dishonest (commit and reveal a wrong result hash), "
+                        "crash-after-commit (exit right after a commit is mined, before journaling it) or "
+                        "copycat (commit a co-replica's hash read from the marketplace, else a wrong one)"),
     ] = None,
     marketplace: Annotated[str | None, typer.Option(
         "--marketplace", envvar="HASHGRID_MARKETPLACE_URL",

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -56,10 +57,13 @@ class Fault(StrEnum):
     dishonest: commit and reveal a wrong result hash, its own (the verifier must see a dissent and slash it).
     crash-after-commit: exit abruptly right after a commit transaction is mined, before the journal records
     it (the journal is then behind the chain; the restart must notice and not commit again).
+    copycat: discard its own run, wait for the other replicas to commit, try every read path of the
+    marketplace API for their results (provider/copycat.py) and commit what it learns, else a wrong hash.
     """
 
     DISHONEST = "dishonest"
     CRASH_AFTER_COMMIT = "crash-after-commit"
+    COPYCAT = "copycat"
 
 
 class InsufficientStake(HashgridError):
@@ -390,6 +394,9 @@ class Daemon:
                     self.ops.address.removeprefix("0x")) + result_hash).digest()
                 log.warning("task %d: FAULT INJECTION (dishonest): will commit %s instead of %s", task_id,
                             to_hex32(result_hash), execution.result_hash.hex)
+            elif self.options.fault == Fault.COPYCAT:
+                result_hash = self._copy(task_id, spec, guesses=[item["sha256"] for item in manifest])
+                manifest = []  # it stands for a provider that ran nothing: no outputs of its own to report
             usage = execution.usage.to_dict()
             report = usage_report(self._key, task_id=task_id, provider=self.ops.address, usage=usage,
                                   result_hash=result_hash)
@@ -421,6 +428,31 @@ class Daemon:
                 self._running.pop(task_id, None)
             self._gpus.release(running.run_id)
             self._wake.set()
+
+    def _copy(self, task_id: int, spec: TaskSpec, *, guesses: list[str]) -> bytes:
+        """FAULT INJECTION (copycat): the hash to commit, learned from the marketplace or a wrong one."""
+        from provider.copycat import Copycat, Learned, fallback_hash, wait_for_co_replicas
+
+        def committed() -> tuple[int, int, int, int]:
+            task = self.ops.task(task_id)
+            return task.round_committed, task.round_size, self.ops.now(), task.commit_deadline
+
+        learned = Learned(task_id=task_id)
+        if self.reporter is not None and wait_for_co_replicas(committed=committed, wait=self._stop.wait):
+            client = self.reporter.client
+            me = self.ops.address.lower()
+            co = [p.lower() for p in self.ops.contracts.escrow.replicas_of(task_id) if p.lower() != me]
+            with httpx.Client(base_url=client.url, timeout=client.timeout) as anonymous:
+                learned = Copycat(signed=client.http, anonymous=anonymous, address=me).learn(
+                    task_id, spec, co_providers=co, guesses=guesses)
+        best = learned.best()
+        result_hash = (bytes.fromhex(best.removeprefix("0x")) if best
+                       else fallback_hash(self.ops.address, task_id))
+        learned.committed, learned.source = to_hex32(result_hash), ("learned" if best else "fallback")
+        path = learned.save(self.options.state_dir / "copycat")
+        log.warning("task %d: FAULT INJECTION (copycat): %d read(s), will commit %s (%s); see %s", task_id,
+                    len(learned.attempts), learned.committed, learned.source, path)
+        return result_hash
 
     def _save_outputs(self, output_dir: Path) -> list[dict[str, Any]]:
         """Put a run's output files into the content store (called by the executor before cleanup); returns
