@@ -31,7 +31,7 @@ class MarketplaceSettings(Settings):
     max_signature_ttl_s: int = 600  # a signed request's expiry may be at most this far ahead
     max_blob_bytes: int = 64 * MIB
     max_body_bytes: int = 1 * MIB  # JSON request bodies (every POST but the login)
-    max_login_bytes: int = 16 * 1024  # POST /auth/siwe
+    max_login_bytes: int = 32 * 1024  # POST /auth/siwe (a 4,096-character message, JSON-escaped)
     max_header_bytes: int = 64 * 1024  # request line and headers of one request
     header_timeout_s: float = 10.0  # a connection's next request head must arrive within this
     body_read_timeout_s: float = 15.0  # at most this long between two pieces of a request body

@@ -30,7 +30,8 @@ from marketplace.api.ratelimit import RateLimiter, Rule, limiter_for
 from marketplace.settings import MarketplaceSettings
 
 METERED = "hashgrid.metered"  # scope key: the route counts against the caller's rate limits
-BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no route reads a body for these
+NO_BODY = frozenset({"GET", "HEAD"})  # a body here is refused outright (other methods not served: 405)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -73,7 +74,7 @@ class Limits:
 
 def body_cap(limits: Limits, method: str, path: str) -> int:
     """The most bytes of body the route reads (docs/api.md, "Limits")."""
-    if method in BODYLESS:
+    if method in NO_BODY:
         return 0
     if method == "PUT" and path.startswith("/blobs/"):
         return limits.max_blob_bytes

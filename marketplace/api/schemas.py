@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -47,7 +47,7 @@ class ProviderRegisterIn(_Body):
     )
     capabilities: dict[str, Any] = Field(description="the daemon's device document (provider/detect.py)")
     capabilities_hash: str | None = Field(default=None, pattern=r"^(0x)?[0-9a-fA-F]{64}$")
-    prices: dict[str, str] = Field(
+    prices: dict[str, Annotated[str, Field(pattern=WEI_PATTERN)]] = Field(
         default_factory=dict, description="asks in wei as decimal strings: fixed, per_cpu_second, ..."
     )
     policy: dict[str, Any] = Field(default_factory=dict, description="policy summary: runtimes, limits...")

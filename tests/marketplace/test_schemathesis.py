@@ -1,5 +1,6 @@
 """Property-based API testing from the app's own OpenAPI schema: whatever schemathesis sends (in-process over
-ASGI, unauthenticated and with a SIWE bearer token), the API never answers with a 5xx."""
+ASGI, unauthenticated and with a SIWE bearer token), every schemathesis check passes (status codes, content
+types, headers and bodies as documented, negative data rejected, ...), positive_data_acceptance excepted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS as CHECKS_REGISTRY
+from schemathesis.checks import load_all_checks
 
 from hashgrid.signing import siwe_login
 from marketplace.api.app import create_app
@@ -20,6 +22,10 @@ from marketplace.settings import MarketplaceSettings
 from tests.marketplace.conftest import MIN_STAKE, wallet
 
 MAX_EXAMPLES = 15
+load_all_checks()
+# every check but positive_data_acceptance: the task spec's cross-field rules (quorum <= replicas, a docker
+# spec names an image, ...) are not in its JSON schema, so schema-valid specs may still be 422 (docs/api.md)
+CHECKS = [check for check in CHECKS_REGISTRY.get_all() if check.__name__ != "positive_data_acceptance"]
 
 
 @pytest.fixture
@@ -61,6 +67,6 @@ def test_no_server_errors(fuzz_app: Any, token: str) -> None:
         def run(case: Any) -> None:
             for headers in ({}, {"Authorization": f"Bearer {token}"}):
                 response = case.call(headers=headers)
-                case.validate_response(response, checks=[not_a_server_error], headers=headers)
+                case.validate_response(response, checks=CHECKS, headers=headers)
 
         run()
