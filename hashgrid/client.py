@@ -42,9 +42,10 @@ from hashgrid.errors import (
     NotFound,
     NotReady,
     SpecInvalid,
+    TaskUnplaceable,
     WaitTimeout,
 )
-from hashgrid.spec import TaskSpec, load_spec, parse_spec, spec_hash
+from hashgrid.spec import TaskSpec, load_spec_document, parse_spec, spec_hash
 
 if TYPE_CHECKING:
     from billing.invoice import Invoice
@@ -74,7 +75,65 @@ def as_spec(spec_or_path: SpecLike) -> tuple[TaskSpec, Path | None]:
     path = Path(spec_or_path)
     if not path.is_file():
         raise InvalidInput(f"no spec file at {path}")
-    return load_spec(path), path.resolve().parent
+    return load_local_spec(path), path.resolve().parent
+
+
+def load_local_spec(path: Path, inputs_dir: Path | None = None,
+                    found: dict[str, Path] | None = None) -> TaskSpec:
+    """A spec file as written by a person: inputs given by `path` alone (or `file:`) and a wasm `module`
+    given as a file path get their sha256 and size from the local files, looked for in `inputs_dir` and
+    next to the spec; a fully hashed spec is read as is."""
+    document = load_spec_document(path)
+    dirs = [d for d in ([inputs_dir] if inputs_dir is not None else []) + [path.resolve().parent]]
+    return parse_spec(fill_local_hashes(document, dirs, found), source=str(path))
+
+
+def _local_file(name: str, dirs: list[Path], what: str) -> Path:
+    for directory in dirs:
+        candidate = (directory / name)
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(d) for d in dirs)
+    raise ContentMissing(f"{what}: no file {name} in {where} (pass --inputs DIR, or give its sha256 and "
+                         "size)")
+
+
+def fill_local_hashes(document: Any, dirs: list[Path], found: dict[str, Path] | None = None) -> Any:
+    """`document` with each input lacking sha256/size filled from its local file, and a wasm module named
+    by a file path replaced by that file's sha256 (pure apart from reading those files); `found` collects
+    sha256 -> the local file read, for the upload."""
+    found = {} if found is None else found
+    if not isinstance(document, dict):
+        return document
+    filled = dict(document)
+    inputs = filled.get("inputs")
+    if isinstance(inputs, list):
+        rows = []
+        for item in inputs:
+            if isinstance(item, dict) and isinstance(item.get("path"), str) and (
+                    "sha256" not in item or "size" not in item or "file" in item):
+                item = dict(item)
+                source = _local_file(str(item.pop("file", item["path"])), dirs, f"input {item['path']}")
+                digest = sha256_file(source)
+                if "sha256" in item and str(item["sha256"]).lower().removeprefix("sha256:") != digest:
+                    raise DigestMismatch(f"input {item['path']} ({source})", expected=str(item["sha256"]),
+                                         actual=digest)
+                item["sha256"] = digest
+                item["size"] = source.stat().st_size
+                found[digest] = source
+            rows.append(item)
+        filled["inputs"] = rows
+    module = filled.get("module")
+    if isinstance(module, str) and not _looks_like_sha256(module):
+        source = _local_file(module, dirs, "module")
+        filled["module"] = sha256_file(source)
+        found[filled["module"]] = source
+    return filled
+
+
+def _looks_like_sha256(text: str) -> bool:
+    bare = text.lower().removeprefix("sha256:")
+    return len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
 
 
 def find_blobs(spec: TaskSpec, search_dirs: list[Path]) -> dict[str, Path]:
@@ -231,9 +290,7 @@ class HashgridClient:
         from hashgrid.config import Settings
 
         settings = Settings()
-        chosen = key or settings.private_key
-        if not chosen:
-            raise InvalidInput("no signing key: pass key= or set HASHGRID_PRIVATE_KEY")
+        chosen = key or settings.private_key or _default_wallet_key(settings.state_dir)
         return cls(settings.marketplace_url, settings.rpc_url, settings.deployment_path, chosen,
                    tx_timeout=settings.tx_timeout_seconds)
 
@@ -295,13 +352,17 @@ class HashgridClient:
             self._request("PUT", f"/blobs/{digest}", f"uploading {path.name}", content=handle.read())
         return digest
 
-    def upload_blobs(self, spec: TaskSpec, search_dirs: list[Path]) -> list[str]:
-        """Upload every blob the spec needs that the marketplace lacks; returns the digests uploaded."""
+    def upload_blobs(self, spec: TaskSpec, search_dirs: list[Path],
+                     known: dict[str, Path] | None = None) -> list[str]:
+        """Upload every blob the spec needs that the marketplace lacks; returns the digests uploaded.
+        `known` maps a sha256 to a local file already hashed (read first, before searching)."""
         needed = [blob.sha256 for blob in spec.inputs] + ([spec.module] if spec.module else [])
         absent = [sha for sha in dict.fromkeys(needed) if not self.has_blob(sha)]
         if not absent:
             return []
-        local = find_blobs(spec, [d for d in search_dirs if d.is_dir()])
+        local = dict(known or {})
+        if any(sha not in local for sha in absent):
+            local |= find_blobs(spec, [d for d in search_dirs if d.is_dir()])
         missing = [sha for sha in absent if sha not in local]
         if missing:
             names = {b.sha256: b.path for b in spec.inputs} | ({spec.module: "module"} if spec.module else {})
@@ -327,21 +388,27 @@ class HashgridClient:
     def submit(self, spec_or_path: SpecLike, *, inputs_dir: Path | str | None = None,
                permit: bool = True) -> int:
         """Validate, upload the module and inputs, register the spec and post it on chain; the task id."""
-        spec, spec_dir = as_spec(spec_or_path)
         if inputs_dir is not None and not Path(inputs_dir).is_dir():
             raise InvalidInput(f"inputs directory {inputs_dir} does not exist")
+        local: dict[str, Path] = {}
+        if isinstance(spec_or_path, (str, Path)) and Path(spec_or_path).is_file():
+            spec_path = Path(spec_or_path)
+            spec = load_local_spec(spec_path, Path(inputs_dir) if inputs_dir is not None else None, local)
+            spec_dir: Path | None = spec_path.resolve().parent
+        else:
+            spec, spec_dir = as_spec(spec_or_path)
         dirs = [Path(inputs_dir)] if inputs_dir is not None else []
         if spec_dir is not None:
             dirs.append(spec_dir)
-        self.upload_blobs(spec, dirs)
+        self.upload_blobs(spec, dirs, known=local)
         registration = self.register(spec)
         contracts = self.contracts
         escrow = contracts.escrow
         amount = escrow.escrow_for(spec.effective_max_replicas, spec.max_price_per_replica)
         balance = contracts.token.balance_of(self.address)
         if balance < amount:
-            raise InvalidInput(f"{self.address} holds {balance} wei of GRID but the task escrows {amount} "
-                               "(hashgrid faucet on a dev chain)")
+            raise InvalidInput(f"{self.address} holds {_grid(balance)} but the task escrows {_grid(amount)} "
+                               "(`hashgrid faucet` on a dev chain)")
         windows = escrow.param("commitWindow") + escrow.param("revealWindow")
         if spec.deadline_s <= windows + 60:
             raise InvalidInput(f"deadline_s ({spec.deadline_s}) must exceed the escrow's commit and reveal "
@@ -362,27 +429,47 @@ class HashgridClient:
         """GET /tasks/{id}: status, replicas, unplaced reason, result hash (the customer only)."""
         return self._json("GET", f"/tasks/{int(task_id)}", f"task {task_id}")
 
+    def tasks(self, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """GET /tasks: this wallet's tasks, newest first, as {data, count}."""
+        return self._json("GET", "/tasks", "listing tasks", params={"offset": offset, "limit": limit})
+
     def wait(self, task_id: int, timeout: float = 600.0, *, interval: float = 1.0,
-             on_status: Any = None) -> dict[str, Any]:
+             on_status: Any = None, place_timeout: float | None = 60.0) -> dict[str, Any]:
         """Poll until the task is final (settled, failed, cancelled, expired); the last status.
 
-        A task not indexed yet (404 right after posting) is waited for; `on_status(task)` sees each change.
+        A task not indexed yet (404 right after posting) is waited for; `on_status(task)` sees each change of
+        status or of the reason it is not placed. A task still posted with the same reason for
+        `place_timeout` seconds, a reason other than "busy" (nothing can place it as things stand), raises
+        TaskUnplaceable with that reason; None waits through it.
         """
         deadline = time.monotonic() + timeout
-        last: str | None = None
+        last: tuple[str, str] | None = None
+        stuck_since = time.monotonic()
         while True:
             try:
                 task = self.status(task_id)
             except NotFound:
                 task = None
             if task is not None:
-                if task["status"] != last and on_status is not None:
-                    on_status(task)
-                last = task["status"]
-                if last in TERMINAL:
+                seen = (str(task["status"]), str(task.get("unplaced_reason") or ""))
+                if seen != last:
+                    stuck_since = time.monotonic()
+                    if on_status is not None:
+                        on_status(task)
+                last = seen
+                if seen[0] in TERMINAL:
                     return task
+                if (place_timeout is not None and seen[0] == "posted" and seen[1] and not is_busy(seen[1])
+                        and time.monotonic() - stuck_since >= place_timeout):
+                    raise TaskUnplaceable(
+                        f"task {task_id} cannot be placed: {seen[1]}. It stays posted with its escrow "
+                        f"locked: `hashgrid task cancel {task_id}` refunds it, `hashgrid task wait "
+                        f"{task_id}` keeps waiting", task_id=task_id, reason=seen[1])
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"task {task_id} is still {last or 'not indexed'} after {timeout:g}s")
+                state = last[0] if last else "not indexed"
+                reason = f" ({last[1]})" if last and last[1] else ""
+                raise WaitTimeout(f"task {task_id} is still {state}{reason} after {timeout:g}s; `hashgrid "
+                                  f"task wait {task_id}` waits again")
             time.sleep(interval)
 
     def logs(self, task_id: int, follow: bool = False) -> Iterator[str]:
@@ -443,14 +530,20 @@ class HashgridClient:
                            "or cancelled")
         return invoice
 
-    def cancel(self, task_id: int) -> None:
-        """Cancel a task still waiting for placement (on chain); its escrow becomes claimable."""
+    def cancel(self, task_id: int) -> int:
+        """Cancel a task still waiting for placement (on chain); its escrow becomes claimable (returned)."""
         task = self.contracts.escrow.get_task(int(task_id))
         if int(task.customer, 16) == 0:
             raise NotFound(f"no task {task_id} on chain")
         if task.customer.lower() != self.address.lower():
             raise Forbidden(f"task {task_id} belongs to {task.customer}, not {self.address}")
+        state = task.state.name.lower()
+        if state != "posted":
+            raise NotReady(f"task {task_id} is {state}: only a task still waiting for placement (posted) can "
+                           "be cancelled")
+        before = self.contracts.escrow.claimable(self.address)
         self.contracts.escrow.cancel_task(int(task_id), sender=self.account)
+        return int(self.contracts.escrow.claimable(self.address) - before)
 
     def claim(self) -> int:
         """Withdraw this wallet's escrow credits (refunds); the amount claimed (0 when there was none)."""
@@ -479,6 +572,37 @@ class HashgridClient:
                   if p.get("online") and (not p.get("runtimes") or spec.runtime in p["runtimes"])]
         fee_bps = self.contracts.escrow.param("protocolFeeBps")
         return estimate_from_prices(spec, sheets, fee_bps=fee_bps)
+
+
+BUSY_MARKERS = ("are busy", "have room now")  # the matcher's "busy" reasons: placement waits for free room
+
+
+def is_busy(reason: str) -> bool:
+    """Whether an unplaced reason is "busy" (providers match but lack room now): waiting helps."""
+    return any(marker in reason for marker in BUSY_MARKERS)
+
+
+def _grid(wei: int) -> str:
+    whole = f"{wei / 10**18:,.6f}".rstrip("0").rstrip(".")
+    return f"{whole} GRID"
+
+
+def _default_wallet_key(state_dir: Path) -> str:
+    """The key of the CLI's default wallet (<state_dir>/wallets/default.json), decrypted with
+    HASHGRID_KEYSTORE_PASSWORD, so a script and `hashgrid task` sign as the same customer."""
+    import os
+
+    path = state_dir / "wallets" / "default.json"
+    if not path.is_file():
+        raise InvalidInput(f"no signing key: pass key=, set HASHGRID_PRIVATE_KEY, or make a wallet ({path}) "
+                           "with `hashgrid wallet new`")
+    password = os.environ.get("HASHGRID_KEYSTORE_PASSWORD")
+    if password is None:
+        raise InvalidInput(f"the wallet {path} needs its password in HASHGRID_KEYSTORE_PASSWORD")
+    try:
+        return "0x" + bytes(Account.decrypt(json.loads(path.read_text()), password)).hex()
+    except ValueError:
+        raise InvalidInput(f"wrong password for {path} (HASHGRID_KEYSTORE_PASSWORD)") from None
 
 
 def _chunk_lines(chunk: dict[str, Any]) -> Iterator[str]:

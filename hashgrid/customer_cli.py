@@ -3,7 +3,8 @@ over `hashgrid.client.HashgridClient`.
 
 The signing key: --keystore FILE (password from HASHGRID_KEYSTORE_PASSWORD or a prompt), --key-env VAR (an
 environment variable holding the key), HASHGRID_PRIVATE_KEY, else the default wallet made by `hashgrid wallet
-new` (<state_dir>/wallets/default.json). Errors are one line on stderr; exit 1 on failure, 2 on bad input.
+new` (<state_dir>/wallets/default.json). Errors are one line on stderr with the exit codes of
+hashgrid.exits (0 ok, 1 failed, 2 bad input, 4 unavailable, 5 timed out, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,14 +21,15 @@ from eth_utils import is_address, to_checksum_address
 
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
 from hashgrid.errors import ConfigError, HashgridError, InvalidInput
+from hashgrid.exits import cli_errors, interrupted
 
 GRID = 10**18
 PASSWORD_ENV = "HASHGRID_KEYSTORE_PASSWORD"
 
-task_app = typer.Typer(help="Submit tasks and follow them: submit, status, logs, result, invoice, cancel, "
-                            "estimate.", no_args_is_help=True, add_completion=False,
+task_app = typer.Typer(help="Submit tasks and follow them: init, estimate, submit, list, wait, status, logs, "
+                            "result, invoice, cancel.", no_args_is_help=True, add_completion=False,
                        pretty_exceptions_enable=False)
-wallet_app = typer.Typer(help="The customer's wallet: new, import, balance.", no_args_is_help=True,
+wallet_app = typer.Typer(help="The customer's wallet: new, import, balance, claim.", no_args_is_help=True,
                          add_completion=False, pretty_exceptions_enable=False)
 
 MarketOpt = Annotated[str | None, typer.Option("--marketplace", help="marketplace URL "
@@ -46,24 +46,6 @@ TaskIdArg = Annotated[int, typer.Argument(help="the on-chain task id", min=0)]
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    return typer.Exit(code)
-
-
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """A Hashgrid error becomes `error: ...` on stderr: exit 2 for bad input, 1 for any other failure."""
-    try:
-        yield
-    except (InvalidInput, ConfigError) as exc:
-        raise _fail(str(exc), 2) from None
-    except HashgridError as exc:
-        raise _fail(str(exc), 1) from None
-    except ValueError as exc:  # settings validation (e.g. a dev key configured off the dev chain)
-        raise _fail(str(exc).splitlines()[0], 2) from None
 
 
 def grid(amount: int, unit: str = "GRID") -> str:
@@ -172,45 +154,200 @@ def _print_json(value: Any) -> None:
 # ---------------------------------------------------------------- task
 
 
+def _show_status(task_id: int) -> Any:
+    """The --wait progress line: each status, and why the task is not placed yet, on stderr."""
+
+    def show(task: dict[str, Any]) -> None:
+        reason = f" (not placed: {task['unplaced_reason']})" if task.get("unplaced_reason") else ""
+        typer.echo(f"task {task_id}: {task['status']}{reason}", err=True)
+
+    return show
+
+
+def _follow(client: Any, task_id: int, *, timeout: float, place_timeout: float, as_json: bool,
+            submitted: bool) -> None:
+    """Follow a task to its end (the shared part of `submit --wait` and `task wait`); print its result hash,
+    or fail with why. Ctrl-C leaves the task as it is and says how to resume or cancel."""
+    try:
+        task = client.wait(task_id, timeout=timeout, on_status=_show_status(task_id),
+                           place_timeout=place_timeout or None)
+    except KeyboardInterrupt:
+        state = "posted or running"
+        raise interrupted(f"task {task_id} goes on ({state}; its escrow stays locked until it ends): "
+                          f"`hashgrid task wait {task_id}` follows it again, `hashgrid task cancel "
+                          f"{task_id}` refunds it while it is not placed") from None
+    if as_json:
+        _print_json({"task_id": task_id, "status": task["status"], "result_hash": task.get("result_hash"),
+                     "unplaced_reason": task.get("unplaced_reason")} if submitted else task)
+    if task["status"] != "settled":
+        raise HashgridError(f"task {task_id} ended {task['status']} without a result"
+                            + (f" ({task['unplaced_reason']})" if task.get("unplaced_reason") else "")
+                            + ("; its escrow is refunded: `hashgrid wallet claim`"
+                               if task["status"] in ("failed", "cancelled", "expired") else ""))
+    if not as_json:
+        typer.echo(task["result_hash"])
+
+
+PlaceTimeoutOpt = Annotated[float, typer.Option(
+    "--place-timeout", min=0, help="fail after this many seconds still posted with a reason other than busy "
+                                   "providers (nothing can place it as things stand); 0 waits through it")]
+
+
 @task_app.command()
 def submit(
-    spec: Annotated[Path, typer.Argument(help="task spec, YAML or JSON (examples/*.yaml)")],
+    spec: Annotated[Path, typer.Argument(help="task spec, YAML or JSON (examples/*.yaml; `hashgrid task "
+                                              "init` writes one)")],
     inputs: Annotated[Path | None, typer.Option("--inputs", help="directory holding the module and input "
                                                 "files (default: next to the spec)")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="follow the task to the end and print its result "
-                                       "hash")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the task to the end, showing each state, and "
+                                       "print its result hash")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds --wait waits", min=1)] = 600.0,
+    place_timeout: PlaceTimeoutOpt = 60.0,
     approve: Annotated[bool, typer.Option("--approve", help="approve then post instead of an EIP-2612 "
                                           "permit")] = False,
+    as_json: JsonOpt = False,
     marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
     keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None,
 ) -> None:
-    """Upload the inputs, register the spec, lock the escrow and post the task; print its id."""
-    with one_line_errors():
+    """Hash and upload the inputs, register the spec, lock the escrow and post the task; print its id.
+
+    Inputs may be given by `path` alone: their sha256 and size come from the local files (in --inputs or
+    next to the spec), and a wasm `module` may be a file path."""
+    with cli_errors():
         if not spec.is_file():
             raise InvalidInput(f"no spec file at {spec}")
         client = make_client(marketplace, rpc, deployment, keystore, key_env)
         with client:
             task_id = client.submit(spec, inputs_dir=inputs, permit=not approve)
-            typer.echo(task_id)
             if not wait:
+                if as_json:
+                    _print_json({"task_id": task_id, "status": "posted"})
+                else:
+                    typer.echo(task_id)
+                    typer.echo(f"follow it: hashgrid task wait {task_id}", err=True)
                 return
+            if not as_json:
+                typer.echo(task_id)
+            _follow(client, task_id, timeout=timeout, place_timeout=place_timeout, as_json=as_json,
+                    submitted=True)
 
-            def show(task: dict[str, Any]) -> None:
-                reason = f" ({task['unplaced_reason']})" if task.get("unplaced_reason") else ""
-                typer.echo(f"task {task_id}: {task['status']}{reason}", err=True)
 
-            task = client.wait(task_id, timeout=timeout, on_status=show)
-            if task["status"] != "settled":
-                raise HashgridError(f"task {task_id} ended {task['status']} without a result")
-            typer.echo(task["result_hash"])
+@task_app.command()
+def wait(task_id: TaskIdArg,
+         timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait", min=1)] = 600.0,
+         place_timeout: PlaceTimeoutOpt = 60.0, as_json: JsonOpt = False,
+         marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+         keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """Follow a task (again) to its end, showing each state; print its result hash."""
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        _follow(client, task_id, timeout=timeout, place_timeout=place_timeout, as_json=as_json,
+                submitted=False)
+
+
+@task_app.command("list")
+def list_(as_json: JsonOpt = False,
+          limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="newest N tasks")] = 50,
+          marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+          keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
+    """Your tasks, newest first: id, status, escrow, result hash or why it is not placed."""
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        page = client.tasks(limit=limit)
+        rows = sorted(page["data"], key=lambda t: int(t["task_id"]), reverse=True)
+        if as_json:
+            _print_json({"data": rows, "count": page["count"]})
+            return
+        if not rows:
+            typer.echo("no tasks yet (hashgrid task submit SPEC)")
+            return
+        for task in rows:
+            detail = task.get("result_hash") or (f"not placed: {task['unplaced_reason']}"
+                                                 if task.get("unplaced_reason") else "")
+            escrow = grid(int(task["escrowed"]))
+            typer.echo(f"{task['task_id']:>6}  {task['status']:<9}  escrow {escrow:<14}  {detail}")
+        if int(page["count"]) > len(rows):
+            typer.echo(f"({len(rows)} of {page['count']}; --limit N shows more)", err=True)
+
+
+_STARTER = """\
+# A Hashgrid task spec, written by `hashgrid task init` (schema: examples/spec.schema.json, fields:
+# docs/task-spec.md). Inputs are named by path alone: `hashgrid task submit` hashes the local files
+# (next to this spec, or in --inputs DIR) and uploads them; a wasm module may be a file path too.
+version: 1
+name: {name}
+runtime: {runtime}
+{program}
+inputs:
+  - path: data.txt                 # laid out at /in/data.txt; add `file: other/name` to read another file
+outputs:
+{outputs}
+include_stdout: {include_stdout}   # true: stdout counts for the result hash; `task result --out` saves it
+resources:
+  cpus: 1
+  memory_mb: 64
+  disk_mb: 16
+  timeout_s: 30
+replicas: 3                        # k providers run it; q equal result hashes accept it
+quorum: 2
+max_price_per_replica: "10000000000000000"   # wei of GRID (0.01 GRID); `task estimate` shows the range
+deadline_s: 3600                   # beyond the escrow's commit + reveal windows (20 min on the dev chain)
+"""
+_WASM = """\
+module: wordfreq.wasm              # a file path (hashed at submit) or the module's sha256
+command: ["wordfreq.wasm", "/in/data.txt"]"""
+_DOCKER = """\
+image: "{image}"   # a local image id: docker images --no-trunc
+command:
+  - sh
+  - -c
+  - wc /in/data.txt; tr -cs 'A-Za-z' '\\n' < /in/data.txt | sort | uniq -c | sort -rn > /out/counts.txt"""
+_SAMPLE_TEXT = "the quick brown fox jumps over the lazy dog\nthe dog sleeps\n"
+
+
+@task_app.command()
+def init(path: Annotated[Path, typer.Argument(help="spec file to write")] = Path("task.yaml"),
+         runtime: Annotated[str, typer.Option("--runtime", help="wasm or docker")] = "wasm",
+         force: Annotated[bool, typer.Option("--force", help="overwrite an existing spec")] = False) -> None:
+    """Write a starter spec (and a sample input and module next to it) that `task submit` runs as is."""
+    import shutil
+
+    from hashgrid.config import REPO_ROOT
+
+    with cli_errors():
+        if runtime not in ("wasm", "docker"):
+            raise InvalidInput(f"--runtime must be wasm or docker, not {runtime!r}")
+        if path.exists() and not force:
+            raise InvalidInput(f"{path} already exists (--force overwrites it)")
+        folder = path.resolve().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        wrote = [path]
+        if runtime == "wasm":
+            module = REPO_ROOT / "examples" / "wasm" / "wordfreq.wasm"
+            if not module.is_file():
+                raise InvalidInput(f"the sample module {module} is not built (run `make setup`)")
+            if not (folder / module.name).exists():
+                shutil.copyfile(module, folder / module.name)
+                wrote.append(folder / module.name)
+            program, outputs, include_stdout = _WASM, "  - result.txt", "false"
+        else:
+            images_file = REPO_ROOT / "build" / "images.json"
+            images = json.loads(images_file.read_text()) if images_file.is_file() else {}
+            image = images.get("hashgrid/busybox:1", "sha256:<64 hex: your image id>")
+            program, outputs, include_stdout = _DOCKER.format(image=image), "  - counts.txt", "true"
+        if not (folder / "data.txt").exists():
+            (folder / "data.txt").write_text(_SAMPLE_TEXT)
+            wrote.append(folder / "data.txt")
+        path.write_text(_STARTER.format(name=f"my {runtime} task", runtime=runtime, program=program,
+                                        outputs=outputs, include_stdout=include_stdout))
+        for item in wrote:
+            typer.echo(f"wrote {item}")
+        typer.echo(f"next: hashgrid task estimate {path} && hashgrid task submit {path} --wait", err=True)
 
 
 @task_app.command()
 def status(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
            deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """A task's status, replicas and result hash."""
-    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
         task = client.status(task_id)
         if as_json:
             _print_json(task)
@@ -231,7 +368,7 @@ def logs(task_id: TaskIdArg,
          marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
          keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """A task's logs, prefixed by the provider that wrote them."""
-    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
         for line in client.logs(task_id, follow=follow):
             typer.echo(line)
 
@@ -243,7 +380,7 @@ def result(task_id: TaskIdArg,
            as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
            deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """The verified result hash and output files of a settled task."""
-    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
         found = client.result(task_id)
         if as_json:
             _print_json(found)
@@ -252,6 +389,8 @@ def result(task_id: TaskIdArg,
             typer.echo(f"  agreed by {', '.join(found['agreeing'])}")
             for item in found["outputs"]:
                 typer.echo(f"  {item['path']}  {item['sha256']}  {item.get('size', '?')} bytes")
+            if not found["outputs"]:
+                typer.echo("  no output files")
         if out is not None:
             for path in client.download(task_id, out):
                 typer.echo(f"wrote {path}", err=True)
@@ -262,7 +401,7 @@ def invoice(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt
             rpc: RpcOpt = None, deployment: DeploymentOpt = None, keystore: KeystoreOpt = None,
             key_env: KeyEnvOpt = None) -> None:
     """What a finished task cost, from its chain events: paid per provider, fee, refund."""
-    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
         bill = client.invoice(task_id)
         if as_json:
             _print_json(bill.to_dict())
@@ -273,16 +412,16 @@ def invoice(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt
             typer.echo(f"  {line.provider}  {line.outcome:<10} {grid(line.payment)}")
         typer.echo(f"  paid     {grid(bill.paid)}")
         typer.echo(f"  fee      {grid(bill.fee)}")
-        typer.echo(f"  refund   {grid(bill.refund)}  (claimable: hashgrid wallet balance)")
+        typer.echo(f"  refund   {grid(bill.refund)}  (withdraw refunds with: hashgrid wallet claim)")
 
 
 @task_app.command()
 def cancel(task_id: TaskIdArg, marketplace: MarketOpt = None, rpc: RpcOpt = None,
            deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
-    """Cancel a task not placed yet; its escrow becomes claimable."""
-    with one_line_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
-        client.cancel(task_id)
-        typer.echo(f"task {task_id} cancelled")
+    """Cancel a task not placed yet; its escrow becomes claimable (`hashgrid wallet claim`)."""
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        refunded = client.cancel(task_id)
+        typer.echo(f"task {task_id} cancelled; {grid(refunded)} refunded (withdraw: hashgrid wallet claim)")
 
 
 @task_app.command()
@@ -290,12 +429,12 @@ def estimate(spec: Annotated[Path, typer.Argument(help="task spec, YAML or JSON"
              marketplace: MarketOpt = None, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
              keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """The price range before paying, from the online providers' prices, and the escrow locked."""
-    with one_line_errors():
+    with cli_errors():
         if not spec.is_file():
             raise InvalidInput(f"no spec file at {spec}")
-        from hashgrid.spec import load_spec
+        from hashgrid.client import load_local_spec
 
-        parsed = load_spec(spec)
+        parsed = load_local_spec(spec)
         with make_client(marketplace, rpc, deployment, keystore, key_env) as client:
             found = client.estimate(parsed)
         if as_json:
@@ -327,7 +466,7 @@ def wallet_new(name: NameOpt = "default") -> None:
     """Make a new key in an encrypted keystore (password from HASHGRID_KEYSTORE_PASSWORD or a prompt)."""
     from provider.keystore import create_keystore
 
-    with one_line_errors():
+    with cli_errors():
         path = _wallet_path(name)
         address = create_keystore(path, _password(confirm=True))
         typer.echo(to_checksum_address(address))
@@ -339,7 +478,7 @@ def wallet_import(name: NameOpt = "default", key_env: KeyEnvOpt = None) -> None:
     """Encrypt an existing private key (from --key-env VAR or a prompt) into a keystore."""
     from provider.keystore import import_keystore
 
-    with one_line_errors():
+    with cli_errors():
         path = _wallet_path(name)
         if key_env is not None:
             key = os.environ.get(key_env, "")
@@ -360,7 +499,7 @@ def wallet_balance(address: Annotated[str | None, typer.Argument(help="address (
                    as_json: JsonOpt = False, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
                    keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """GRID, ETH and the escrow credits claimable (refunds, payments)."""
-    with one_line_errors():
+    with cli_errors():
         who = resolve_address(address, keystore, key_env)
         contracts = _contracts(rpc, deployment)
         grid_balance = contracts.token.balance_of(who)
@@ -376,6 +515,23 @@ def wallet_balance(address: Annotated[str | None, typer.Argument(help="address (
         typer.echo(f"  claimable  {grid(claimable)}")
 
 
+@wallet_app.command("claim")
+def wallet_claim(as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
+                 deployment: DeploymentOpt = None, keystore: KeystoreOpt = None,
+                 key_env: KeyEnvOpt = None) -> None:
+    """Withdraw your escrow credits (refunds of settled, failed and cancelled tasks) to your wallet."""
+    with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
+        claimed = client.claim()
+        balance = client.contracts.token.balance_of(client.address)
+        if as_json:
+            _print_json({"address": client.address, "claimed": str(claimed), "grid": str(balance)})
+            return
+        if claimed == 0:
+            typer.echo(f"nothing to claim; GRID {grid(balance)}")
+            return
+        typer.echo(f"claimed {grid(claimed)}; GRID now {grid(balance)}")
+
+
 # ---------------------------------------------------------------- faucet
 
 
@@ -388,7 +544,7 @@ def faucet(
     key_env: KeyEnvOpt = None,
 ) -> None:
     """Dev chain only: send GRID and ETH from the dev deployer (anvil's publicly known key 0)."""
-    with one_line_errors():
+    with cli_errors():
         who = resolve_address(address, keystore, key_env)
         contracts = _contracts(rpc, deployment)
         chain_id = contracts.client.chain_id

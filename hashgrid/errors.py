@@ -167,3 +167,11 @@ class WaitTimeout(HashgridError):
     component = "client"
     retryable = True
     http_status = 504
+
+
+class TaskUnplaceable(HashgridError):
+    """A task stays posted because nothing can place it as things stand (not merely busy providers)."""
+
+    code = "task_unplaceable"
+    component = "client"
+    http_status = 409

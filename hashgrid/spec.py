@@ -363,19 +363,26 @@ def parse_spec_bytes(raw: bytes, *, source: str = "spec") -> TaskSpec:
     return parse_spec(data, source=source)
 
 
-def load_spec(path: Path | str) -> TaskSpec:
-    """Load a spec from a .yaml, .yml or .json file."""
+def load_spec_document(path: Path | str) -> Any:
+    """The decoded document of a .yaml, .yml or .json spec file, not validated yet."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecInvalid(f"cannot read spec {path}: {exc.strerror}", errors=[]) from None
-    if path.suffix == ".json":
-        try:
-            return parse_spec(json.loads(raw), source=str(path))
-        except json.JSONDecodeError as exc:
-            raise SpecInvalid(f"{path} is not valid JSON: {exc}", errors=[]) from None
-    return parse_spec_bytes(raw, source=str(path))
+    try:
+        if path.suffix == ".json":
+            return json.loads(raw)
+        return yaml.safe_load(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecInvalid(f"{path} is not valid JSON: {exc}", errors=[]) from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecInvalid(f"{path} is not valid YAML or JSON: {exc}", errors=[]) from None
+
+
+def load_spec(path: Path | str) -> TaskSpec:
+    """Load a spec from a .yaml, .yml or .json file."""
+    return parse_spec(load_spec_document(path), source=str(path))
 
 
 def spec_json_schema() -> dict[str, Any]:

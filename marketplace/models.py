@@ -325,7 +325,8 @@ class ProviderPublic(ProviderBase):
     reputation: float
     last_heartbeat: datetime | None
     registered_at: datetime
-    online: bool = False
+    online: bool = False  # a fresh heartbeat and a stake at or above the minimum: it can be given work
+    eligible: bool = False  # staked at or above the registry minimum
 
 
 class ProvidersPublic(SQLModel):

@@ -1,8 +1,9 @@
 """`hashgrid provider ...`: set up a provider, show what the device offers, and run specs locally.
 
 `exec` runs a spec with no chain and no marketplace so a customer can check that it is deterministic before
-paying for it. Exit codes of `exec`: 0 ok, 1 the task failed (non-zero exit or killed), 2 it could not run
-(invalid spec, policy, missing input or image), 3 repeated runs disagree.
+paying for it. Exit codes are hashgrid.exits' table, as for every command; for `exec`: 0 ok, 1 the task
+failed (non-zero exit or killed), 2 it could not run as given (invalid spec, policy, missing input or image),
+3 repeated runs disagree.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from rich.table import Table
 
 from hashgrid.canonical import sha256_file, to_hex32
 from hashgrid.content import ContentStore
-from hashgrid.errors import ContentMissing, HashgridError
+from hashgrid.errors import ContentMissing, HashgridError, InvalidInput
+from hashgrid.exits import ExitCode, error_line, exit_code_for
 from hashgrid.spec import TaskSpec, load_spec
 from provider.config import (
     GRID,
@@ -41,7 +43,7 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
-EXIT_TASK_FAILED, EXIT_CANNOT_RUN, EXIT_DISAGREE = 1, 2, 3
+EXIT_TASK_FAILED, EXIT_CANNOT_RUN, EXIT_DISAGREE = ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.DISAGREE
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="provider config file "
                                                                             "(default: "
                                                                             "<state_dir>/provider/provider.toml)")]
@@ -61,9 +63,12 @@ def _log_handler() -> logging.Handler:
     return handler
 
 
-def _fail(exc: HashgridError, code: int = EXIT_CANNOT_RUN) -> typer.Exit:
-    errors.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
-    return typer.Exit(code)
+def _fail(exc: HashgridError, code: int | None = None) -> typer.Exit:
+    """One line on stderr (a revert in words), and the exit code of hashgrid.exits' table."""
+    from rich.markup import escape
+
+    errors.print(f"[red]error[/red] ({exc.code}): {escape(error_line(exc))}", highlight=False)
+    return typer.Exit(int(exit_code_for(exc)) if code is None else code)
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -326,7 +331,7 @@ def init(
 
     path = config_path or default_config_path()
     if path.exists() and not force:
-        raise _fail(HashgridError(f"{path} already exists (use --force to overwrite)"))
+        raise _fail(InvalidInput(f"{path} already exists (use --force to overwrite)"))
     device = detect(path.parent)
 
     def ask(label: str, given: Any, default: Any, cast: type = int) -> Any:
@@ -342,7 +347,7 @@ def init(
             password = os.environ.get(PASSWORD_ENV)
             if password is None:
                 if yes:
-                    raise HashgridError(f"--yes needs the keystore password in {PASSWORD_ENV} (or use "
+                    raise InvalidInput(f"--yes needs the keystore password in {PASSWORD_ENV} (or use "
                                         "--env-key)")
                 password = typer.prompt("keystore password", hide_input=True, confirmation_prompt=True)
             if keystore.exists():
@@ -351,13 +356,13 @@ def init(
                 address = Account.from_key(load_keystore(keystore, password)).address
                 wanted = os.environ.get(import_key_env or "", "").strip()
                 if wanted and Account.from_key(wanted).address != address:
-                    raise HashgridError(f"{keystore} already holds the key of {address}; move it away to "
+                    raise InvalidInput(f"{keystore} already holds the key of {address}; move it away to "
                                         "import another (a keystore is never overwritten)")
                 reused = True
             elif import_key_env:
                 raw = os.environ.get(import_key_env)
                 if not raw:
-                    raise HashgridError(f"environment variable {import_key_env} is empty or unset")
+                    raise InvalidInput(f"environment variable {import_key_env} is empty or unset")
                 address = import_keystore(keystore, raw, password)
             else:
                 address = create_keystore(keystore, password)
@@ -388,7 +393,7 @@ def init(
     except HashgridError as exc:
         raise _fail(exc) from None
     except ValueError as exc:
-        raise _fail(HashgridError(str(exc))) from None
+        raise _fail(InvalidInput(str(exc))) from None
     console.print(f"wrote [bold]{path}[/bold]", highlight=False)
     if key.address:
         console.print(f"provider [cyan]{key.address}[/cyan], keystore {key.keystore}"
@@ -437,7 +442,7 @@ class _Chain:
             from eth_account import Account
 
             if self.key is None:
-                raise HashgridError("no provider address: pass --address, set HASHGRID_PROVIDER_KEY or run "
+                raise InvalidInput("no provider address: pass --address, set HASHGRID_PROVIDER_KEY or run "
                                     "init")
             address = Account.from_key(self.key).address
         self.address = address
@@ -452,7 +457,7 @@ def _grid(wei: int) -> str:
 
 
 def _chain_errors(function: Any) -> Any:
-    """Turn Hashgrid errors (reverts decoded by the chain client included) into one line and exit code 2."""
+    """Turn Hashgrid errors (reverts in words) into one line and the exit code of hashgrid.exits' table."""
     import functools
 
     @functools.wraps(function)
@@ -496,7 +501,16 @@ def unstake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100
     registry = chain.contracts.registry
     registry.request_unstake(_wei(amount), sender=chain.signer())
     unbonding, release = registry.unbonding_of(chain.address)
-    console.print(f"unbonding {_grid(unbonding)}, withdrawable from unix time {release}", highlight=False)
+    from hashgrid.chain.reverts import when
+
+    now = chain.contracts.client.timestamp()
+    console.print(f"unbonding {_grid(unbonding)}, withdrawable from {when(release, now)} "
+                  "(`hashgrid provider withdraw` then)", highlight=False)
+    left, minimum = registry.stake_of(chain.address), registry.min_stake()
+    if left < minimum:
+        errors.print(f"[yellow]warning[/yellow]: the stake left, {_grid(left)}, is below the minimum "
+                     f"{_grid(minimum)}: this provider is no longer eligible and gets no new work until it "
+                     "stakes again (`hashgrid provider stake AMOUNT`)", highlight=False)
 
 
 @app.command()
@@ -542,8 +556,9 @@ def status(address: AddressOption = None, json_output: Annotated[bool, typer.Opt
         "outcomes": outcomes,
         "agreement_rate": round(outcomes.get("agreed", 0) / finalized, 4) if finalized else None,
     }
-    if json_output:
-        typer.echo(json.dumps(report, indent=2))
+    if json_output:  # amounts in wei as strings: JSON numbers past 2**53 lose digits in most parsers
+        amounts = ("stake", "min_stake", "unbonding", "balance", "claimable")
+        typer.echo(json.dumps({k: str(v) if k in amounts else v for k, v in report.items()}, indent=2))
         return
     table = Table(title=f"Provider {chain.address}", show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
@@ -580,8 +595,9 @@ def earnings(address: AddressOption = None, json_output: Annotated[bool, typer.O
                                                                 first_indexed=chain.address))
     claimable = escrow.claimable(chain.address)
     if json_output:
-        typer.echo(json.dumps({"address": chain.address, "entries": rows, "net": total,
-                               "claimable": claimable, "claimed": claimed}, indent=2))
+        entries = [{**row, "amount": str(row["amount"])} for row in rows]  # wei as strings (past 2**53)
+        typer.echo(json.dumps({"address": chain.address, "entries": entries, "net": str(total),
+                               "claimable": str(claimable), "claimed": str(claimed)}, indent=2))
         return
     table = Table(title=f"Earnings of {chain.address}", title_justify="left")
     for column in ("task", "kind", "amount (GRID)", "block", "tx"):
@@ -663,7 +679,7 @@ def run(
     try:
         chosen_fault = Fault(fault) if fault else None
     except ValueError:
-        raise _fail(HashgridError(f"unknown --fault {fault!r}; known: "
+        raise _fail(InvalidInput(f"unknown --fault {fault!r}; known: "
                                   f"{', '.join(f.value for f in Fault)}")) from None
     try:
         chain = _Chain(config_path, need_key=True)

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.sqlite"
 FAULT_EXIT_CODE = 86  # the exit status of an injected crash, so a test can tell it from a real one
+STDOUT_OUTPUT = "stdout"  # the manifest entry of stdout when the spec counts it (include_stdout)
 
 
 class Fault(StrEnum):
@@ -152,6 +153,7 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_at: float | None = None
         self._last_beat = 0.0
+        self._eligible = True  # the stake was checked at start; each heartbeat checks it again
         self._last_claim = time.monotonic()
         self._waiting: set[int] = set()  # received tasks that cannot start yet (content not there)
         self._gpus = GpuPool([])  # the offered GPUs (attachable, at most offer.gpus of them)
@@ -387,6 +389,8 @@ class Daemon:
                 self.journal.requeue(task_id, "cancelled at shutdown")
                 log.info("task %d: cancelled; it stays received and runs again after a restart", task_id)
                 return
+            if spec.include_stdout:
+                manifest.extend(self._save_stdout(execution.run_result.stdout, manifest, task_id))
             result_hash = execution.result_hash.digest
             if self.options.fault == Fault.DISHONEST:
                 # a wrong answer of its own (two dishonest providers disagree, as independent faults do)
@@ -464,6 +468,17 @@ class Daemon:
                 digest = self.store.put_file(path, what=f"output {relative}")
                 manifest.append({"path": relative, "sha256": digest, "size": path.stat().st_size})
         return manifest
+
+    def _save_stdout(self, stdout: bytes, manifest: list[dict[str, Any]],
+                     task_id: int) -> list[dict[str, Any]]:
+        """Stdout that counts for the result hash (include_stdout) as a manifest entry named `stdout`, so the
+        customer can download what was hashed; skipped when an output file already has that name."""
+        if any(item["path"] == STDOUT_OUTPUT for item in manifest):
+            log.warning("task %d: an output file is named %r: stdout is not listed among the outputs",
+                        task_id, STDOUT_OUTPUT)
+            return []
+        digest = self.store.put_bytes(stdout, what=f"stdout of task {task_id}")
+        return [{"path": STDOUT_OUTPUT, "sha256": digest, "size": len(stdout)}]
 
     def _cancel_running(self) -> None:
         from provider.runtimes import get_runtime
@@ -636,12 +651,33 @@ class Daemon:
         if now - self._last_beat < self.options.heartbeat_interval:
             return
         self._last_beat = now
+        self._check_stake()
         free_cpus, free_memory = self._free()
         with self._lock:
             running = sorted(self._running)
         self._heartbeat_hook({"provider": self.ops.address, "running": running, "free_cores": free_cpus,
                               "free_memory_mb": free_memory, "free_gpus": len(self._gpus.free()),
                               "stopping": self.stopping})
+
+
+    def _check_stake(self) -> None:
+        """Say when the stake falls under the minimum (an unstake, a slash) and when it is back: under it, no
+        marketplace assigns work, and a daemon that said nothing would look idle for no reason."""
+        try:
+            stake, minimum = self.ops.stake()
+        except HashgridError as exc:
+            log.debug("stake check skipped: %s", exc.message)
+            return
+        eligible = stake >= minimum
+        if eligible != self._eligible:
+            if eligible:
+                log.info("provider %s: stake %s GRID is at or above the minimum %s GRID again: eligible "
+                         "for work", self.ops.address, stake / 10**18, minimum / 10**18)
+            else:
+                log.warning("provider %s: stake %s GRID is below the minimum %s GRID: NOT ELIGIBLE, no new "
+                            "work is assigned until it stakes more (`hashgrid provider stake AMOUNT`)",
+                            self.ops.address, stake / 10**18, minimum / 10**18)
+        self._eligible = eligible
 
 
 def journal_path(state_dir: Path) -> Path:

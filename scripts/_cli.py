@@ -1,5 +1,5 @@
 """What the scripts' command lines share: load the deployment and a client, pick the signing key, and turn
-any Hashgrid error into one red line and exit status 1."""
+any Hashgrid error into one line with the exit code of hashgrid.exits' table."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Report a HashgridError as `error: ...` on stderr and exit 1 (no traceback for expected failures)."""
+    """Report a HashgridError as `error: ...` on stderr (a revert in words) with hashgrid.exits' code."""
+    from rich.markup import escape
+
+    from hashgrid.exits import error_line, exit_code_for
+
     try:
         yield
     except HashgridError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        err_console.print(f"[red]error:[/] {escape(error_line(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(int(exit_code_for(exc))) from None
 
 
 def load(deployment_file: Path | None = None, rpc: str | None = None) -> Contracts:

@@ -1,6 +1,6 @@
 """DAO governance from the command line and from Python: propose a parameter change (or a treasury payment),
-vote, queue, execute, status, delegate. On anvil (chain 31337) a step that must wait advances blocks or time
-itself (anvil_mine, evm_increaseTime) and says so; elsewhere it says how long to wait.
+vote, queue, execute, status, list, delegate. On anvil (chain 31337) a step that must wait advances blocks or
+time itself (anvil_mine, evm_increaseTime) and says so; elsewhere it says how long to wait.
 """
 
 from __future__ import annotations
@@ -228,17 +228,24 @@ def propose(
 
 def find_proposal(contracts: Contracts, proposal_id: int | str) -> Proposal:
     """A proposal by id (or "latest") from its ProposalCreated event."""
-    events = contracts.governor.events(contracts.deployment.start_block, names=["ProposalCreated"])
+    found = all_proposals(contracts)
     if proposal_id == "latest":
-        if not events:
-            raise NotFound("no proposals yet")
-        chosen = events[-1]
-    else:
-        matches = [e for e in events if e.args["proposalId"] == int(proposal_id)]
-        if not matches:
-            raise NotFound(f"no proposal {proposal_id}")
-        chosen = matches[0]
-    a = chosen.args
+        if not found:
+            raise NotFound("no proposals yet (`hashgrid dao propose`)")
+        return found[-1]
+    matches = [p for p in found if p.proposal_id == int(proposal_id)]
+    if not matches:
+        raise NotFound(f"no proposal {proposal_id} (`hashgrid dao list` shows them)")
+    return matches[0]
+
+
+def all_proposals(contracts: Contracts) -> list[Proposal]:
+    """Every proposal, oldest first, from the ProposalCreated events."""
+    events = contracts.governor.events(contracts.deployment.start_block, names=["ProposalCreated"])
+    return [_proposal(e.args) for e in events]
+
+
+def _proposal(a: Any) -> Proposal:
     return Proposal(
         int(a["proposalId"]),
         str(a["proposer"]),
@@ -392,7 +399,7 @@ def propose_cmd(
     """Propose parameter changes (e.g. --set escrow.protocolFeeBps=300) and/or treasury payments."""
     from scripts._cli import console, one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("proposing"):
         contracts, signer = _session(deployment, rpc, key)
         actions = [parameter_change(contracts, s) for s in set_ or []]
         actions += [treasury_transfer(contracts, s) for s in spend or []]
@@ -412,7 +419,7 @@ def vote_cmd(
     """Vote on a proposal (on anvil, mines past the voting delay first)."""
     from scripts._cli import one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("voting (on anvil: mining past the voting delay first)"):
         contracts, signer = _session(deployment, rpc, key)
         vote(contracts, _id(proposal_id), support, sender=signer, reason=reason, say=_say)
 
@@ -424,7 +431,7 @@ def queue_cmd(
     """Queue a succeeded proposal in the timelock (on anvil, mines past the voting period first)."""
     from scripts._cli import one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("queueing (on anvil: mining past the voting period first)"):
         contracts, signer = _session(deployment, rpc, key)
         queue(contracts, _id(proposal_id), sender=signer, say=_say)
 
@@ -436,20 +443,74 @@ def execute_cmd(
     """Execute a queued proposal (on anvil, advances time past the timelock delay first)."""
     from scripts._cli import one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("executing (on anvil: skipping the timelock delay first)"):
         contracts, signer = _session(deployment, rpc, key)
         execute(contracts, _id(proposal_id), sender=signer, say=_say)
 
 
-@app.command("status")
-def status_cmd(proposal_id: IdArg, deployment: DeploymentOpt = None, rpc: RpcOpt = None) -> None:
-    """Show a proposal's state, votes, quorum and actions."""
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (ids and amounts as strings)")]
+
+
+def _status_json(contracts: Contracts, st: ProposalStatus) -> dict[str, Any]:
+    return {
+        "proposal_id": str(st.proposal.proposal_id), "proposer": st.proposal.proposer,
+        "description": st.proposal.description, "state": st.state.name.lower(),
+        "votes_for": str(st.votes_for), "votes_against": str(st.votes_against),
+        "votes_abstain": str(st.votes_abstain), "quorum": str(st.quorum),
+        "vote_start": st.proposal.vote_start, "vote_end": st.proposal.vote_end, "clock": st.clock,
+        "eta": st.eta or None,
+        "actions": [describe_action(contracts, t, c)
+                    for t, c in zip(st.proposal.targets, st.proposal.calldatas, strict=True)],
+    }
+
+
+@app.command("list")
+def list_cmd(as_json: JsonOpt = False, deployment: DeploymentOpt = None, rpc: RpcOpt = None) -> None:
+    """Every proposal, newest first: id, state, votes for/against, description."""
+    import json
+
     from scripts._cli import console, load, one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("reading proposals"):
+        contracts = load(deployment, rpc)
+        rows = [status(contracts, p.proposal_id) for p in reversed(all_proposals(contracts))]
+    if as_json:
+        typer.echo(json.dumps({"data": [_status_json(contracts, st) for st in rows], "count": len(rows)},
+                              indent=2))
+        return
+    if not rows:
+        console.print("no proposals yet (`hashgrid dao propose`)")
+        return
+    for st in rows:
+        console.print(f"{st.proposal.proposal_id}  {st.state.name.lower():<9}  for "
+                      f"{st.votes_for / GRID:,.0f} / against {st.votes_against / GRID:,.0f} GRID  "
+                      f"{st.proposal.description}", highlight=False, soft_wrap=True)
+
+
+def _working(what: str) -> Any:
+    """A spinner on a terminal while a slow chain read or wait runs (nothing when piped)."""
+    from scripts._cli import err_console
+
+    return err_console.status(f"{what}…")
+
+
+@app.command("status")
+def status_cmd(proposal_id: IdArg, as_json: JsonOpt = False, deployment: DeploymentOpt = None,
+               rpc: RpcOpt = None) -> None:
+    """Show a proposal's state, votes, quorum and actions."""
+    import json
+
+    from scripts._cli import console, load, one_line_errors
+
+    with one_line_errors(), _working("reading the proposal"):
         contracts = load(deployment, rpc)
         st = status(contracts, _id(proposal_id))
+    if as_json:
+        typer.echo(json.dumps(_status_json(contracts, st), indent=2))
+        return
     table = Table(title=f"proposal {st.proposal.proposal_id}", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     rows: list[tuple[str, Any]] = [
         ("description", st.proposal.description),
         ("state", st.state.name.lower()),
@@ -481,7 +542,7 @@ def delegate_cmd(
     """Delegate your GRID voting power (to yourself by default) so it counts in proposals made afterwards."""
     from scripts._cli import one_line_errors
 
-    with one_line_errors():
+    with one_line_errors(), _working("delegating"):
         contracts, signer = _session(deployment, rpc, key)
         if to is not None and not is_address(to):
             raise InvalidInput(f"{to!r} is not an address")

@@ -182,8 +182,10 @@ def start(
     try:
         anvil.start()
     except (ChainError, ConfigError) as exc:
+        from hashgrid.exits import exit_code_for
+
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(int(exit_code_for(exc))) from None
     assert anvil.process is not None
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{anvil.process.pid}\n{port}\n")

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -448,6 +448,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
 
     images = [img for name in ("ai", "shell") if (img := load_spec(EXAMPLES / f"{name}.yaml").image_id)]
     names: dict[str, str] = {accounts.customer.address: "customer", contracts.timelock.address: "treasury"}
+    honest_commands: dict[str, tuple[str, list[str], dict[str, str]]] = {}
     for index, provider in enumerate(accounts.providers):
         name = f"provider{index + 1}"
         names[provider.address] = name + (" (dishonest)" if provider.address in cheaters else "")
@@ -463,11 +464,12 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
                    "--deployment", str(state.deployment),
                    "--content-dir", str(home / "content"), "--poll-interval", "0.2", "--grace", "10",
                    "--marketplace", url]
+        daemon_env = clean_env(HASHGRID_PROVIDER_KEY="0x" + provider.key.hex().removeprefix("0x"),
+                               HASHGRID_CHAIN_ID=str(client.chain_id))
+        honest_commands[provider.address] = (name, list(command), daemon_env)
         if provider.address in cheaters:
             command += ["--fault", "dishonest"]
-        supervisor.spawn(name, command, clean_env(
-            HASHGRID_PROVIDER_KEY="0x" + provider.key.hex().removeprefix("0x"),
-            HASHGRID_CHAIN_ID=str(client.chain_id)))
+        supervisor.spawn(name, command, daemon_env)
 
     def registered() -> bool:
         for provider in accounts.providers:
@@ -654,7 +656,46 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
         "wall_time_s": round(time.monotonic() - started, 1),
     }
     customer.close()
+    if options.keep and cheaters:
+        summary["reformed"] = reform_cheaters(contracts, accounts, cheaters, honest_commands, supervisor,
+                                              registered)
     return summary
+
+
+def reform_cheaters(contracts: Any, accounts: Any, cheaters: Iterable[str],
+                    commands: dict[str, tuple[str, list[str], dict[str, str]]], supervisor: Supervisor,
+                    registered: Callable[[], bool]) -> list[dict[str, str]]:
+    """--keep: the demo's dishonest providers have served their round. Each loses half its stake per dissent
+    and would soon fall under the minimum, leaving too few operators for the README's 3-replica specs; so each
+    is restarted honest and its stake topped up to the demo's level (its record keeps the dissents)."""
+    reformed = []
+    for address in sorted(cheaters):
+        name, command, env = commands[address]
+        for proc in [p for p in supervisor.procs if p.name == name]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.process.wait(timeout=GRACE_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.process.pid, signal.SIGKILL)
+            proc.process.wait()
+            supervisor.procs.remove(proc)
+            (supervisor.state.pids / f"{name}.pid").unlink(missing_ok=True)
+        provider = next(p for p in accounts.providers if p.address == address)
+        before = contracts.registry.stake_of(address)
+        missing = max(0, PROVIDER_STAKE - before)
+        if missing:
+            contracts.token.transfer(address, missing, sender=accounts.customer)  # not the deployer: the
+            contracts.token.approve(contracts.registry.address, missing, sender=provider)  # marketplace signs
+            contracts.registry.stake(missing, sender=provider)  # with that key while the network runs
+        supervisor.spawn(f"{name}-honest", command, env)
+        console.print(f"[bold]{name}[/] played the dishonest provider for the demo; for your own tasks it "
+                      f"now runs honest and its stake is topped up from {tokens(before)} to "
+                      f"{tokens(PROVIDER_STAKE)}, so every provider stays eligible", highlight=False)
+        reformed.append({"name": name, "address": address, "stake_before": str(before),
+                         "stake_now": str(contracts.registry.stake_of(address))})
+    wait_for(registered, timeout=120, what="every provider online again", supervisor=supervisor)
+    return reformed
 
 
 def write_env_file(state: StateDir, summary: dict[str, Any]) -> Path:

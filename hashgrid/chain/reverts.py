@@ -184,3 +184,114 @@ def _as_bytes(data: bytes | str | None) -> bytes:
         return bytes(data)
     text = data.strip()
     return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+
+
+# ---------------------------------------------------------------- in words
+
+
+def _grid(wei: Any) -> str:
+    value = int(wei)
+    whole = f"{value / 10**18:,.6f}".rstrip("0").rstrip(".")
+    return f"{whole} GRID"
+
+
+def when(timestamp: Any, now: Any = None) -> str:
+    """A unix time as a UTC date, with how far it is from `now` (chain time) when known."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if now is not None:
+        left = int(timestamp) - int(now)
+        text += f" (in {_duration(left)})" if left > 0 else f" ({_duration(-left)} ago)"
+    return text
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    shown = " ".join(p for p in parts if p)
+    return shown or f"{secs} s"
+
+
+def _state(value: Any, enum: str) -> str:
+    names = ENUM_NAMES[enum]
+    return names[int(value)].lower() if 0 <= int(value) < len(names) else str(value)
+
+
+def _states_bitmap(value: Any) -> str:
+    names = ENUM_NAMES["ProposalState"]
+    bits = int.from_bytes(value, "big") if isinstance(value, bytes) else int(value)
+    return " or ".join(n.lower() for i, n in enumerate(names) if bits >> i & 1) or "another state"
+
+
+
+# Solidity error name -> its arguments in a sentence a person acts on (amounts in GRID, times as dates)
+WORDS: dict[str, Any] = {
+    "EscrowTaskNotFound": lambda a: f"there is no task {a['taskId']} on chain",
+    "EscrowTaskNotInState": lambda a: f"task {a['taskId']} is {_state(a['state'], 'TaskState')}, which does "
+                                      "not allow this",
+    "EscrowInvalidReplication": lambda a: f"replicas {a['replicas']}, quorum {a['quorum']}, max_replicas "
+                                          f"{a['maxReplicas']} do not fit 1 <= quorum <= replicas <= "
+                                          "max_replicas <= 16",
+    "EscrowZeroPrice": lambda a: "max_price_per_replica must be above 0",
+    "EscrowZeroSpecHash": lambda a: "the spec hash is zero",
+    "EscrowDeadlineTooSoon": lambda a: f"the deadline {when(a['deadline'])} is before the earliest allowed "
+                                       f"{when(a['earliest'])} (now plus the commit and reveal windows): "
+                                       "raise deadline_s",
+    "EscrowNotCustomer": lambda a: f"task {a['taskId']} is not a task of {a['caller']}",
+    "EscrowProviderNotStaked": lambda a: f"provider {a['provider']} stakes below the minimum",
+    "EscrowNotAssigned": lambda a: f"{a['caller']} holds no replica of task {a['taskId']}",
+    "EscrowReplicaNotInState": lambda a: f"the replica of {a['provider']} on task {a['taskId']} is "
+                                         f"{_state(a['state'], 'ReplicaState')}",
+    "EscrowCommitWindowClosed": lambda a: f"the commit window of task {a['taskId']} closed at "
+                                          f"{when(a['commitDeadline'], a['nowTime'])}",
+    "EscrowRevealNotOpen": lambda a: f"reveals of task {a['taskId']} open at "
+                                     f"{when(a['commitDeadline'], a['nowTime'])} or once every replica "
+                                     "committed",
+    "EscrowRevealWindowClosed": lambda a: f"the reveal window of task {a['taskId']} closed at "
+                                          f"{when(a['revealDeadline'], a['nowTime'])}",
+    "EscrowRevealsPending": lambda a: f"task {a['taskId']} waits for reveals until "
+                                      f"{when(a['revealDeadline'], a['nowTime'])}",
+    "EscrowNotExpired": lambda a: f"task {a['taskId']} can be expired only from "
+                                  f"{when(a['expiresAt'], a['nowTime'])}",
+    "EscrowNothingToClaim": lambda a: f"{a['account']} has nothing to claim",
+    "RegistryZeroAmount": lambda a: "the amount must be above 0",
+    "RegistryStakeBelowMinimum": lambda a: f"{a['provider']} stakes {_grid(a['stake'])}, below the minimum "
+                                           f"{_grid(a['minimum'])}",
+    "RegistryInsufficientStake": lambda a: f"{a['provider']} asked to unstake {_grid(a['requested'])} but "
+                                           f"stakes only {_grid(a['available'])}",
+    "RegistryStakeLocked": lambda a: f"{a['provider']} runs {a['activeAssignments']} assigned replica(s): "
+                                     "its stake is locked until they finish",
+    "RegistryNothingUnbonding": lambda a: f"nothing is unbonding for {a['provider']} (run `hashgrid provider "
+                                          "unstake AMOUNT` first)",
+    "RegistryUnbondingNotReleased": lambda a: f"the unbonding stake of {a['provider']} is released at "
+                                              f"{when(a['releaseTime'], a['nowTime'])}; withdraw then",
+    "ERC20InsufficientBalance": lambda a: f"{a['sender']} holds {_grid(a['balance'])} but "
+                                          f"{_grid(a['needed'])} is needed",
+    "ERC20InsufficientAllowance": lambda a: f"the allowance of {a['spender']} is {_grid(a['allowance'])} but "
+                                            f"{_grid(a['needed'])} is needed",
+    "ERC2612ExpiredSignature": lambda a: f"the permit expired at {when(a['deadline'])}",
+    "GovernorInsufficientProposerVotes": lambda a: f"{a['proposer']} has {_grid(a['votes'])} of votes, the "
+                                                   f"proposal threshold is {_grid(a['threshold'])} (delegate "
+                                                   "first: `hashgrid dao delegate`)",
+    "GovernorUnexpectedProposalState": lambda a: f"proposal {a['proposalId']} is "
+                                                 f"{_state(a['current'], 'ProposalState')}, not "
+                                                 f"{_states_bitmap(a['expectedStates'])}",
+    "GovernorAlreadyCastVote": lambda a: f"{a['voter']} already voted on this proposal",
+    "GovernorNonexistentProposal": lambda a: f"there is no proposal {a['proposalId']}",
+}
+
+
+def in_words(exc: ContractRevert) -> str:
+    """A revert as a sentence, with the Solidity error's name in brackets; the raw message when unknown."""
+    words = WORDS.get(exc.error_name)
+    if words is not None:
+        try:
+            sentence = str(words(exc.error_args))
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError):
+            return exc.message
+        return f"{sentence} [{exc.error_name}]"
+    return exc.message

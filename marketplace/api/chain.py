@@ -97,8 +97,10 @@ def _chain_call(fn: Any) -> Any:
 
 
 class ChainStakeOracle:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ttl_s: float = 10.0) -> None:
         self._contracts = _LazyContracts(settings)
+        self._ttl_s = ttl_s
+        self._minimum: tuple[float, int] | None = None
 
     def stake_of(self, address: str) -> int:
         from web3 import Web3
@@ -108,7 +110,12 @@ class ChainStakeOracle:
         )
 
     def min_stake(self) -> int:
-        return int(_chain_call(lambda: self._contracts.get().registry.min_stake()))
+        """minStake, cached for `ttl_s` (public views read it per request; the DAO changes it rarely)."""
+        now = time.monotonic()
+        if self._minimum is None or now - self._minimum[0] > self._ttl_s:
+            value = int(_chain_call(lambda: self._contracts.get().registry.min_stake()))
+            self._minimum = (now, value)
+        return self._minimum[1]
 
 
 class ChainFeeOracle:

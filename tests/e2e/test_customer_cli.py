@@ -1,12 +1,15 @@
 """The customer's CLI end to end (`python -m hashgrid.cli task|wallet|faucet` as subprocesses) against a live
 marketplace with three wasm daemons (the `network` fixture of tests/e2e/conftest.py): a fresh wallet, funded
 by the faucet, estimates and submits the wasm example with --wait, then reads its logs, result and invoice;
-bad inputs fail with one line on stderr and a non-zero exit.
+a spec written by `task init` (inputs by path alone, stdout counted) is submitted and its stdout downloaded;
+a task nothing can place fails --wait fast with the reason, is cancelled and its refund claimed; bad inputs
+fail with one line on stderr and the exit code of hashgrid.exits' table.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +122,71 @@ def test_customer_cli_submits_and_collects(network: Network, anvil: Anvil, contr
     one_line_error(run(["task", "cancel", str(task_id), "--key-env", "STRANGER_KEY"], env), 1)
     assert run(["task", "status", "abc"], env).returncode == 2  # typer's usage error
     assert run(["task", "submit", "--help"], env).returncode == 0
+    settled = one_line_error(run(["task", "cancel", str(task_id)], env), 1)  # in words, not a raw revert
+    assert "is settled" in settled and "(taskId=" not in settled
+
+    journeys_after_the_first_task(env, tmp_path, task_id, network, contracts, address)
+
+
+def journeys_after_the_first_task(env: dict[str, str], tmp_path: Path, first: int, network: Network,
+                                  contracts: Contracts, address: str) -> None:
+    """task init + submit by path, stdout downloaded; list; wait; fail-fast; Ctrl-C; cancel; claim."""
+    # a starter spec: inputs by path alone, hashed at submit; stdout counted and downloadable
+    work = tmp_path / "mine"
+    wrote = ok(run(["task", "init", str(work / "task.yaml")], env))
+    assert "task.yaml" in wrote and (work / "data.txt").is_file() and (work / "wordfreq.wasm").is_file()
+    document = yaml.safe_load((work / "task.yaml").read_text())
+    assert "sha256" not in document["inputs"][0] and document["module"] == "wordfreq.wasm"
+    document["include_stdout"] = True
+    document["max_price_per_replica"] = str(CAP)
+    (work / "task.yaml").write_text(yaml.safe_dump(document))
+    one_line_error(run(["task", "init", str(work / "task.yaml")], env), 2)  # never overwritten silently
+    submitted = json.loads(ok(run(["task", "submit", str(work / "task.yaml"), "--wait", "--json",
+                                   "--timeout", "240"], env, timeout=300)))
+    second = int(submitted["task_id"])
+    assert submitted["status"] == "settled" and submitted["result_hash"].startswith("0x")
+    out = tmp_path / "out2"
+    ok(run(["task", "result", str(second), "--out", str(out)], env))
+    assert (out / "stdout").read_bytes().startswith(b"wrote /out/result.txt")
+    assert b"words" in (out / "result.txt").read_bytes()
+
+    # the wallet's tasks, newest first, and a second look at a finished one
+    listed = json.loads(ok(run(["task", "list", "--json"], env)))
+    assert [int(t["task_id"]) for t in listed["data"]][:2] == [second, first]
+    assert str(second) in ok(run(["task", "list"], env))
+    assert ok(run(["task", "wait", str(second)], env)).strip() == submitted["result_hash"]
+
+    # more replicas than operators: --wait fails fast with the matcher's reason, the escrow stays locked
+    document["replicas"], document["quorum"], document["max_replicas"] = 4, 3, 4
+    (work / "four.yaml").write_text(yaml.safe_dump(document))
+    stuck = run(["task", "submit", str(work / "four.yaml"), "--wait", "--place-timeout", "2"], env,
+                timeout=120)
+    assert stuck.returncode == 1, stuck.stderr
+    error = stuck.stderr.strip().splitlines()[-1]
+    assert "cannot be placed" in error and "3 distinct operators" in error, stuck.stderr
+    assert "task " in stuck.stderr and ": posted" in stuck.stderr  # each state was shown
+    unplaced = int(stuck.stdout.split()[0])
+
+    # Ctrl-C while waiting: exit 130, the task is left as it is, and the way back is printed
+    waiting = subprocess.Popen([sys.executable, "-m", "hashgrid.cli", "task", "wait", str(unplaced),
+                                "--place-timeout", "0"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert waiting.stderr is not None
+    first_line = waiting.stderr.readline()  # blocks until the first state is shown
+    assert f"task {unplaced}: posted" in first_line, first_line
+    waiting.send_signal(signal.SIGINT)
+    _out, rest = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130, rest
+    assert f"hashgrid task wait {unplaced}" in rest and f"hashgrid task cancel {unplaced}" in rest
+
+    # cancel it (its escrow becomes claimable) and withdraw every refund with `wallet claim`
+    owed = contracts.escrow.claimable(address)
+    cancelled = ok(run(["task", "cancel", str(unplaced)], env))
+    assert "refunded" in cancelled and "GRID" in cancelled
+    owed_now = contracts.escrow.claimable(address)
+    assert owed_now > owed
+    before = contracts.token.balance_of(address)
+    claimed = json.loads(ok(run(["wallet", "claim", "--json"], env)))
+    assert int(claimed["claimed"]) == owed_now and contracts.escrow.claimable(address) == 0
+    assert contracts.token.balance_of(address) == before + owed_now == int(claimed["grid"])
+    assert "nothing to claim" in ok(run(["wallet", "claim"], env))

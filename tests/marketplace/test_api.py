@@ -494,6 +494,31 @@ def test_provider_register_heartbeat_info(client: TestClient, engine: Engine) ->
     assert stats["providers_online"] == 1 and stats["capacity"]["cpus"] == 2.0
 
 
+def test_a_provider_under_the_minimum_stake_is_not_online(client: TestClient, engine: Engine) -> None:
+    """Slashed or unstaked under the minimum (the indexer updates the stake), a provider that still beats is
+    not counted online anywhere (provider info, explorer list, stats), so estimates do not count it."""
+    provider = Signer(client, wallet("provider-2"))
+    assert provider.post("/providers/register", register_body()).status_code == 200
+    listed = client.get("/explorer/providers").json()["data"]
+    mine = [(p["online"], p["eligible"]) for p in listed if p["address"] == provider.address]
+    assert mine == [(True, True)]
+    with Session(engine) as session:
+        row = session.get(Provider, provider.address)
+        assert row is not None
+        row.stake = str(int(row.stake) // 2)  # what a slash of half the stake leaves (below MIN_STAKE)
+        session.add(row)
+        session.commit()
+    beat = provider.post(f"/providers/{provider.address}/heartbeat",
+                         {"free_cpus": 2, "free_memory_mb": 2048, "running": 0})
+    assert beat.status_code == 200  # it still beats ...
+    info = client.get(f"/providers/{provider.address}/info").json()["provider"]
+    assert (info["online"], info["eligible"]) == (False, False)  # ... but is not online for work
+    listed = client.get("/explorer/providers").json()["data"]
+    mine = [(p["online"], p["eligible"]) for p in listed if p["address"] == provider.address]
+    assert mine == [(False, False)]
+    assert client.get("/explorer/stats").json()["providers_online"] == 0
+
+
 def test_unstaked_provider_is_refused(client: TestClient, engine: Engine) -> None:
     before = row_counts(engine)
     response = Signer(client, wallet("unstaked")).post("/providers/register", register_body())

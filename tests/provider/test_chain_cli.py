@@ -45,15 +45,25 @@ def test_stake_status_unstake_withdraw(chain: ChainClient, deployment: Deploymen
                       tmp_path=tmp_path)
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)
-    assert report["stake"] == 300 * GRID and report["active_assignments"] == 0 and report["outcomes"] == {}
+    assert report["stake"] == str(300 * GRID)  # wei as a string: JSON numbers past 2**53 lose digits
+    assert report["active_assignments"] == 0 and report["outcomes"] == {}
 
     unstaked = _provider("unstake", "100GRID", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
     assert unstaked.returncode == 0, unstaked.stderr
     assert contracts.registry.unbonding_of(newcomer.address)[0] == 100 * GRID
+    assert "UTC" in unstaked.stdout and "warning" not in unstaked.stderr  # 200 GRID left >= the minimum
+    minimum = contracts.registry.min_stake()
+    if 200 * GRID - minimum > 0:  # leave less than the minimum: the provider is told it is no longer eligible
+        under = _provider("unstake", str(200 * GRID - minimum + 1), chain=chain, deployment=deployment,
+                          tmp_path=tmp_path, key=key)
+        assert under.returncode == 0, under.stderr
+        assert "no longer eligible" in " ".join(under.stderr.split())
 
+    # before the release: a revert in words, a date instead of a unix time, exit 1 (failed) as everywhere
     early = _provider("withdraw", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
-    assert early.returncode == 2
-    assert "RegistryUnbondingNotReleased" in early.stderr and "releaseTime=" in early.stderr
+    assert early.returncode == 1
+    assert "RegistryUnbondingNotReleased" in early.stderr and "releaseTime=" not in early.stderr
+    assert "released at" in early.stderr and "UTC" in early.stderr
 
 
 def test_stake_more_than_balance_is_a_clear_error(chain: ChainClient, deployment: Deployment,
@@ -61,7 +71,8 @@ def test_stake_more_than_balance_is_a_clear_error(chain: ChainClient, deployment
     broke = dev_accounts.spare[1]
     failed = _provider("stake", "10GRID", chain=chain, deployment=deployment, tmp_path=tmp_path,
                        key=broke.key.hex())
-    assert failed.returncode == 2 and "error" in failed.stderr
+    assert failed.returncode == 1 and "error" in failed.stderr  # a revert: failed, in words
+    assert "holds 0 GRID but 10 GRID is needed" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
 
 
@@ -71,8 +82,8 @@ def test_earnings_of_a_fresh_provider(chain: ChainClient, deployment: Deployment
     shown = _provider("earnings", "--json", "--address", provider.address, chain=chain, deployment=deployment,
                       tmp_path=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout) == {"address": provider.address, "entries": [], "net": 0, "claimable": 0,
-                                        "claimed": 0}
+    assert json.loads(shown.stdout) == {"address": provider.address, "entries": [], "net": "0",
+                                        "claimable": "0", "claimed": "0"}
 
 
 def test_earnings_then_claim_credits(chain: ChainClient, deployment: Deployment, contracts: Contracts,
@@ -90,11 +101,11 @@ def test_earnings_then_claim_credits(chain: ChainClient, deployment: Deployment,
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)
     entries = [(e["task_id"], e["kind"], e["amount"]) for e in report["entries"]]
-    assert entries == [(run.task_id, "paid", 6 * GRID)]
-    assert (report["net"], report["claimable"], report["claimed"]) == (6 * GRID, 6 * GRID, 0)
+    assert entries == [(run.task_id, "paid", str(6 * GRID))]
+    assert (report["net"], report["claimable"], report["claimed"]) == (str(6 * GRID), str(6 * GRID), "0")
     status = _provider("status", "--json", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["claimable"] == 6 * GRID
+    assert json.loads(status.stdout)["claimable"] == str(6 * GRID)
 
     before = contracts.token.balance_of(p1.address)
     claimed = _provider("claim", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
@@ -109,5 +120,5 @@ def test_earnings_then_claim_credits(chain: ChainClient, deployment: Deployment,
                      tmp_path=tmp_path)
     entries = json.loads(liar.stdout)["entries"]  # one Slashed event: all of it to the treasury
     assert [(e["task_id"], e["kind"], e["amount"]) for e in entries] == [
-        (run.task_id, "slashed", -500 * GRID)  # half of its 1,000 GRID stake
+        (run.task_id, "slashed", str(-500 * GRID))  # half of its 1,000 GRID stake (wei as a string)
     ]

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query
 
-from marketplace.api.deps import SessionDep, SettingsDep
+from marketplace.api.deps import SessionDep, SettingsDep, StakeOracleDep
 from marketplace.api.errors import error_responses
 from marketplace.api.routing import Router
 from marketplace.api.schemas import ADDRESS_PATTERN
 from marketplace.api.services import explorer as service
-from marketplace.api.services.providers import is_online
+from marketplace.api.services.providers import is_eligible, is_online, min_stake_or_none
 from marketplace.api.services.visibility import public_replica, public_task, revealed_hashes
 from marketplace.models import (
     ChainEventPublic,
@@ -61,13 +61,17 @@ def task(task_id: Annotated[int, Path(ge=0, le=2**63 - 1)], session: SessionDep)
 
 @router.get("/providers", response_model=ProvidersPublic, summary="Registered providers")
 def providers(
-    session: SessionDep, settings: SettingsDep, offset: Offset = 0, limit: Limit = 100
+    session: SessionDep, settings: SettingsDep, stakes: StakeOracleDep, offset: Offset = 0, limit: Limit = 100
 ) -> ProvidersPublic:
+    """`online`: a fresh heartbeat and a stake at or above the minimum (what the matcher needs to give it
+    work); `eligible`: the stake part alone."""
     rows, count = service.list_providers(session=session, offset=offset, limit=limit)
+    minimum = min_stake_or_none(stakes)
     data = []
     for row in rows:
         item = ProviderPublic.model_validate(row, from_attributes=True)
-        item.online = is_online(row, ttl_s=settings.heartbeat_ttl_s)
+        item.online = is_online(row, ttl_s=settings.heartbeat_ttl_s, min_stake=minimum)
+        item.eligible = minimum is None or is_eligible(row, min_stake=minimum)
         data.append(item)
     return ProvidersPublic(data=data, count=count)
 
@@ -95,5 +99,7 @@ def provider(address: Annotated[str, Path(pattern=ADDRESS_PATTERN)], session: Se
 
 
 @router.get("/stats", summary="Network stats: providers online, capacity, tasks by state")
-def stats(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    return service.network_stats(session=session, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+def stats(session: SessionDep, settings: SettingsDep, stakes: StakeOracleDep) -> dict[str, Any]:
+    """Providers online count only those the matcher can give work (fresh heartbeat, stake >= minimum)."""
+    return service.network_stats(session=session, heartbeat_ttl_s=settings.heartbeat_ttl_s,
+                                 min_stake=min_stake_or_none(stakes))

@@ -32,9 +32,10 @@ TaskId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 SIGNED = error_responses(401, 403, 404, 422)
 
 
-def public(row: Provider, *, ttl_s: int) -> ProviderPublic:
+def public(row: Provider, *, ttl_s: int, min_stake: int | None = None) -> ProviderPublic:
     out = ProviderPublic.model_validate(row, from_attributes=True)
-    out.online = service.is_online(row, ttl_s=ttl_s)
+    out.online = service.is_online(row, ttl_s=ttl_s, min_stake=min_stake)
+    out.eligible = min_stake is None or service.is_eligible(row, min_stake=min_stake)
     return out
 
 
@@ -183,10 +184,13 @@ def post_status(
     summary="Everything the provider's daemon reported",
     responses=error_responses(404, 422),
 )
-def info(address: Address, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def info(
+    address: Address, session: SessionDep, settings: SettingsDep, stakes: StakeOracleDep
+) -> dict[str, Any]:
     row = service.get_provider(session=session, address=address)
     return {
-        "provider": public(row, ttl_s=settings.heartbeat_ttl_s).model_dump(mode="json"),
+        "provider": public(row, ttl_s=settings.heartbeat_ttl_s,
+                           min_stake=service.min_stake_or_none(stakes)).model_dump(mode="json"),
         "device": row.capabilities,
     }
 

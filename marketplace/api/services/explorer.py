@@ -97,21 +97,16 @@ def provider_ledger(*, session: Session, address: str) -> dict[str, Any]:
     }
 
 
-def network_stats(*, session: Session, heartbeat_ttl_s: int) -> dict[str, Any]:
+def network_stats(*, session: Session, heartbeat_ttl_s: int, min_stake: int | None = None) -> dict[str, Any]:
+    """Counts and capacity of the providers online: a fresh heartbeat and (when `min_stake` is known) a stake
+    the matcher accepts; the stake is a decimal string column, so that part is filtered here, not in SQL."""
     since = utcnow() - timedelta(seconds=heartbeat_ttl_s)
-    online = col(Provider.last_heartbeat) >= since
     total = int(session.exec(select(func.count()).select_from(Provider)).one())
-    row = session.exec(
-        select(  # type: ignore[call-overload]  # (sqlmodel types select() for up to four columns)
-            func.count(),
-            func.coalesce(func.sum(Provider.total_cpus), 0),
-            func.coalesce(func.sum(Provider.total_memory_mb), 0),
-            func.coalesce(func.sum(Provider.gpus), 0),
-            func.coalesce(func.sum(Provider.free_cpus), 0),
-            func.coalesce(func.sum(Provider.free_memory_mb), 0),
-            func.coalesce(func.sum(Provider.free_gpus), 0),
-        ).where(online)
-    ).one()
+    live = [p for p in session.exec(select(Provider).where(col(Provider.last_heartbeat) >= since)).all()
+            if min_stake is None or int(p.stake or 0) >= min_stake]
+    row = (len(live), sum(p.total_cpus for p in live), sum(p.total_memory_mb for p in live),
+           sum(p.gpus for p in live), sum(p.free_cpus for p in live), sum(p.free_memory_mb for p in live),
+           sum(p.free_gpus for p in live))
     by_state = {status.value: 0 for status in TaskStatus}
     for status, count in session.exec(select(Task.status, func.count()).group_by(Task.status)):
         # `running` is a provider's report, not a public state (services/visibility.py)

@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from hashgrid.canonical import canonical_json
-from hashgrid.errors import InvalidInput
+from hashgrid.errors import ChainError, InvalidInput
 from marketplace.api.chain import StakeOracle
 from marketplace.api.errors import BadRequest, Forbidden, NotAssigned, NotRegistered, StakeTooLow
 from marketplace.api.schemas import HeartbeatIn, OutputsIn, ProviderRegisterIn, StatusIn, UsageIn
@@ -112,8 +112,26 @@ def heartbeat(*, session: Session, provider: str, body: HeartbeatIn) -> Provider
     return row
 
 
-def is_online(row: Provider, *, ttl_s: int) -> bool:
+def min_stake_or_none(stakes: StakeOracle) -> int | None:
+    """The registry minimum for public views, or None while the chain does not answer (the views then
+    fall back to heartbeats alone rather than fail)."""
+    try:
+        return int(stakes.min_stake())
+    except ChainError:
+        return None
+
+
+def is_eligible(row: Provider, *, min_stake: int) -> bool:
+    """Staked at or above the registry minimum (as last indexed), so the matcher may give it work."""
+    return int(row.stake or 0) >= min_stake
+
+
+def is_online(row: Provider, *, ttl_s: int, min_stake: int | None = None) -> bool:
+    """A fresh heartbeat and, when `min_stake` is given, a stake the matcher accepts: a provider under the
+    minimum gets no work, so it is not counted as online (estimates and the explorer count only these)."""
     if row.last_heartbeat is None:
+        return False
+    if min_stake is not None and not is_eligible(row, min_stake=min_stake):
         return False
     seen = row.last_heartbeat
     return utcnow() - (seen if seen.tzinfo else seen.replace(tzinfo=utcnow().tzinfo)) <= timedelta(
