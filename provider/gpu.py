@@ -37,6 +37,14 @@ DETERMINISTIC_GPU_ENV: dict[str, str] = {
     "PYTHONHASHSEED": "0",
 }
 
+def visible_devices_env(gpus: Sequence[str]) -> dict[str, str]:
+    """The NVIDIA toolkit's own variables, set by the sandbox over the spec's and the image's env: on a host
+    whose default runtime is `nvidia`, a container with NVIDIA_VISIBLE_DEVICES=all (a spec's env, or a CUDA
+    base image's) would otherwise get every GPU, reserved or not, and never pay for them."""
+    return {"NVIDIA_VISIBLE_DEVICES": ",".join(gpus) if gpus else "void",
+            "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
+
+
 NVIDIA_HOOK = "nvidia-container-runtime-hook"  # dockerd registers its "nvidia" device driver only with it
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 # A probe container passes when the GPU it was given shows up as a character device inside it.

@@ -275,7 +275,7 @@ class DockerRuntime:
                 image,
                 command=list(request.command) or None,
                 user=f"{SANDBOX_UID}:{SANDBOX_UID}",
-                environment=dict(request.env),
+                environment={**request.env, **gpu_support.visible_devices_env(limits.gpus)},
                 labels={RUN_LABEL: run_id},
                 hostname="sandbox",  # not the container id: outputs must not depend on it
                 network_disabled=not limits.network,

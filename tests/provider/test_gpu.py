@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,31 @@ def test_gpu_example_is_refused_before_it_runs_on_a_host_without_a_gpu(tmp_path:
                                     "HASHGRID_STATE_DIR": str(tmp_path / "state")})
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert "offers 0 GPU(s) that a sandbox can attach (no GPU detected)" in " ".join(completed.stderr.split())
+
+
+def test_a_task_cannot_ask_the_toolkit_for_gpus_through_its_env(
+    docker_client: docker.DockerClient, busybox_image: str, task_dirs: TaskDirs
+) -> None:
+    # with `default-runtime: nvidia` the toolkit reads NVIDIA_VISIBLE_DEVICES from the container's env: a spec
+    # (or a CUDA base image) saying "all" would get every GPU, unreserved and unbilled
+    runtime = DockerRuntime(gpu_attach="nvidia")
+    hostile = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "all"}
+    plain = task_dirs.request("docker", image=busybox_image, command=("true",))
+    plain = replace(plain, env={**plain.env, **hostile})
+    with_gpu = task_dirs.request("docker", image=busybox_image, command=("true",), gpus=(U1,))
+    with_gpu = replace(with_gpu, env={**with_gpu.env, **hostile})
+    handles = [runtime.create(plain), runtime.create(with_gpu)]
+    try:
+        def env_of(run_id: str) -> list[str]:
+            [found] = docker_client.api.containers(all=True, filters={"label": f"hashgrid.run_id={run_id}"})
+            return list(docker_client.api.inspect_container(found["Id"])["Config"]["Env"])
+
+        plain_env, gpu_env = env_of(plain.run_id), env_of(with_gpu.run_id)
+        visible = "NVIDIA_VISIBLE_DEVICES="
+        assert [e for e in plain_env if e.startswith(visible)] == [visible + "void"]
+        assert [e for e in gpu_env if e.startswith(visible)] == [visible + U1]
+        assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in plain_env + gpu_env
+        assert "NVIDIA_DRIVER_CAPABILITIES=all" not in plain_env + gpu_env
+    finally:
+        for handle in handles:
+            runtime.discard(handle)
