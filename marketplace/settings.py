@@ -48,6 +48,9 @@ class MarketplaceSettings(Settings):
     heartbeat_ttl_s: int = 90  # a provider is online if its last heartbeat is this recent
     long_poll_max_s: float = 30.0
     poll_interval_s: float = 0.25  # long-poll and SSE follow re-check interval
+    # the assignments long-poll's re-check when this process runs the jobs (`run_jobs`, no Redis): its own
+    # matcher rings the long-polls on every assignment, so the database is only re-read as a safety net
+    assignment_recheck_s: float = 5.0
     content_dir: Path | None = None  # default: <state_dir>/marketplace/content
     siwe_domain: str | None = None  # default: host[:port] of marketplace_url
     # run the background jobs (indexer, matching, heartbeats, deadlines, settlement) in the API process

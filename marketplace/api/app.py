@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,9 +80,11 @@ async def _purge_nonces(engine: Engine) -> None:
             log.exception("purging expired nonces failed")
 
 
-def start_jobs(settings: MarketplaceSettings, engine: Engine, bell: Bell) -> Any:
+def start_jobs(settings: MarketplaceSettings, engine: Engine, bell: Bell,
+               expect_post: threading.Event | None = None) -> Any:
     """The background jobs, settlement included, on threads of this process (`run_jobs`); None when Redis
-    is configured (Celery workers run them). Assignments they send ring `bell`."""
+    is configured (Celery workers run them). Assignments they send ring `bell`; `expect_post` (set when a
+    spec is registered) makes the chain watch poll fast again."""
     from marketplace.jobs.context import JobContext, JobSettings
     from marketplace.jobs.scheduler import InProcessScheduler
 
@@ -90,7 +93,7 @@ def start_jobs(settings: MarketplaceSettings, engine: Engine, bell: Bell) -> Any
         log.info("redis_url is set: background jobs run on Celery, not in the API process")
         return None
     ctx = JobContext.from_settings(job_settings, engine=engine)
-    return InProcessScheduler(ctx, on_assigned=bell.ring).start()
+    return InProcessScheduler(ctx, on_assigned=bell.ring, expect_post=expect_post).start()
 
 
 def create_app(
@@ -115,7 +118,8 @@ def create_app(
         purger = asyncio.create_task(_purge_nonces(engine))
         scheduler = None
         if settings.run_jobs:
-            scheduler = await run_in_threadpool(start_jobs, settings, engine, app.state.assignment_bell)
+            scheduler = await run_in_threadpool(start_jobs, settings, engine, app.state.assignment_bell,
+                                                app.state.expect_post)
         try:
             yield
         finally:
@@ -136,10 +140,14 @@ def create_app(
     app.state.store = ContentStore(settings.content_path)
     app.state.stake_oracle = stake_oracle or ChainStakeOracle(settings)
     app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
-    app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle)
+    app.state.expect_post = threading.Event()  # set on every registered spec: its postTask is coming
+    app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle, on_written=app.state.expect_post.set)
     app.state.assignment_bell = Bell()
     app.state.limits = Limits.from_settings(settings)
     app.state.rate_limiter = rate_limiter(settings)
+    # this process's own jobs ring the bell on every assignment they make: re-check the database rarely
+    app.state.assignment_recheck_s = (settings.assignment_recheck_s if settings.run_jobs and not
+                                      settings.redis_url else settings.poll_interval_s)
     install_error_handlers(app)
     routers = (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router)
     for router in routers:

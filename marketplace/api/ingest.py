@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,9 +65,11 @@ def _statements(dialect: str) -> tuple[Any, Any]:
 class SpecWriter:
     """Writes SpecIngest rows for coroutines of any event loop, a batch per transaction."""
 
-    def __init__(self, engine: Engine, fees: FeeOracle, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, engine: Engine, fees: FeeOracle, *, max_batch: int = MAX_BATCH,
+                 on_written: Callable[[], None] | None = None) -> None:
         self._engine = engine
         self._fees = fees
+        self._on_written = on_written  # after each committed batch: its posts are coming on chain
         self._max_batch = max_batch
         self._insert_nonces, self._insert_specs = _statements(engine.dialect.name)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -135,6 +138,8 @@ class SpecWriter:
             last_start = time.monotonic()
             if batch:
                 self._deliver(batch, self._write_batch([item for item, _, _ in batch]))
+                if self._on_written is not None:
+                    self._on_written()
             if stop:
                 return
 

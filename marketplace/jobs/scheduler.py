@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from marketplace.jobs.context import JobContext, JobSettings
@@ -21,7 +21,11 @@ from marketplace.jobs.context import JobContext, JobSettings
 log = logging.getLogger(__name__)
 
 
-HEAD_POLL_S = 0.05  # the assign lane asks for the chain head this often (one eth_blockNumber)
+HEAD_POLL_S = 0.05  # while the chain is busy the assign lane asks for its head this often (eth_blockNumber)
+IDLE_HEAD_POLL_S = 1.0  # ... and this often at rest (decision 14: a network at rest costs almost nothing)
+BUSY_WINDOW_S = 10.0  # busy: a new block, or a post announced by the API, within this many seconds
+REST_INDEX_S = 5.0  # an unchanged head is re-indexed this often anyway (a failed run is retried)
+IDLE_BACKOFF_S = 8.0  # matching and settlement passes that find nothing to do back off (doubling) to this
 ASSIGN, JOBS = "assign", "jobs"
 
 
@@ -32,46 +36,82 @@ class Periodic:
     run: Callable[[], Any]
     next_at: float = 0.0
     lane: str = JOBS
+    idle_max_s: float | None = None  # set: a pass that found nothing to do doubles the interval up to this
+    base_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_s = self.interval_s
+
+    def worked(self, busy: bool) -> None:
+        """Back off after an idle pass; a busy one restores the base interval."""
+        if self.idle_max_s is not None:
+            self.interval_s = self.base_s if busy else min(self.interval_s * 2, self.idle_max_s)
+
+    def wake(self) -> None:
+        """Run at the lane's next tick with the base interval (the chain showed new events)."""
+        self.interval_s, self.next_at = self.base_s, 0.0
 
 
 class HeadWatch:
-    """Index when the chain head moved (or `interval_s` passed): a post is indexed within HEAD_POLL_S of its
-    block instead of within the index interval, and an idle chain costs one RPC per poll, no database."""
+    """Index when the chain head moved: a post is indexed within HEAD_POLL_S of its block while the chain is
+    busy, and within IDLE_HEAD_POLL_S at rest. Busy means a new block or an expected post (`expect`, set by
+    the API when it registers a spec: the customer's postTask follows) within BUSY_WINDOW_S. A poll that finds
+    the same head costs one RPC and no database; an unreachable chain is left to index_chain to report, at
+    `interval_s` (not at every poll)."""
 
-    def __init__(self, ctx: JobContext, interval_s: float) -> None:
-        self.ctx, self.interval_s = ctx, interval_s
+    def __init__(self, ctx: JobContext, interval_s: float, expect: threading.Event | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx, self.interval_s, self.clock = ctx, interval_s, clock
+        self.expect = expect or threading.Event()
         self.head: int | None = None  # the head when the last index run began
         self.seen: int | None = None
         self.ran_at = float("-inf")
+        self.polled_at = float("-inf")
+        self.busy_until = float("-inf")
+        self.polls = 0  # RPCs made (tests and bench.idle read it)
+
+    def busy(self, now: float) -> bool:
+        if self.expect.is_set():
+            self.expect.clear()
+            self.busy_until = now + BUSY_WINDOW_S
+        return now < self.busy_until
 
     def due(self) -> bool:
-        """True when an index run may find something. An unreachable chain is left to index_chain to
-        report, at `interval_s` (not at every poll)."""
+        """True when an index run may find something."""
+        now = self.clock()
+        if now - self.polled_at < (HEAD_POLL_S if self.busy(now) else IDLE_HEAD_POLL_S):
+            return False
+        self.polled_at = now
+        self.polls += 1
         try:
             self.seen = self.ctx.client.block_number()
         except Exception:  # noqa: BLE001 - web3 raises connection errors of several types
             self.seen = None
         if self.seen is not None and self.seen != self.head:
+            self.busy_until = now + BUSY_WINDOW_S
             return True
-        return time.monotonic() - self.ran_at >= self.interval_s
+        rest = self.interval_s if self.seen is None else max(self.interval_s, REST_INDEX_S)
+        return now - self.ran_at >= rest
 
     def ran(self) -> None:
-        self.head, self.ran_at = self.seen, time.monotonic()
+        self.head, self.ran_at = self.seen, self.clock()
 
 
 def _assigned(outcome: dict[str, Any] | None) -> bool:
     return bool(outcome and outcome.get("assigned"))
 
 
-def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = None) -> list[Periodic]:
+def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = None,
+                  expect_post: threading.Event | None = None) -> list[Periodic]:
     """The jobs and their intervals from the settings (the same schedule Celery beat uses). `on_assigned`
-    is called after a matching round sent assignments (the API wakes its long-polls with it)."""
+    is called after a matching round sent assignments (the API wakes its long-polls with it); `expect_post`
+    is set by the API when a post is coming (the head watch polls fast again)."""
     from marketplace.jobs.canary import post_canaries
     from marketplace.jobs.jobs import check_deadlines, expire_heartbeats, index_chain, run_matching_round
     from marketplace.jobs.settle import settle_tasks
 
     s = ctx.settings
-    watch = HeadWatch(ctx, s.index_interval_s)
+    watch = HeadWatch(ctx, s.index_interval_s, expect_post)
 
     def matched(outcome: dict[str, Any]) -> dict[str, Any]:
         if on_assigned is not None and (_assigned(outcome) or _assigned(outcome.get("matching"))):
@@ -85,15 +125,29 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
         report = index_chain(ctx=ctx, head=watch.seen)  # the head it just read: not asked for twice
         if report.get("events"):  # new posts: match now rather than at the next matching tick
             matched(run_matching_round(ctx=ctx))
+            matching.wake()
+            settling.wake()  # commits and reveals: settlement may be due
         return report
 
+    def match_round() -> Any:
+        outcome = matched(run_matching_round(ctx=ctx))
+        matching.worked(_assigned(outcome))  # a queue nobody can serve is retried less often
+        return outcome
+
+    def settle_round() -> Any:
+        outcome = settle_tasks(ctx=ctx)
+        settling.worked(not outcome.get("idle"))
+        return outcome
+
+    matching = Periodic("run_matching_round", s.matching_interval_s, match_round, lane=ASSIGN,
+                        idle_max_s=IDLE_BACKOFF_S)
+    settling = Periodic("settle_tasks", s.settle_interval_s, settle_round, idle_max_s=IDLE_BACKOFF_S)
     return [
         Periodic("index_chain", HEAD_POLL_S, index_then_match, lane=ASSIGN),
-        Periodic("run_matching_round", s.matching_interval_s, lambda: matched(run_matching_round(ctx=ctx)),
-                 lane=ASSIGN),
+        matching,
         Periodic("expire_heartbeats", s.heartbeat_interval_s, lambda: matched(expire_heartbeats(ctx=ctx))),
         Periodic("check_deadlines", s.deadline_interval_s, lambda: check_deadlines(ctx=ctx)),
-        Periodic("settle_tasks", s.settle_interval_s, lambda: settle_tasks(ctx=ctx)),
+        settling,
         Periodic("post_canaries", s.canary_interval_s, lambda: post_canaries(ctx=ctx)),
     ]
 
@@ -102,9 +156,11 @@ class InProcessScheduler:
     """A daemon thread per lane that runs the lane's due jobs one after another."""
 
     def __init__(self, ctx: JobContext, jobs: list[Periodic] | None = None, *, tick_s: float = 0.2,
-                 on_assigned: Callable[[], Any] | None = None) -> None:
+                 on_assigned: Callable[[], Any] | None = None,
+                 expect_post: threading.Event | None = None) -> None:
         self.ctx = ctx
-        self.jobs = jobs if jobs is not None else periodic_jobs(ctx, on_assigned=on_assigned)
+        self.jobs = jobs if jobs is not None else periodic_jobs(ctx, on_assigned=on_assigned,
+                                                                expect_post=expect_post)
         self.tick_s = tick_s
         self.runs: dict[str, int] = {job.name: 0 for job in self.jobs}
         self.errors: dict[str, int] = {job.name: 0 for job in self.jobs}

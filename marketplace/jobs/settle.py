@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from billing.journal import SettlementJournal
+from billing.journal import SettlementJournal, SettlementState
 from billing.prices import PriceSheet
 from billing.settlement import Settler
 from billing.usage import ReplicaInput, UsageSettlement, settle_usage
@@ -121,8 +121,20 @@ def verifier_step(ctx: JobContext, now: int) -> Round:
                  secret=spot_secret(require_matcher_key(ctx)), spot_check_rate=ctx.settings.spot_check_rate)
 
 
+def work_waiting(ctx: JobContext) -> bool:
+    """Whether a settlement pass has anything to do: an active task, or a journaled settlement still open.
+    One cheap read each, so a network at rest pays no lease writes and no chain clock read every second."""
+    with Session(ctx.engine) as session:
+        active = session.exec(select(Task.task_id).where(col(Task.status).in_(ACTIVE)).limit(1)).first()
+        if active is not None:
+            return True
+    return bool(journal_for(ctx).rows([SettlementState.PENDING, SettlementState.SENT]))
+
+
 def settle_tasks(*, ctx: JobContext, task_ids: list[int] | None = None) -> dict[str, Any]:
     """Settle every active task that is ready (or just `task_ids`); resume journaled ones left open."""
+    if task_ids is None and not work_waiting(ctx):
+        return {"settled": [], "open": {}, "resumed": [], "escalated": [], "idle": True}
     if not acquire_lease(ctx.engine, SETTLE_LEASE, ctx.worker_id, ttl_s=SETTLE_LEASE_S):
         return {"skipped": "another settler holds the lease"}
     try:

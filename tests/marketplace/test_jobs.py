@@ -24,7 +24,14 @@ from marketplace.jobs import (
     index_chain,
     run_matching_round,
 )
-from marketplace.jobs.scheduler import ASSIGN, HeadWatch, Periodic
+from marketplace.jobs.scheduler import (
+    ASSIGN,
+    BUSY_WINDOW_S,
+    IDLE_HEAD_POLL_S,
+    REST_INDEX_S,
+    HeadWatch,
+    Periodic,
+)
 from marketplace.models import ChainEvent, Replica, Task, TaskStatus
 from scripts.devnet import DevAccounts
 from tests.marketplace import conftest_services as services
@@ -197,14 +204,69 @@ def test_a_slow_job_does_not_hold_up_the_assign_lane(ctx: JobContext) -> None:
 
 
 def test_head_watch_indexes_when_the_head_moves(ctx: JobContext) -> None:
-    watch = HeadWatch(ctx, interval_s=3600)
+    now = [1000.0]
+    watch = HeadWatch(ctx, interval_s=3600, clock=lambda: now[0])
     assert watch.due()
     watch.ran()
+    now[0] += 0.06
     assert not watch.due()  # same head, interval not over: no index run, no database
     ctx.client.rpc("evm_mine")
+    now[0] += 0.06
     assert watch.due()
     watch.ran()
     assert HeadWatch(ctx, interval_s=0).due()  # the interval alone makes a run due
+
+
+def test_head_watch_polls_once_a_second_at_rest_and_fast_when_a_post_is_announced(ctx: JobContext) -> None:
+    now, expect = [1000.0], threading.Event()
+    watch = HeadWatch(ctx, interval_s=0.5, expect=expect, clock=lambda: now[0])
+    assert watch.due()
+    watch.ran()
+    now[0] += BUSY_WINDOW_S + 1  # no new block for a while: at rest
+    assert watch.due()  # an unchanged head is still re-indexed now and then
+    watch.ran()
+    polls = watch.polls
+    now[0] += 0.06
+    assert not watch.due() and watch.polls == polls  # at rest: no RPC 60 ms later
+    now[0] += 0.06
+    expect.set()  # the API registered a spec: its postTask is coming
+    assert not watch.due() and watch.polls == polls + 1  # polled at once
+    now[0] += 0.06
+    ctx.client.rpc("evm_mine")
+    assert watch.due() and watch.polls == polls + 2  # fast while busy: the new block is seen in 60 ms
+    watch.ran()
+    now[0] += BUSY_WINDOW_S + IDLE_HEAD_POLL_S
+    assert watch.due() is (BUSY_WINDOW_S + IDLE_HEAD_POLL_S >= REST_INDEX_S)
+
+
+def test_idle_passes_back_off_and_new_events_wake_them() -> None:
+    job = Periodic("settle_tasks", 1.0, lambda: None, idle_max_s=8.0)
+    for expected in (2.0, 4.0, 8.0, 8.0):
+        job.worked(False)
+        assert job.interval_s == expected
+    job.worked(True)
+    assert job.interval_s == 1.0
+    job.worked(False)
+    job.next_at = 1e9
+    job.wake()
+    assert (job.interval_s, job.next_at) == (1.0, 0.0)
+    fixed = Periodic("check_deadlines", 30.0, lambda: None)
+    fixed.worked(False)
+    assert fixed.interval_s == 30.0  # no idle_max_s: never backs off
+
+
+def test_settlement_at_rest_does_not_touch_the_lease(ctx: JobContext) -> None:
+    """With no active task and nothing journaled, a pass is two reads: no lease write, no chain clock."""
+    from marketplace.jobs.leases import acquire_lease, release_lease
+    from marketplace.jobs.settle import SETTLE_LEASE, settle_tasks, work_waiting
+
+    assert not work_waiting(ctx)
+    assert acquire_lease(ctx.engine, SETTLE_LEASE, "another-settler", ttl_s=60)
+    try:
+        outcome = settle_tasks(ctx=ctx)  # a pass that wanted the lease would report it skipped
+        assert outcome.get("idle") is True and "skipped" not in outcome
+    finally:
+        release_lease(ctx.engine, SETTLE_LEASE, "another-settler")
 
 
 def _task_status(engine: Engine, task_id: int) -> TaskStatus | None:

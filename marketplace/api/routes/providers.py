@@ -105,7 +105,8 @@ async def assignments(
         if found or time.monotonic() >= deadline or await request.is_disconnected():
             return AssignmentsPublic(data=found, count=len(found))
         # woken by this process's matcher (bell.py), else re-checked for other processes' assignments
-        await bell.wait(min(settings.poll_interval_s, max(0.0, deadline - time.monotonic())), since=rung)
+        recheck = request.app.state.assignment_recheck_s
+        await bell.wait(min(recheck, max(0.0, deadline - time.monotonic())), since=rung)
 
 
 @router.post(
