@@ -319,3 +319,23 @@ def test_a_task_cannot_ask_the_toolkit_for_gpus_through_its_env(
     finally:
         for handle in handles:
             runtime.discard(handle)
+
+
+def test_provider_info_says_why_a_detected_gpu_is_not_offered(
+    docker_client: docker.DockerClient, images: dict[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from provider.cli import app
+
+    monkeypatch.setattr(gpu, "scan", lambda: FAKE_SCAN)
+    monkeypatch.setattr(detect_module, "_gpu_cache", {})
+    monkeypatch.setenv("HASHGRID_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "none offered" in text
+    assert ("gpu not offered │ GPU 0 NVIDIA H200 (143771 MB): cannot attach: no NVIDIA container toolkit"
+            in text)
