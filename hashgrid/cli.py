@@ -7,6 +7,7 @@ importing the marketplace, and the core package keeps no static import of the pa
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -47,8 +48,14 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-def build_app(only: str | None = None) -> typer.Typer:
-    """Build the root app; with `only`, import just that group (the common case of one invocation)."""
+def _placeholder() -> None:
+    """Stands in for a part in the root's help: never run (a named group or command is loaded for real)."""
+
+
+def build_app(only: str | None = None, *, placeholders: bool = False) -> typer.Typer:
+    """Build the root app; with `only`, import just that group (the common case of one invocation); with
+    `placeholders`, import no part at all (the root's help, --version: listing the parts needs only their
+    one-line help, and importing them all costs a second or more, web3 above all)."""
     app = typer.Typer(help="Hashgrid: an open compute marketplace.", no_args_is_help=True,
                       add_completion=True, pretty_exceptions_enable=False)
 
@@ -59,6 +66,12 @@ def build_app(only: str | None = None) -> typer.Typer:
     ) -> None:
         """Hashgrid: an open compute marketplace."""  # a callback keeps one-command apps in group mode
 
+    if placeholders:
+        for name, (_, help_text) in GROUPS.items():
+            app.add_typer(typer.Typer(), name=name, help=help_text)
+        for name, (_, help_text) in COMMANDS.items():
+            app.command(name=name, help=help_text)(_placeholder)
+        return app
     for name, (target, help_text) in GROUPS.items():
         if only is not None and name != only:
             continue
@@ -86,8 +99,12 @@ def build_app(only: str | None = None) -> typer.Typer:
 def main() -> None:
     """Entry point of the `hashgrid` console script."""
     first = sys.argv[1] if len(sys.argv) > 1 else None
-    only = first if first in GROUPS or first in COMMANDS else None
-    build_app(only)()
+    if first in GROUPS or first in COMMANDS:
+        build_app(first)()
+    elif any(name.endswith("_COMPLETE") for name in os.environ):
+        build_app()()  # shell completion walks every part's commands
+    else:
+        build_app(placeholders=True)()  # no part named: help, --version, or an unknown command's error
 
 
 if __name__ == "__main__":
