@@ -532,7 +532,8 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
             for stage in STAGES}
 
     def poll() -> None:
-        response = httpx.get(f"{url}/explorer/tasks", params={"limit": 500}, timeout=5)
+        # the customer's own view (signed): the public explorer shows a reported `running` as `assigned`
+        response = customer.get("/tasks", params={"limit": 500}, timeout=5)
         if response.status_code == 200:
             for row in response.json()["data"]:
                 rows[int(row["task_id"])] = row

@@ -22,7 +22,7 @@ from hashgrid.chain.contracts import TaskTerms
 from hashgrid.spec import TaskSpec, spec_document, spec_hash
 from marketplace.indexer.verification import TaskCheck
 from marketplace.jobs.context import JobContext
-from marketplace.models import SpecRecord, Task, TaskStatus
+from marketplace.models import BlobClaim, SpecRecord, Task, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def _sources(session: Session, canary: str, count: int, rng: random.Random) -> l
     return out
 
 
+def share_claims(session: Session, *, source: str, canary: str, spec: TaskSpec) -> None:
+    """Give the canary wallet the source customer's claims to the inputs and module its canary reuses: the
+    canary's providers read inputs through its customer's claims (docs/api.md, "Who may see what"), and a
+    canary must look like any task to them."""
+    named = {blob.sha256 for blob in spec.inputs} | ({spec.module} if spec.module else set())
+    held = session.exec(select(BlobClaim.sha256).where(
+        col(BlobClaim.holder) == source, col(BlobClaim.sha256).in_(sorted(named)))).all()
+    for digest in held:
+        if session.get(BlobClaim, (digest, canary)) is None:
+            session.add(BlobClaim(sha256=digest, holder=canary))
+    session.commit()
+
+
 def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[str, Any]:
     """Post the canaries owed; each gets its TaskCheck (kind canary, the known answer) right after posting."""
     key = ctx.settings.canary_key
@@ -82,6 +95,7 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
                 session.add(SpecRecord(spec_hash=digest.hex(), customer=canary,
                                        spec=spec_document(disguised)))
                 session.commit()
+            share_claims(session, source=source.customer, canary=canary, spec=spec)
             terms = TaskTerms(spec_hash=digest, replicas=CANARY_REPLICAS, quorum=1,
                               max_replicas=CANARY_MAX_REPLICAS,
                               max_price_per_replica=int(source.max_price_per_replica),

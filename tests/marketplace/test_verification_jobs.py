@@ -12,7 +12,7 @@ from eth_account.signers.local import LocalAccount
 from sqlmodel import Session, select
 
 from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, commitment_for
-from hashgrid.spec import TaskSpec
+from hashgrid.spec import InputBlob, TaskSpec
 from marketplace.api.services.explorer import provider_ledger
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
@@ -20,7 +20,7 @@ from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_mat
 from marketplace.jobs.canary import post_canaries
 from marketplace.jobs.settle import maybe_ready, settle_tasks
 from marketplace.jobs.verify import ESCALATION
-from marketplace.models import Provider
+from marketplace.models import BlobClaim, Provider
 from scripts.devnet import GRID, DevAccounts
 from tests.marketplace import conftest_services as services
 from tests.marketplace.conftest_services import (
@@ -233,13 +233,18 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
     # a real task, verified by three agreeing providers: its hash becomes the canary's known answer
-    real = post_and_match(ctx, contracts, dev_accounts,
-                          make_spec("real work", replicas=3, quorum=2, max_replicas=3))
+    data = "da" * 32
+    spec = make_spec("real work", replicas=3, quorum=2, max_replicas=3).model_copy(
+        update={"inputs": [InputBlob(path="data.txt", sha256=data, size=3)]})
+    real = post_and_match(ctx, contracts, dev_accounts, spec)
     reveal(contracts, real, [(a, RIGHT) for a in accounts_of(dev_accounts, assigned(contracts, real))])
     index_chain(ctx=ctx)
     assert settle_tasks(ctx=ctx)["settled"] == [real]
     index_chain(ctx=ctx)
 
+    with Session(ctx.engine) as session:  # the real customer uploaded its input: the canary reuses its claim
+        session.add(BlobClaim(sha256=data, holder=dev_accounts.customer.address.lower()))
+        session.commit()
     wallet = dev_accounts.spare[-1]  # the protocol's canary wallet (dev key), funded as the DAO would
     contracts.token.transfer(wallet.address, 10 * GRID, sender=dev_accounts.deployer)
     canaries = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, canary_rate=1.0,
@@ -255,6 +260,7 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
         check = session.get(TaskCheck, task_id)
         assert check is not None and (check.kind, check.expected_hash, check.source_task) == (
             "canary", "0x" + RIGHT.hex(), real)
+        assert session.get(BlobClaim, (data, wallet.address.lower())) is not None
 
     index_chain(ctx=ctx)
     run_matching_round(ctx=ctx)
