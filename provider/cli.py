@@ -209,8 +209,8 @@ def _print_execution(index: int, summary: dict[str, Any], logs: bytes, *, show_l
                   f"{usage['peak_memory_mb']} MB, memory {usage['memory_gb_seconds']} GB-s, gpu "
                   f"{usage['gpu_seconds']} s", highlight=False)
     if usage.get("gpu_seconds"):
-        console.print(f"  gpu: {usage.get('gpu_utilization_pct')}% busy, {usage.get('gpu_memory_peak_mb')} MB "
-                      "peak (NVML)", highlight=False)
+        console.print(f"  gpu: {usage.get('gpu_utilization_pct')}% busy, "
+                      f"{usage.get('gpu_memory_peak_mb')} MB peak (NVML)", highlight=False)
     for entry in summary["result"]["outputs"]:
         detail = "absent" if entry.get("absent") else f"{entry['size']} bytes, sha256 {entry['sha256']}"
         console.print(f"  /out/{entry['path']}: {detail}", highlight=False, markup=False)
