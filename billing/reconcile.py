@@ -91,14 +91,16 @@ class ChainLedger:
 
 
 def reconcile(escrow: Escrow, journal: SettlementJournal | None = None, *,
-              db_paid: Mapping[tuple[int, str], int] | None = None, task_ids: Iterable[int] | None = None,
+              db_paid: Mapping[tuple[int, str], int] | None = None,
+              db_states: Mapping[int, str] | None = None, task_ids: Iterable[int] | None = None,
               accounts: Iterable[str] | None = None, check_claimable: bool = True,
               block: int | None = None) -> ReconciliationReport:
     """Every difference between the journal (and `db_paid`: the marketplace's Replica.paid as
-    {(task_id, provider): wei}) and the chain as of `block` (default: the latest).
+    {(task_id, provider): wei}; `db_states`: its Task.status as {task_id: status}) and the chain as of `block`
+    (default: the latest).
 
     Kinds: confirmed_not_on_chain, journal_behind_chain, state_mismatch, amount_mismatch, payment_mismatch,
-    not_in_journal, db_paid_mismatch, claimable_mismatch, total_claimable_mismatch."""
+    not_in_journal, db_paid_mismatch, db_state_mismatch, claimable_mismatch, total_claimable_mismatch."""
     at = escrow.client.block_number() if block is None else block
     ledger = ChainLedger.from_events(escrow.events(to_block=at))
     wanted = set(task_ids) if task_ids is not None else None
@@ -124,6 +126,15 @@ def reconcile(escrow: Escrow, journal: SettlementJournal | None = None, *,
         if int(amount) != on_chain:
             diffs.append(Difference("db_paid_mismatch", task_id, provider.lower(), str(amount), str(on_chain),
                                     "the marketplace's Replica.paid differs from ReplicaFinalized"))
+    for task_id, status in sorted((db_states or {}).items()):
+        if wanted is not None and task_id not in wanted:
+            continue
+        closing = ledger.closing.get(task_id)
+        chain_state = CLOSING_EVENTS[closing.name] if closing is not None else "open"
+        if (status in CLOSING_EVENTS.values() or chain_state != "open") and status != chain_state:
+            checked.add(task_id)
+            diffs.append(Difference("db_state_mismatch", task_id, None, status, chain_state,
+                                    "the marketplace's Task.status differs from the task's closing event"))
     counted = 0
     if check_claimable:
         counted, found = _check_claimable(escrow, ledger, accounts, at)

@@ -19,7 +19,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "dao": ("scripts.governance:app", "Governance: propose, vote, queue, execute, status."),
     "explorer": ("scripts.explorer:app", "Read tasks and providers from chain events."),
     "marketplace": ("marketplace.cli:app",
-                    "Run the marketplace API and its background jobs: serve, migrate."),
+                    "Run the marketplace API and its background jobs: serve, migrate, reconcile."),
     "provider": ("provider.cli:app", "Sell this device's compute: init, stake, info, run, exec."),
     "demo": ("scripts.demo:app", "Play the on-chain life of a few tasks on a fresh local chain."),
     "task": ("hashgrid.customer_cli:task_app", "Customers: submit, status, logs, result, invoice, cancel, "

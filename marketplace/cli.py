@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="The marketplace service: HTTP API and its database.", no_args_is_help=True)
+app = typer.Typer(help="The marketplace service: HTTP API, its database, reconciliation.",
+                  no_args_is_help=True)
 
 
 @app.command()
@@ -45,6 +46,37 @@ def migrate() -> None:
 
     init_db(engine_from_settings(MarketplaceSettings()))
     typer.echo("database at head")
+
+
+@app.command()
+def reconcile(
+    json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    block: int | None = typer.Option(None, help="compare as of this block (default: the indexer's cursor)"),
+) -> None:
+    """Compare the settlement journal, the database and the chain; print every difference. Exit 1 when
+    there is one (0 when they agree, 2 for a bad configuration)."""
+    import json
+
+    from hashgrid.errors import HashgridError
+    from marketplace.jobs.context import JobContext
+    from marketplace.jobs.reconcile import reconcile_marketplace
+
+    try:
+        report = reconcile_marketplace(ctx=JobContext.from_settings(), block=block)
+    except HashgridError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if json_output:
+        typer.echo(json.dumps({"block": report.block, "tasks_checked": report.tasks_checked,
+                               "accounts_checked": report.accounts_checked, "ok": report.ok,
+                               "differences": [d.to_dict() for d in report.differences]}, indent=2))
+    else:
+        typer.echo(f"block {report.block}: {report.tasks_checked} tasks and {report.accounts_checked} "
+                   f"accounts checked, {len(report.differences)} difference(s)")
+        for d in report.differences:
+            typer.echo(f"{d.kind}: task {d.task_id} account {d.account}: expected {d.expected}, chain "
+                       f"{d.actual} ({d.detail})")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import typer
 
 app = typer.Typer(help="Hashgrid background jobs (in-process runner).", no_args_is_help=True)
 JOBS = ("index_chain", "run_matching_round", "expire_heartbeats", "check_deadlines", "settle_tasks",
-        "post_canaries")
+        "post_canaries", "reconcile_job")
 
 
 @app.command()
@@ -32,12 +32,12 @@ def run(log_level: str = typer.Option("INFO")) -> None:
 @app.command()
 def once(job: str = typer.Argument(..., help=" | ".join(JOBS))) -> None:
     """Run one job once and print its result as JSON."""
-    from marketplace.jobs import canary, jobs, settle
+    from marketplace.jobs import canary, jobs, reconcile, settle
     from marketplace.jobs.context import JobContext
 
     if job not in JOBS:
         raise typer.BadParameter(f"unknown job {job!r}; expected one of {', '.join(JOBS)}")
-    module = {"settle_tasks": settle, "post_canaries": canary}.get(job, jobs)
+    module = {"settle_tasks": settle, "post_canaries": canary, "reconcile_job": reconcile}.get(job, jobs)
     result = getattr(module, job)(ctx=JobContext.from_settings())
     typer.echo(json.dumps(result, default=str))
 

@@ -46,6 +46,7 @@ celery_app.conf.update(
             ("check-deadlines", "check_deadlines", _settings.deadline_interval_s),
             ("settle-tasks", "settle_tasks", _settings.settle_interval_s),
             ("post-canaries", "post_canaries", _settings.canary_interval_s),
+            ("reconcile", "reconcile", _settings.reconcile_interval_s),
         )
     },
 )
@@ -121,3 +122,10 @@ def post_canaries_task(self: Task) -> dict[str, Any]:
     from marketplace.jobs.canary import post_canaries
 
     return _run(self, post_canaries)
+
+
+@celery_app.task(name="hashgrid.reconcile", bind=True)
+def reconcile_task(self: Task) -> dict[str, Any]:
+    from marketplace.jobs.reconcile import reconcile_job
+
+    return _run(self, reconcile_job)

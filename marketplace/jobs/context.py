@@ -44,6 +44,7 @@ class JobSettings(Settings):
     spot_check_rate: float = 0.15  # a trusted provider's alone-run is re-run elsewhere with this probability
     canary_rate: float = 0.02  # known-answer canary tasks posted per settled real task
     canary_interval_s: float = 30.0
+    reconcile_interval_s: float = 600.0  # journal, database and chain compared (differences logged)
     canary_key: str | None = None  # the wallet that posts canaries (unset: no canaries)
 
     @property

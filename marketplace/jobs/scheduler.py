@@ -108,6 +108,7 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
     is set by the API when a post is coming (the head watch polls fast again)."""
     from marketplace.jobs.canary import post_canaries
     from marketplace.jobs.jobs import check_deadlines, expire_heartbeats, index_chain, run_matching_round
+    from marketplace.jobs.reconcile import reconcile_job
     from marketplace.jobs.settle import settle_tasks
 
     s = ctx.settings
@@ -149,6 +150,9 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
         Periodic("check_deadlines", s.deadline_interval_s, lambda: check_deadlines(ctx=ctx)),
         settling,
         Periodic("post_canaries", s.canary_interval_s, lambda: post_canaries(ctx=ctx)),
+        # first pass one interval after start: a restart must not reconcile before the indexer caught up
+        Periodic("reconcile", s.reconcile_interval_s, lambda: reconcile_job(ctx=ctx),
+                 next_at=time.monotonic() + s.reconcile_interval_s),
     ]
 
 
