@@ -24,10 +24,11 @@ from hashgrid.config import DEV_CHAIN_ID
 from hashgrid.signing import HashgridAuth
 from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
+from marketplace.api.services.visibility import commit_closed
 from marketplace.indexer.apply import ingest
 from marketplace.indexer.events import DecodedEvent
 from marketplace.models import Replica as ReplicaRow
-from marketplace.models import Task, TaskStatus
+from marketplace.models import ReplicaStatus, Task, TaskStatus
 from marketplace.settings import MarketplaceSettings
 from provider.daemon import usage_report
 from tests.marketplace.conftest import FEE_BPS, Signer, wallet
@@ -300,3 +301,32 @@ def test_blob_claims_spec_and_inputs(client: TestClient, engine: Engine) -> None
         session.add(task)
         session.commit()
     assert readers(spec) == {"customer"} and readers(sha["data"]) == {"customer"}
+
+
+def _replica(provider: str, round_: int, status: ReplicaStatus = ReplicaStatus.ASSIGNED,
+             commitment: str | None = None) -> ReplicaRow:
+    return ReplicaRow(task_id=TASK, provider=provider, round=round_, status=status, commitment=commitment)
+
+
+def test_commit_phase_closes_only_on_chain_evidence() -> None:
+    """The gate itself, round by round: reports never open it; the current round's commits, a reveal in it or
+    the task's end do; a new round (escalation) shuts it again."""
+    task = Task(task_id=TASK, spec_hash="00" * 32, customer="0x" + "c" * 40, replicas=2, quorum=2,
+                max_replicas=3, max_price_per_replica="1", escrowed="3", deadline=2**39,
+                status=TaskStatus.ASSIGNED)
+    a, b, c = ("0x" + d * 40 for d in "abc")
+    executed = [_replica(a, 1, ReplicaStatus.EXECUTED), _replica(b, 1, ReplicaStatus.COMMITTED, "0x1")]
+    assert not commit_closed(task=task, replicas=executed)
+    committed = [_replica(a, 1, ReplicaStatus.COMMITTED, "0x2"),
+                 _replica(b, 1, ReplicaStatus.COMMITTED, "0x1")]
+    assert commit_closed(task=task, replicas=committed)
+    one_revealed = [_replica(a, 1, ReplicaStatus.ASSIGNED), _replica(b, 1, ReplicaStatus.REVEALED, "0x1")]
+    assert commit_closed(task=task, replicas=one_revealed)  # a reveal: the deadline passed on chain
+    escalated = [_replica(a, 1, ReplicaStatus.REVEALED, "0x2"), _replica(b, 1, ReplicaStatus.REVEALED, "0x1"),
+                 _replica(c, 2, ReplicaStatus.EXECUTED)]
+    assert not commit_closed(task=task, replicas=escalated)
+    escalated[2] = _replica(c, 2, ReplicaStatus.COMMITTED, "0x3")
+    assert commit_closed(task=task, replicas=escalated)
+    assert not commit_closed(task=task, replicas=[])
+    for final in (TaskStatus.SETTLED, TaskStatus.FAILED, TaskStatus.EXPIRED, TaskStatus.CANCELLED):
+        assert commit_closed(task=task.model_copy(update={"status": final}), replicas=executed)
