@@ -40,7 +40,7 @@ class _Slot:
     __slots__ = ("view", "rank", "address", "operator", "cpus", "mem", "disk", "gpus", "total_cpus",
                  "total_gpus", "key", "orders", "special", "base", "per_cpu", "per_gb", "per_gpu",
                  "reputation", "cached", "running", "net", "total_mem", "low", "images", "cap", "total",
-                 "held")
+                 "held", "classes")
 
     def __init__(self, view: ProviderView, rank: int) -> None:
         self.view = view
@@ -70,6 +70,7 @@ class _Slot:
         self.running: list[RunningReplica] = list(view.running)
         self.low = min((r.priority for r in self.running), default=_NO_RUNNING)  # what it may evict: below
         self.held = self._held()
+        self.classes = frozenset(c for c, _, _ in filters.slot_classes(view))
 
     def _held(self) -> tuple[float, int]:
         """Cpus and memory its running replicas hold: the most an eviction could free."""
@@ -183,17 +184,25 @@ class _Round:
         self.steps = tuple(steps)
         self.eligible = eligible
         self.slots = {p.address: _Slot(p, rank) for rank, p in enumerate(eligible)}
-        self.buckets: dict[tuple[str, str], list[_Bucket]] = {}  # (runtime, arch) -> price tiers
-        self.arches: dict[str, list[str]] = {}
+        self.buckets: dict[tuple[str, str], list[_Bucket]] = {}  # (runtime class, arch) -> price tiers
+        self.arches: dict[str, list[str]] = {}  # runtime class -> arches
+        self.classes: dict[tuple[str, bool], list[str]] = {}  # (runtime, GPU work) -> runtime classes
+        self._cls = ""  # the runtime class the task being decided is tried in
+        self._picked_score = 0.0  # the summed score of what `_pick` last chose
         self.digests: dict[str, list[_Slot]] = {}
         tier_of = _price_tiers(list(self.slots.values()))
         for s in self.slots.values():
             s.key = self.key(s)
-            for runtime in sorted(s.view.runtimes):
-                tiers = self.buckets.get((runtime, s.view.arch))
+            for cls, runtime, gpu in filters.slot_classes(s.view):
+                known = self.classes.setdefault((runtime, gpu), [])
+                if cls not in known:
+                    known.append(cls)
+                tiers = self.buckets.get((cls, s.view.arch))
                 if tiers is None:
-                    tiers = self.buckets[(runtime, s.view.arch)] = [_Bucket() for _ in range(_TIERS)]
-                    self.arches.setdefault(runtime, []).append(s.view.arch)
+                    tiers = self.buckets[(cls, s.view.arch)] = [_Bucket() for _ in range(_TIERS)]
+                    self.arches.setdefault(cls, []).append(s.view.arch)
+                elif s.orders and s.orders[-1] is tiers[tier_of[s.address]].order:
+                    continue  # a class for CPU and GPU work alike: one bucket
                 bucket = tiers[tier_of[s.address]]
                 bucket.members.append(s)
                 bucket.order.append(s.key)
@@ -207,6 +216,8 @@ class _Round:
                 bucket.seal()
         for arches in self.arches.values():
             arches.sort()
+        for known in self.classes.values():
+            known.sort()
         self.max_cpus = max((s.total_cpus for s in self.slots.values()), default=1.0)
         self.cluster = (sum(s.total_cpus for s in self.slots.values()) or 1.0,
                         sum(p.total.memory_mb for p in eligible) or 1,
@@ -240,7 +251,15 @@ class _Round:
 
     def _decide(self, t: TaskView) -> Assignment | Unplaced:
         if t.replicas <= 0:
-            return Assignment(t.task_id, ())
+            return Assignment(t.task_id, (), t.runtime_class)
+        present = self.classes.get((t.runtime, t.resources.gpus > 0))
+        if t.runtime_class is not None:  # a class no provider here runs it in has no bucket: explained
+            classes = [t.runtime_class if present and t.runtime_class in present else f"\0{t.runtime_class}"]
+        else:
+            classes = present or [t.runtime]
+        if len(classes) > 1:
+            return self._decide_among(t, classes)
+        cls = self._cls = classes[0]
         if not t.assigned:
             known = self._dominated(t)
             if known is not None:
@@ -262,7 +281,38 @@ class _Round:
         self._take(t, picked)
         if preempted:
             self._forget(picked)
-        return Assignment(t.task_id, tuple(s.address for s in picked))
+        return Assignment(t.task_id, tuple(s.address for s in picked), cls)
+
+    def _decide_among(self, t: TaskView, classes: list[str]) -> Assignment | Unplaced:
+        """A new task that more than one runtime class could run: every replica in one class, the class whose
+        best k providers score highest (ties: the class name); by preemption only when no class fits now.
+        Failures are not remembered here: they would have to hold for every class at once."""
+        taken = self._taken_operators(t)
+        best: tuple[float, str, list[_Slot]] | None = None
+        tried: list[tuple[str, list[tuple[_Slot, int]]]] = []
+        for cls in classes:
+            self._cls = cls
+            cands = self._candidates(t, taken)
+            tried.append((cls, cands))
+            picked = self._pick(t, cands)
+            if picked is not None:
+                score = self._picked_score
+                if best is None or score > best[0]:
+                    best = (score, cls, picked)
+        if best is None and self.preemptible and t.priority > self.lowest_running:
+            for cls, cands in tried:
+                self._cls = cls
+                picked = self._preempt(t, cands, self._evictions(t, taken))
+                if picked is not None:
+                    self._take(t, picked)
+                    self._forget(picked)
+                    return Assignment(t.task_id, tuple(s.address for s in picked), cls)
+        if best is None:
+            return self._explain(t, taken)
+        _, cls, picked = best
+        self._cls = cls
+        self._take(t, picked)
+        return Assignment(t.task_id, tuple(s.address for s in picked), cls)
 
     def _dominated(self, t: TaskView) -> Unplaced | None:
         """If an earlier task that any provider able to take `t` could also take failed, `t` fails too.
@@ -280,10 +330,10 @@ class _Round:
                 feasible = [images for s in self.by_image.get(t.image_digest, ())
                             if s.cpus >= need.cpus and s.mem >= need.memory_mb  # most are full: say so fast
                             and (images := s.view.allowed_images) is not None
-                            and self._feasible(s, t, frozenset()) is not None]
+                            and self._feasible(s, t, frozenset(), self._cls) is not None]
             return any(other_image not in images for images in feasible)
 
-        f = self.failed.covering(t, opens)
+        f = self.failed.covering(t, opens, self._cls)
         return None if f is None else _lend(f.why, t, f.task)
 
     def _capacity_bound(self, t: TaskView, why: Unplaced, evictions: list[_Eviction]) -> TaskView:
@@ -300,7 +350,7 @@ class _Round:
         out: list[tuple[_Slot, int]] = []
         ops: set[str] = set()
         for arch in self._arches_for(t):
-            for bucket in self.buckets[(t.runtime, arch)]:
+            for bucket in self.buckets[(self._cls, arch)]:
                 self._scan(bucket.order, rich, frozenset(), len(bucket.order) + 1, out, ops)
         lowest: dict[str, int] = {}
         for s, ask in [*out, *((s, ask) for s, _, ask in evictions)]:
@@ -314,13 +364,14 @@ class _Round:
         return replace(t, budget=max(t.budget, kth - 1))
 
     def _remember(self, t: TaskView, why: Unplaced) -> None:
-        self.failed.add(t, why)
+        self.failed.add(t, why, self._cls)
 
     def _forget(self, cured: list[_Slot]) -> None:
         """After a preemption changed `cured`, drop the failures one of them could now serve, or might by
         evicting (what is left to evict there is reshuffled)."""
-        self.failed.drop(lambda o: any(self._feasible(s, o, frozenset()) is not None
-                                       or (o.priority > s.low and self._static_ok(s, o)) for s in cured))
+        self.failed.drop_in(lambda o, cls: any(self._feasible(s, o, frozenset(), cls) is not None
+                                               or (o.priority > s.low and self._static_ok(s, o))
+                                               for s in cured))
 
     def _share(self, t: TaskView) -> float:
         """The task's dominant share of the eligible cluster (what "deficit" fairness charges)."""
@@ -335,7 +386,7 @@ class _Round:
     # ------------------------------------------------------------------ candidates
 
     def _arches_for(self, t: TaskView) -> list[str]:
-        arches = self.arches.get(t.runtime, [])
+        arches = self.arches.get(self._cls, [])
         if t.arch is None:
             return arches
         return [t.arch] if t.arch in arches else []
@@ -348,7 +399,7 @@ class _Round:
         out: list[tuple[_Slot, int]] = []
         ops: set[str] = set()
         for arch in self._arches_for(t):
-            for bucket in self.buckets[(t.runtime, arch)]:
+            for bucket in self.buckets[(self._cls, arch)]:
                 base, pc, pm, pg = bucket.floor
                 if base + t.timeout_s * (int(need_c * pc) + need_g * pg + need_m * pm // 1024) > t.budget:
                     continue  # even the cheapest components together ask more than the budget
@@ -419,11 +470,11 @@ class _Round:
                 and p.address not in t.assigned
                 and need.fits_in(p.total))
 
-    def _feasible(self, s: _Slot, t: TaskView, taken: frozenset[str]) -> int | None:
+    def _feasible(self, s: _Slot, t: TaskView, taken: frozenset[str], cls: str) -> int | None:
         """The ask of `s` for `t` if it may take a replica now, else None (the slow, complete check)."""
         need = t.resources
         p = s.view
-        if (t.runtime not in p.runtimes or (t.arch is not None and p.arch != t.arch)
+        if (cls not in s.classes or (t.arch is not None and p.arch != t.arch)
                 or need.cpus > s.cpus or need.memory_mb > s.mem or need.disk_mb > s.disk
                 or need.gpus > s.gpus or s.operator in taken or not self._static_ok(s, t)):
             return None
@@ -438,7 +489,7 @@ class _Round:
                 if s.address in seen:
                     continue
                 seen.add(s.address)
-                ask = self._feasible(s, t, taken)
+                ask = self._feasible(s, t, taken, self._cls)
                 if ask is not None:
                     out.append((s, ask))
 
@@ -471,12 +522,15 @@ class _Round:
         scored.sort(key=lambda x: (x[0], x[1]))
         picked: list[_Slot] = []
         ops: set[str] = set()
-        for _, _, s in scored:
+        total = 0.0
+        for neg, _, s in scored:
             if s.operator not in ops:
                 ops.add(s.operator)
                 picked.append(s)
+                total -= neg
                 if len(picked) == k:
                     break
+        self._picked_score = total
         return picked
 
     def _rekey(self, s: _Slot, change: Resources, sign: int) -> None:
@@ -508,7 +562,7 @@ class _Round:
         priority, timeout = t.priority, t.timeout_s
         out: list[_Eviction] = []
         for arch in self._arches_for(t):
-            for bucket in self.buckets[(t.runtime, arch)]:
+            for bucket in self.buckets[(self._cls, arch)]:
                 for s in bucket.runners:
                     if s.low >= priority or s.operator in taken:
                         continue

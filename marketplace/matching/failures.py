@@ -24,6 +24,10 @@ class Failure:
         self.task, self.why, self.seq = t, why, seq
 
 
+# failures are kept per runtime class (a task's runtime when no class is given): a failure in one class
+# says nothing about another
+
+
 def covers(o: TaskView, t: TaskView) -> bool:
     """Whether every provider that could take `t` could also take `o` (same runtime and image assumed)."""
     need, on = t.resources, o.resources
@@ -62,10 +66,10 @@ class Failures:
         self._order: dict[str, list[_Cell]] = {}  # by runtime, oldest first failure first; rebuilt on change
         self._seq = 0
 
-    def covering(self, t: TaskView, opens: Callable[[str], bool]) -> Failure | None:
-        """The oldest failure that covers `t`: of its image, or of another image where `opens(image)` (a
-        provider admitting `t`'s image but not that one could take `t`) is false."""
-        cells = self._order.get(t.runtime)
+    def covering(self, t: TaskView, opens: Callable[[str], bool], cls: str | None = None) -> Failure | None:
+        """The oldest failure in class `cls` that covers `t`: of its image, or of another image where
+        `opens(image)` (a provider admitting `t`'s image but not that one could take `t`) is false."""
+        cells = self._order.get(cls or t.runtime)
         if not cells:
             return None
         need = t.resources
@@ -98,27 +102,32 @@ class Failures:
                 best, oldest = f, seq
         return best
 
-    def add(self, t: TaskView, why: Unplaced) -> None:
-        """Keep `t`'s failure, dropping earlier ones of its image that it implies."""
-        cells = self._cells.setdefault(t.runtime, {})
+    def add(self, t: TaskView, why: Unplaced, cls: str | None = None) -> None:
+        """Keep `t`'s failure in class `cls`, dropping earlier ones of its image that it implies."""
+        key = cls or t.runtime
+        cells = self._cells.setdefault(key, {})
         need = t.resources
         for cell in cells.values():
             if cell.cpus >= need.cpus and cell.mem >= need.memory_mb:
                 cell.entries[:] = [e for e in cell.entries if not (e[-1].task.image_digest == t.image_digest
                                                                    and covers(t, e[-1].task))]
         self._seq += 1
-        key = (need.cpus, need.memory_mb)
-        cell = cells.get(key) or cells.setdefault(key, _Cell(*key))
+        size = (need.cpus, need.memory_mb)
+        cell = cells.get(size) or cells.setdefault(size, _Cell(*size))
         insort(cell.entries, (-t.budget, self._seq, need.disk_mb, need.gpus, t.timeout_s, t.replicas,
                               -t.priority, Failure(t, why, self._seq)))
-        self._reorder(t.runtime)
+        self._reorder(key)
 
     def drop(self, cured: Callable[[TaskView], bool]) -> None:
         """Forget the failures for which `cured(task)` holds (capacity came back where they could use it)."""
-        for runtime, cells in self._cells.items():
+        self.drop_in(lambda task, _cls: cured(task))
+
+    def drop_in(self, cured: Callable[[TaskView, str], bool]) -> None:
+        """`drop`, where `cured(task, cls)` also sees the class the failure was kept in."""
+        for cls, cells in self._cells.items():
             for cell in cells.values():
-                cell.entries[:] = [e for e in cell.entries if not cured(e[-1].task)]
-            self._reorder(runtime)
+                cell.entries[:] = [e for e in cell.entries if not cured(e[-1].task, cls)]
+            self._reorder(cls)
 
     def _reorder(self, runtime: str) -> None:
         cells = self._cells[runtime]

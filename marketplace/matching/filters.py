@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from hashgrid.runtime_class import is_gpu_class, runtime_of
 from marketplace.matching.models import (
     MatchConfig,
     ProviderView,
@@ -52,8 +53,28 @@ PROVIDER_FILTERS: tuple[tuple[str, ProviderPredicate], ...] = (
 # ------------------------------------------------------------ task-level filters (capability, policy, price)
 
 
+def slot_classes(p: ProviderView) -> list[tuple[str, str, bool]]:
+    """(class, runtime, for GPU work) of each class `p` runs; one that names no class stands for a class per
+    runtime, for CPU and GPU work alike."""
+    if not p.classes:
+        return [(r, r, gpu) for r in sorted(p.runtimes) for gpu in (False, True)]
+    return [(c, r, is_gpu_class(c)) for c in sorted(p.classes) if (r := runtime_of(c)) in p.runtimes]
+
+
+def task_classes(p: ProviderView, t: TaskView) -> tuple[str, ...]:
+    """The classes in which `p` could run `t`: of its runtime, for GPU work exactly when `t` needs GPUs."""
+    if t.runtime not in p.runtimes:
+        return ()
+    if not p.classes:
+        return (t.runtime,)
+    gpu = t.resources.gpus > 0
+    return tuple(c for c in sorted(p.classes) if runtime_of(c) == t.runtime and is_gpu_class(c) == gpu)
+
+
 def runs_runtime(p: ProviderView, t: TaskView) -> bool:
-    return t.runtime in p.runtimes
+    """Runs the task's runtime in some class (in its recorded class, once it has one)."""
+    classes = task_classes(p, t)
+    return bool(classes) and (t.runtime_class is None or t.runtime_class in classes)
 
 
 def has_arch(p: ProviderView, t: TaskView) -> bool:
@@ -156,7 +177,8 @@ def filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config:
         return Why(code, f"all {n} online staked providers have reputation below the floor "
                           f"{config.reputation_floor:g} (best {best:.2f})", {"below_floor": n})
     if code == "runtime":
-        return Why(code, f"no provider supports runtime {t.runtime} ({n} online providers checked)",
+        where = f" in class {t.runtime_class}, where its replicas run" if t.runtime_class else ""
+        return Why(code, f"no provider supports runtime {t.runtime}{where} ({n} online providers checked)",
                     {"checked": n})
     if code == "arch":
         arches = ", ".join(sorted({p.arch for p in before}))
@@ -243,6 +265,15 @@ def operators_why(t: TaskView, operators: int, matching: int, operators_taken: i
                 {"operators": operators, "replicas": t.replicas, "matching": matching})
 
 
+def class_why(t: TaskView, per_class: Mapping[str, int]) -> Why:
+    """"class": enough operators in all, but no one runtime class has k of them."""
+    counts = ", ".join(f"{c}: {n}" for c, n in sorted(per_class.items()))
+    return Why("class", f"no runtime class has {_plural(t.replicas, 'distinct operator')} for its replicas "
+                         f"({counts}); replicas of one task run in one class so that honest results agree",
+                {"classes": len(per_class), "best_class_operators": max(per_class.values(), default=0),
+                 "replicas": t.replicas})
+
+
 class Explainer:
     """`explain` for many tasks of one round: the static part of the funnel (everything before the budget) is
     computed once per task shape, and providers that pass it are kept sorted by ask, so the budget step is a
@@ -261,7 +292,8 @@ class Explainer:
 
     def _static_part(self, t: TaskView) -> Unplaced | tuple[tuple[tuple[str, int], ...],
                                                             list[ProviderView], list[int]]:
-        key = (t.runtime, t.arch, t.resources, t.gpu_model, t.min_gpu_memory_mb, t.min_memory_mb, t.network,
+        key = (t.runtime, t.runtime_class, t.arch, t.resources, t.gpu_model, t.min_gpu_memory_mb,
+               t.min_memory_mb, t.network,
                t.image_digest, t.timeout_s, t.assigned)
         known = self._static.get(key)
         if known is not None:
@@ -299,11 +331,30 @@ class Explainer:
         steps.append(("operators", ops))
         if ops < t.replicas:
             return to_unplaced(t, operators_why(t, ops, len(usable), len(operators_taken)), steps)
+        groups = _by_class(t, usable)
+        if len(groups) > 1:  # replicas must share a class: count each apart
+            per_class = {c: _operators(ps) for c, ps in groups.items()}
+            steps.append(("class", max(per_class.values())))
+            if max(per_class.values()) < t.replicas:
+                return to_unplaced(t, class_why(t, per_class), steps)
+            best = min((c for c in groups if per_class[c] >= t.replicas),
+                       key=lambda c: (-_operators(p for p in groups[c] if fits_free(t, free_of(p))), c))
+            usable = groups[best]
         free = [p for p in usable if fits_free(t, free_of(p))]
         steps.append(("free", len(free)))
         if _operators(free) < t.replicas:
             return to_unplaced(t, _busy(t, usable, free_of), steps)
         return Unplaced(t.task_id, "unknown", "no reason found: the task should be placeable", tuple(steps))
+
+
+def _by_class(t: TaskView, providers: Iterable[ProviderView]) -> dict[str, list[ProviderView]]:
+    """Providers grouped by the classes they could run `t` in (one provider may be in several)."""
+    groups: dict[str, list[ProviderView]] = {}
+    for p in providers:
+        for c in task_classes(p, t):
+            if t.runtime_class is None or c == t.runtime_class:
+                groups.setdefault(c, []).append(p)
+    return groups
 
 
 def to_unplaced(t: TaskView, why: Why, steps: list[tuple[str, int]]) -> Unplaced:

@@ -28,7 +28,7 @@ class Funnel:
 
     __slots__ = ("providers", "config", "steps", "free_of", "bit", "at", "all", "guards", "blocks",
                  "by_address", "checkpoints", "_masks", "_thresholds", "_prices",
-                 "_by_image")
+                 "_by_image", "_classes")
 
     def __init__(self, providers: Sequence[ProviderView], config: MatchConfig,
                  steps: tuple[tuple[str, int], ...], free_of: Callable[[int], Free],
@@ -60,6 +60,7 @@ class Funnel:
         self._thresholds: tuple[tuple[list[float], dict[float, int]], ...] = tuple(([], {}) for _ in range(4))
         self._by_image: dict[str, list[int]] | None = None
         self._prices: list[tuple[int, int, list[int], list[int], list[int], int]] | None = None
+        self._classes: dict[tuple[str, bool], list[str]] | None = None
 
     # ------------------------------------------------------------------ bits
 
@@ -184,7 +185,9 @@ class Funnel:
         """Each task filter but the budget, in `filters.TASK_FILTERS` order, as a mask of who passes it."""
         need, all_ = t.resources, self.all
         mask = self._mask
-        yield "runtime", mask(("runtime", t.runtime), lambda p: t.runtime in p.runtimes)
+        gpu = need.gpus > 0
+        yield "runtime", mask(("runtime", t.runtime, t.runtime_class, gpu),
+                              lambda p: filters.runs_runtime(p, t))
         yield "arch", all_ if t.arch is None else mask(("arch", t.arch), lambda p: p.arch == t.arch)
         yield "gpu", self._total(3, need.gpus)
         yield "gpu_model", (all_ if not need.gpus else
@@ -231,6 +234,28 @@ class Funnel:
         return self._mask(("cap", dim, value),
                           lambda p: p.max_task is None or _dims(p.max_task)[dim] >= value)
 
+    def _class_masks(self, t: TaskView) -> list[tuple[str, int]]:
+        """The classes `t` could run in (only its recorded one, once it has one), each with its providers."""
+        gpu = t.resources.gpus > 0
+        if self._classes is None:
+            self._classes = {}
+            for p in self.providers:
+                for c, runtime, for_gpu in filters.slot_classes(p):
+                    known = self._classes.setdefault((runtime, for_gpu), [])
+                    if c not in known:
+                        known.append(c)
+            for known in self._classes.values():
+                known.sort()
+        classes = self._classes.get((t.runtime, gpu), [])
+        if t.runtime_class is not None:
+            classes = [c for c in classes if c == t.runtime_class]
+        out = []
+        for c in classes:
+            def member(p: ProviderView, c: str = c) -> bool:
+                return c in filters.task_classes(p, t)
+            out.append((c, self._mask(("class", c, gpu, t.runtime), member)))
+        return out
+
     def explain(self, t: TaskView, operators_taken: frozenset[str] = frozenset()) -> Unplaced:
         """Why `t` cannot be placed now: `filters.Explainer.explain` on the current free capacity."""
         steps = list(self.steps)
@@ -260,7 +285,18 @@ class Funnel:
             why = filters.operators_why(t, ops, matching, len(operators_taken))
             return filters.to_unplaced(t, why, steps)
         fits = [self.at_least(dim, value) for dim, value in enumerate(_dims(t.resources))]
-        free = usable & fits[0] & fits[1] & fits[2] & fits[3]
+        room = fits[0] & fits[1] & fits[2] & fits[3]
+        groups = {c: m for c, m in ((c, usable & m) for c, m in self._class_masks(t)) if m}
+        if len(groups) > 1:  # replicas must share a class: count each apart
+            per_class = {c: self.operators(m) for c, m in groups.items()}
+            steps.append(("class", max(per_class.values())))
+            if max(per_class.values()) < t.replicas:
+                return filters.to_unplaced(t, filters.class_why(t, per_class), steps)
+            best = min((c for c in groups if per_class[c] >= t.replicas),
+                       key=lambda c: (-self.operators(groups[c] & room), c))
+            usable = groups[best]
+            matching = usable.bit_count()
+        free = usable & room
         steps.append(("free", free.bit_count()))
         free_ops = self.operators(free)
         if free_ops < t.replicas:

@@ -81,6 +81,9 @@ class ProviderView:
     allowed_images: frozenset[str] | None = None  # policy: digests it runs (None = any signed image)
     cached_digests: frozenset[str] = frozenset()  # input blobs it already holds (affinity)
     running: tuple[RunningReplica, ...] = ()
+    # runtime classes it runs in (hashgrid/runtime_class.py): "runc", "runsc", "wasm", "runc/<gpu>/cuda12";
+    # empty: it did not say, and each of its runtimes is a class of its own
+    classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class TaskView:
     network: bool = False
     input_digests: frozenset[str] = frozenset()
     assigned: frozenset[str] = frozenset()  # providers already running a replica: never again
+    runtime_class: str | None = None  # the class its replicas already run in: extra ones must join it
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +142,11 @@ class MatchConfig:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """A task placed on distinct providers (of distinct operators), best first."""
+    """A task placed on distinct providers (of distinct operators), best first, all in one runtime class."""
 
     task_id: str
     providers: tuple[str, ...]
+    runtime_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,4 +131,4 @@ def test_a_limit_kill_hashes_the_same_whatever_the_backend_left(tmp_path: Path) 
     assert runc.digest == runsc.digest
     other = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"], killed="memory")
     itself = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"])
-    assert len({runc.digest, other.digest, itself.digest}) == 3  # the reason counts, and a kill is not an exit
+    assert len({runc.digest, other.digest, itself.digest}) == 3  # the reason counts; a kill is not an exit
