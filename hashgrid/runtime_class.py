@@ -64,16 +64,17 @@ def cuda_major(gpu: Mapping[str, Any]) -> int | None:
 
 
 def classes_for(backends: Mapping[str, str], gpus: Iterable[Mapping[str, Any]] = ()) -> list[str]:
-    """A provider's classes from the backend it uses per spec runtime ({"docker": "runsc", "wasm": "wasm"})
-    and its detected GPUs: one CPU class per runtime, and a GPU class for docker when it has a GPU (the first
-    GPU's model and CUDA major, as the marketplace records the provider's GPU model)."""
+    """A provider's classes from the backend it uses per spec runtime ({"docker": "runsc", "wasm": "wasm",
+    "gpu": "docker"}: "gpu" is the backend of docker tasks with GPUs, default the docker one) and its offered
+    GPUs: one CPU class per runtime, and a GPU class when it offers a GPU (the first GPU's model and CUDA
+    major, as the marketplace records the provider's GPU model)."""
     out = set()
     for runtime, backend in backends.items():
-        if runtime_of(runtime_class(backend)) != runtime:
+        if runtime == "gpu" or runtime_of(runtime_class(backend)) != runtime:
             continue  # a backend that cannot run this runtime: nothing honest to advertise
         out.add(runtime_class(backend))
     first = next((g for g in gpus if isinstance(g, Mapping)), None)
-    docker = backends.get("docker")
+    docker = backends.get("gpu", backends.get("docker"))
     if first is not None and docker is not None and runtime_of(runtime_class(docker)) == "docker":
         model = str(first.get("model") or "unknown")[:96].replace("/", "-")
         out.add(runtime_class(docker, model, cuda_major(first)))

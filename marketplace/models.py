@@ -102,6 +102,8 @@ class ProviderBase(SQLModel):
     gpu_model: str | None = None
     gpu_memory_mb: int = 0  # the smallest memory among the offered GPUs
     cuda_major: int | None = None  # CUDA major version of the GPUs' driver (NVML)
+    # where replicas it runs hash alike (hashgrid/runtime_class.py), from the backends its daemon registered
+    runtime_classes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class Provider(ProviderBase, table=True):
@@ -131,6 +133,8 @@ class Task(SQLModel, table=True):
     deadline: int = Field(sa_type=BigInteger)  # unix seconds
     priority: int = 0
     unplaced_reason: str | None = None
+    # the runtime class its replicas run in, chosen by the matcher at the first assignment; later ones join it
+    runtime_class: str | None = Field(default=None, max_length=160)
     result_hash: str | None = None
     posted_block: int = Field(default=0, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
@@ -339,6 +343,7 @@ class AssignmentPublic(SQLModel):
     spec_hash: str
     round: int
     assigned_at: datetime
+    runtime_class: str | None = None  # the daemon runs the replica in exactly this class, or refuses it
 
 
 class AssignmentsPublic(SQLModel):

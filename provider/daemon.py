@@ -35,6 +35,7 @@ from hashgrid.errors import (
     HashgridError,
     PolicyRefused,
 )
+from hashgrid.runtime_class import BACKEND_CLASS, class_of_task
 from hashgrid.spec import TaskSpec, parse_spec_bytes, spec_hash
 from provider.chain_ops import ChainOps, CommitItem, TaskView
 from provider.config import ProviderConfig
@@ -249,7 +250,8 @@ class Daemon:
     # ------------------------------------------------------------------ intake
     def _intake(self) -> None:
         for assignment in self.feed.poll():
-            if self.journal.add(assignment.task_id, source=assignment.source, spec_hash=assignment.spec_hash):
+            if self.journal.add(assignment.task_id, source=assignment.source, spec_hash=assignment.spec_hash,
+                                runtime_class=assignment.runtime_class):
                 log.info("task %d: assigned (%s)", assignment.task_id, assignment.source)
             self.feed.ack(assignment)
 
@@ -332,11 +334,24 @@ class Daemon:
             if spec.resources.gpus > self._gpus.size:
                 raise PolicyRefused(f"the task needs {spec.resources.gpus} GPU(s); this provider offers "
                                     f"{self._gpus.size} (offer.gpus = {offer.gpus})")
-            choose_runtime(spec, self.config.policy, self._available(), self.device)
+            backend = choose_runtime(spec, self.config.policy, self._available(), self.device)
+            self._check_class(entry, spec, backend)
         except PolicyRefused as exc:
             self._refuse(task_id, exc.reason)
             return None
         return spec
+
+    def _check_class(self, entry: Entry, spec: TaskSpec, backend: str) -> None:
+        """Refuse a replica recorded in another runtime class than the one this daemon would run it in: its
+        partners run in that class, and an honest run elsewhere could hash differently (docs/matching.md)."""
+        if entry.runtime_class is None:  # chain-only feed, or a task placed before classes were recorded
+            return
+        assert self.device is not None
+        mine = class_of_task(BACKEND_CLASS.get(backend, backend), gpu_task=spec.resources.gpus > 0,
+                             gpus=self.device.get("gpus") or [])
+        if mine != entry.runtime_class:
+            raise PolicyRefused(f"the task's replicas run in runtime class {entry.runtime_class!r}; this "
+                                f"provider would run it in {mine!r}")
 
     def _available(self) -> list[str]:
         assert self.device is not None
@@ -383,7 +398,8 @@ class Daemon:
 
                 execution = execute(spec, store=self.store, policy=self.config.policy,
                                     workdir=self.options.workdir, device=self.device,
-                                    available=self._available(), on_log=on_log, run_id=running.run_id,
+                                    available=[running.runtime],  # the backend its class was checked for
+                                    on_log=on_log, run_id=running.run_id,
                                     on_outputs=on_outputs, gpus=running.gpus)
             if running.cancelled:
                 self.journal.requeue(task_id, "cancelled at shutdown")

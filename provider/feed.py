@@ -32,6 +32,7 @@ class Assignment:
     task_id: int
     source: str
     spec_hash: str | None = None  # hex, when the feed knows it (the marketplace does; chain events do not)
+    runtime_class: str | None = None  # the class the marketplace placed the task in (chain events: unknown)
 
 
 class AssignmentFeed(Protocol):
@@ -158,7 +159,7 @@ class MarketplaceAssignmentFeed:
                 with self._lock:
                     self._pending[task_id] = Assignment(
                         task_id=task_id, source=f"marketplace:{self.client.url} round {item.get('round', 1)}",
-                        spec_hash=spec_hash)
+                        spec_hash=spec_hash, runtime_class=_text(item.get("runtime_class")))
                 new = True
             if new and self.on_new is not None:
                 self.on_new()
@@ -192,3 +193,7 @@ class MarketplaceAssignmentFeed:
         data = self.client.get_blob(sha256)
         self.store.put_bytes(data, expected=sha256, what=f"blob {sha256}")
         return data
+
+
+def _text(value: object) -> str | None:
+    return str(value)[:160] if isinstance(value, str) and value else None

@@ -23,7 +23,7 @@ from typing import Any
 
 from hashgrid.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runtime_class (a version 1 journal is upgraded in place)
 
 
 class Phase(StrEnum):
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     commit_tx     TEXT,
     reveal_tx     TEXT,
     reason        TEXT,
+    runtime_class TEXT,
     runs          INTEGER NOT NULL DEFAULT 0,
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
@@ -79,6 +80,7 @@ class Entry:
     reveal_tx: str | None
     reason: str | None
     runs: int
+    runtime_class: str | None = None  # the class the marketplace recorded: run in it or refuse
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Entry:
@@ -88,7 +90,7 @@ class Entry:
             result_hash=bytes.fromhex(row["result_hash"]) if row["result_hash"] else None,
             usage=json.loads(row["usage"]) if row["usage"] else None, log_path=row["log_path"],
             report_sha256=row["report_sha256"], commit_tx=row["commit_tx"], reveal_tx=row["reveal_tx"],
-            reason=row["reason"], runs=int(row["runs"]))
+            reason=row["reason"], runs=int(row["runs"]), runtime_class=row["runtime_class"])
 
 
 class Journal:
@@ -105,7 +107,12 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")  # a committed transition survives power loss
         self._db.executescript(_SCHEMA)
         stored = self.get_meta("schema_version")
-        if stored is None:
+        if stored == "1":  # before runtime classes
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            if "runtime_class" not in columns:
+                self._db.execute("ALTER TABLE tasks ADD COLUMN runtime_class TEXT")
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif stored is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(stored) != SCHEMA_VERSION:
             raise ConfigError(f"journal {self.path} has schema {stored}; this daemon reads {SCHEMA_VERSION}")
@@ -152,14 +159,16 @@ class Journal:
         return self.in_phase(*Phase)
 
     # ------------------------------------------------------------------ transitions
-    def add(self, task_id: int, *, source: str, spec_hash: str | None = None) -> bool:
+    def add(self, task_id: int, *, source: str, spec_hash: str | None = None,
+            runtime_class: str | None = None) -> bool:
         """Record a new assignment as received, drawing its salt; False (and nothing changed) if known."""
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO tasks (task_id, phase, salt, spec_hash, source, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task_id, str(Phase.RECEIVED), secrets.token_bytes(32).hex(), spec_hash, source, now, now))
+                "INSERT OR IGNORE INTO tasks (task_id, phase, salt, spec_hash, source, runtime_class, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, str(Phase.RECEIVED), secrets.token_bytes(32).hex(), spec_hash, source,
+                 runtime_class, now, now))
         return cursor.rowcount == 1
 
     def _move(self, task_id: int, to: Phase, frm: Iterable[Phase], **fields: Any) -> bool:

@@ -82,9 +82,10 @@ class MarketplaceClient:
 
     # ------------------------------------------------------------------ provider calls
     def register(self, *, capabilities: dict[str, Any], capabilities_hash: str | None, prices: dict[str, str],
-                 policy: dict[str, Any], offer: dict[str, Any]) -> dict[str, Any]:
+                 policy: dict[str, Any], offer: dict[str, Any],
+                 backends: dict[str, str] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"capabilities": capabilities, "prices": prices, "policy": policy,
-                                "offer": offer}
+                                "offer": offer, "backends": backends or {}}
         if capabilities_hash:
             body["capabilities_hash"] = capabilities_hash
         return dict(self._request("POST", "/providers/register", json=body).json())
@@ -173,8 +174,15 @@ class MarketplaceReporter:
     def register(self, *, device: dict[str, Any], config: Any, attempts: int = 20) -> dict[str, Any]:
         """Register the offer (refused while under-staked); raises when the marketplace stays unreachable."""
         from provider.detect import capabilities_hash
+        from provider.policy import backend_for
 
         policy = config.policy
+        # the backend this daemon will really use per runtime: its runtime classes (hashgrid/runtime_class.py)
+        have = device.get("runtimes") or []
+        backends = {runtime: backend for runtime in ("docker", "wasm")
+                    if (backend := backend_for(runtime, policy, have)) is not None}
+        if device.get("gpus") and (gpu := backend_for("docker", policy, have, gpu=True, device=device)):
+            backends["gpu"] = gpu  # docker tasks with GPUs run only where GPUs attach
         summary = {"runtimes": list(policy.runtimes), "allow_network": policy.allow_network,
                    "max_cpus": policy.max_cpus, "max_memory_mb": policy.max_memory_mb,
                    "max_disk_mb": policy.max_disk_mb, "max_gpus": policy.max_gpus,
@@ -187,7 +195,7 @@ class MarketplaceReporter:
         for attempt in range(1, attempts + 1):
             try:
                 row = self.client.register(capabilities=device, capabilities_hash=to_hex32(
-                    capabilities_hash(device)), prices=prices, policy=summary, offer=offer)
+                    capabilities_hash(device)), prices=prices, policy=summary, offer=offer, backends=backends)
                 log.info("registered with the marketplace %s as %s", self.client.url, self.client.address)
                 return row
             except MarketplaceError as exc:

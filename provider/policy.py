@@ -187,6 +187,25 @@ def check(spec: TaskSpec, policy: Policy, device: Mapping[str, Any] | None = Non
         raise PolicyRefused(f"requirements.min_gpu_memory_mb={least} but a GPU here has less")
 
 
+def backend_for(runtime: str, policy: Policy, available: Iterable[str], *, gpu: bool = False,
+                device: Mapping[str, Any] | None = None) -> str | None:
+    """The backend that runs spec runtime `runtime` here ("runsc" | "docker" | "wasm"), for a GPU task when
+    `gpu`; None if none does: what the daemon registers as its runtime classes (hashgrid/runtime_class.py),
+    and the choice `choose_runtime` makes."""
+    have = set(available)
+    if gpu:
+        have &= set(_device_value(device, "gpu_runtimes") or []) if device is not None else set()
+    if runtime == "wasm":
+        return "wasm" if "wasm" in have and "wasm" in policy.runtimes else None
+    if runtime != "docker" or "docker" not in policy.runtimes:
+        return None
+    if policy.docker_runtime == "runsc":
+        return "runsc" if "runsc" in have else None
+    if policy.docker_runtime == "auto" and "runsc" in have:
+        return "runsc"
+    return "docker" if "docker" in have else None
+
+
 def choose_runtime(spec: TaskSpec, policy: Policy, available: Iterable[str],
                    device: Mapping[str, Any] | None = None) -> str:
     """The backend name for this task: "runsc" | "docker" | "wasm".

@@ -52,6 +52,11 @@ class ProviderRegisterIn(_Body):
     )
     policy: dict[str, Any] = Field(default_factory=dict, description="policy summary: runtimes, limits...")
     offer: Offer = Field(default_factory=Offer)
+    backends: dict[Literal["docker", "wasm", "gpu"], Literal["docker", "runsc", "wasm"]] = Field(
+        default_factory=dict,
+        description="the sandbox backend the daemon will really use per spec runtime, e.g. "
+                    "{\"docker\": \"runsc\", \"wasm\": \"wasm\", \"gpu\": \"docker\"} (gpu: docker tasks "
+                    "with GPUs): its runtime classes (docs/matching.md)")
 
     @field_validator("prices")
     @classmethod

@@ -81,6 +81,7 @@ def provider_view(row: Provider) -> ProviderView:
         cuda_major=row.cuda_major,
         allows_network=bool(policy.get("allow_network", False)),
         max_task=max_task,
+        classes=frozenset(row.runtime_classes or []),
     )
 
 
@@ -107,6 +108,7 @@ def task_view(task: Task, spec: TaskSpec, *, replicas: int, assigned: frozenset[
         network=spec.network,
         input_digests=frozenset(blob.sha256 for blob in spec.inputs),
         assigned=assigned,
+        runtime_class=task.runtime_class,
     )
 
 
@@ -224,6 +226,11 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
         unplaced += 1
     plan = {int(a.task_id): list(a.providers) for a in result.assignments}
     sent, skipped = _send(session, ctx, chain, plan)
+    for a in result.assignments:  # the class is recorded with the assignment: later replicas join it
+        task = by_id[int(a.task_id)]
+        if int(a.task_id) in sent and task.runtime_class is None and a.runtime_class is not None:
+            task.runtime_class = a.runtime_class
+            session.add(task)
     return {"tasks": len(tasks), "assigned": len(sent), "unplaced": unplaced, "skipped": len(skipped),
             "assignments": {str(k): v for k, v in sent.items()}}
 

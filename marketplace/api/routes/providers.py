@@ -95,6 +95,7 @@ async def assignments(
                     spec_hash=task.spec_hash,
                     round=replica.round,
                     assigned_at=replica.assigned_at,
+                    runtime_class=task.runtime_class,
                 )
                 for replica, task in service.pending_assignments(session=session, provider=provider)
             ]

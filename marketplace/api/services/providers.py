@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from hashgrid.canonical import canonical_json
 from hashgrid.errors import ChainError, InvalidInput
+from hashgrid.runtime_class import classes_for
 from marketplace.api.chain import StakeOracle
 from marketplace.api.errors import BadRequest, Forbidden, NotAssigned, NotRegistered, StakeTooLow
 from marketplace.api.schemas import HeartbeatIn, OutputsIn, ProviderRegisterIn, StatusIn, UsageIn
@@ -71,6 +72,9 @@ def register(*, session: Session, stakes: StakeOracle, provider: str, body: Prov
     row.gpu_memory_mb = min((_int(g.get("memory_mb")) for g in offered), default=0)
     majors = {_int(g.get("cuda_major")) for g in offered}
     row.cuda_major = majors.pop() if len(majors) == 1 and min(majors) > 0 else None
+    backends: dict[str, str] = {rt: backend for rt, backend in body.backends.items()
+                                if rt in runtimes or (rt == "gpu" and "docker" in runtimes)}
+    row.runtime_classes = classes_for(backends, offered)
     row.stake = str(stake)
     if row.last_heartbeat is None:  # a new provider starts with all of its offer free
         row.free_cpus, row.free_memory_mb = row.total_cpus, row.total_memory_mb
