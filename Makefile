@@ -29,7 +29,7 @@ bugs: ## prove each invariant can fail: apply each planted bug and expect forge 
 	@bash scripts/check_planted_bugs.sh
 
 bench: setup ## run every benchmark (each prints a table and updates docs/)
-	@$(PY) -m bench.gas && $(PY) -m bench.runtime && $(PY) -m bench.matching && $(PY) -m bench.api && $(PY) -m bench.verification_sim
+	@$(PY) -m bench.gas && $(PY) -m bench.runtime && $(PY) -m bench.matching && $(PY) -m bench.api && $(PY) -m bench.verification_sim --write-docs
 
 lint: ## ruff and mypy
 	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider marketplace billing verifier scripts bench

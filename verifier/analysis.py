@@ -97,37 +97,45 @@ def adaptive_naive(f: float, s: float, c: float) -> AdaptiveFigures:
 
 
 def adaptive_strategic(f: float, s: float, c: float, p: float, trust_streak: int,
-                       *, iterations: int = 200) -> AdaptiveFigures:
-    """A fraction `f` of strategic cheaters: honest until trusted, then wrong on a fraction `p` of the tasks
-    they run alone (their own tasks, canaries and spot-check re-runs all look alike), honest whenever other
-    replicas are visible. A caught identity re-enters at once as a fresh one (worst case).
+                       solo_streak: int | None = None, *, iterations: int = 200) -> AdaptiveFigures:
+    """A fraction `f` of strategic cheaters: honest until trusted to run alone, then wrong on a fraction `p`
+    of the tasks they run alone (their own tasks, canaries and spot-check re-runs all look alike), honest
+    whenever other replicas are visible. A caught identity re-enters at once as a fresh one (worst case).
 
-    Per real task and provider (N providers): own tasks 1/N, canaries c/N, spot-check re-runs s/N. Probation
-    lasts `trust_streak` clean outcomes at rate (1+c)/N; a trusted cheater is caught at rate
-    p·(c + 2s(1-φp))/N; θ and φ are solved as a fixed point.
+    Per real task and provider (N providers): own tasks 1/N, canaries c/N. Probation has two legs: up to
+    `trust_streak` clean outcomes at rate (1+c)/N, then (trusted to check, so also partnering the fraction
+    1-S of tasks whose primary may not run alone and spot-checking the s·S that do, spread over the share v
+    of providers trusted to check) up to `solo_streak` at rate (1 + c + (1-S+sS)/v)/N. A solo cheater is
+    caught at rate p·(c + s(1-φ_v·p) + (sS/v)(1-φp))/N; θ, S and v are solved as a fixed point.
     """
     if not 0 < p <= 1:
         raise InvalidInput(f"p must be in (0, 1], got {p}", p=p)
-    phi = theta = 0.0
+    solo = trust_streak if solo_streak is None else solo_streak
+    theta, v = 0.0, 1.0 - f
+    share = 1.0 - f  # S: share of providers that may run alone
+    phi = phi_v = catch = 0.0
     for _ in range(iterations):
-        catch = c + 2 * s * (1 - phi * p)
-        probation = trust_streak / (1 + c)
+        share = 1 - f + f * theta
+        phi, phi_v = f * theta / share, f * theta / v
+        catch = c + s * (1 - phi_v * p) + s * share / v * (1 - phi * p)
+        first = trust_streak / (1 + c)
+        second = (solo - trust_streak) / (1 + c + (1 - share + s * share) / v)
         trusted_time = 1 / (p * catch)
-        theta = trusted_time / (probation + trusted_time)
-        phi = f * theta / (1 - f + f * theta)
-    a = phi * p
-    catch = c + 2 * s * (1 - a)
-    trusted_share = 1 - f + f * theta
-    runs = trusted_share * (1 + s + s * 2 * a * (1 - a)) + 2 * f * (1 - theta) + c
-    wrong_rate = f * theta * p * (1 - s + s * a)
+        life = first + second + trusted_time
+        theta = trusted_time / life
+        v = 1 - f * first / life
+    alone_wrong = 1 - s + s * phi_v * p
+    mismatch = phi * p * (1 - phi_v * p) + (1 - phi * p) * phi_v * p
+    runs = share * (1 + s + s * mismatch) + 2 * (1 - share) + c
+    alone_runs = 1 + c + s * share / v
     return AdaptiveFigures(
         runs_per_accepted=runs,
-        wrong_rate=wrong_rate,
+        wrong_rate=f * theta * p * alone_wrong,
         theta=theta,
         phi=phi,
-        wrong_per_identity=(1 - s + s * a) / catch,
-        p_caught_per_cheat=catch / (1 + c + s),
-        cheats_per_identity=(1 + c + s) / catch,
+        wrong_per_identity=alone_wrong / catch,
+        p_caught_per_cheat=catch / alone_runs,
+        cheats_per_identity=alone_runs / catch,
     )
 
 

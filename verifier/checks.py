@@ -18,21 +18,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from verifier.quorum import Decision, Verdict, decide
+from verifier.replication import Plan
 from verifier.reputation import Outcome
 
 
 class CheckKind(StrEnum):
-    SPOT = "spot_check"  # a trusted primary's run re-run elsewhere
-    PARTNER = "partner"  # an untrusted primary's run confirmed by a second provider
+    SPOT = "spot_check"  # a solo primary's run re-run elsewhere
+    PARTNER = "partner"  # the plan's trusted partners (probation, stake below the price rule, high, paranoid)
+    BOOTSTRAP = "bootstrap"  # the plan's partners from anyone, while too few providers are trusted
     CANARY = "canary"  # a known-answer task posted by the protocol
 
 
 @dataclass(frozen=True)
 class Check:
-    """The verifier's extra requirement on one task; `expected_hash` is a canary's known answer."""
+    """The verifier's extra requirement on one task: `quorum` equal hashes; `expected_hash` is a canary's
+    known answer."""
 
     kind: CheckKind
     expected_hash: str | None = None
+    quorum: int = 2
 
     def __post_init__(self) -> None:
         if (self.kind is CheckKind.CANARY) != (self.expected_hash is not None):
@@ -45,26 +49,29 @@ def spot_draw(secret: bytes, task_id: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def check_for_alone(*, trusted: bool, draw: float, spot_check_rate: float) -> Check | None:
-    """The check a replica run alone gets: a partner if its provider is not trusted, else a spot check with
-    probability `spot_check_rate`."""
-    if not trusted:
-        return Check(CheckKind.PARTNER)
-    return Check(CheckKind.SPOT) if draw < spot_check_rate else None
+def check_for(plan: Plan) -> Check | None:
+    """The check that carries out a trust-level plan once its primary revealed: a spot check, the plan's
+    partners (trusted ones, or anyone's during the bootstrap) with its quorum, or none for a run alone."""
+    if plan.spot_check:
+        return Check(CheckKind.SPOT, quorum=plan.required_quorum)
+    if plan.k == 1:
+        return None
+    return Check(CheckKind.BOOTSTRAP if plan.bootstrap else CheckKind.PARTNER, quorum=plan.quorum)
 
 
 def verify(reveals: Mapping[str, str | None], *, quorum: int, room: int, deadline_allows: bool,
            check: Check | None = None) -> Decision:
     """Accept, escalate or fail a task whose replicas have all revealed (or whose windows closed).
 
-    Without a check this is the customer's quorum rule (`quorum.decide`). A spot check or a partner needs two
-    agreeing hashes. A canary needs its known answer to lead strictly (and reach the quorum): until it does,
-    the verifier adds replicas, so that the honest majority, not the cheater, is what finalize accepts.
+    Without a check this is the customer's quorum rule (`quorum.decide`). A spot check or the plan's
+    partners need the check's quorum of agreeing hashes. A canary needs its known answer to lead strictly
+    (and reach the quorum): until it does, the verifier adds replicas, so that the honest majority, not the
+    cheater, is what finalize accepts.
     """
     if check is None:
         return decide(reveals, quorum=quorum, max_replicas=0, room=room, deadline_allows=deadline_allows)
     if check.kind is not CheckKind.CANARY:
-        return decide(reveals, quorum=max(quorum, 2), max_replicas=0, room=room,
+        return decide(reveals, quorum=max(quorum, check.quorum), max_replicas=0, room=room,
                       deadline_allows=deadline_allows)
     expected = check.expected_hash
     counts = Counter(h for h in reveals.values() if h is not None)

@@ -1,9 +1,11 @@
-"""Per-provider reputation from verified outcomes only, and the `trusted` predicate adaptive replication uses.
+"""Per-provider reputation from verified outcomes only, and the two trust bars adaptive replication uses.
 
 A run nobody checked says nothing, so only outcomes a quorum, a spot check or a canary established count. The
 score is the mean of a Beta posterior whose counts decay (old behaviour fades); trust also needs an unbroken
-streak of clean verified outcomes, so one dissent sends a provider back to probation. A cheater caught by a
-canary or a spot check loses its whole record and is flagged for slashing.
+streak of clean verified outcomes, so one dissent sends a provider back to probation. Two bars: `trusted`
+(a short streak) may check others, where its answer always sits next to another one; `solo` (a long streak)
+may run a task alone, where nobody sees its answer unless a spot check follows. A cheater caught by a canary
+or a spot check loses its whole record and is flagged for slashing.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ UNRELIABLE = frozenset({Outcome.NO_SHOW, Outcome.TIMEOUT})
 class ReputationParams:
     """`prior_good`/`prior_bad`: Beta prior pseudo-counts; `decay`: factor applied to the counts at each
     outcome (0.995 = a half-life of ~140 outcomes); `trust_streak`: clean verified outcomes in a
-    row needed to be trusted; `min_score`: the score a trusted provider must also keep
-    (no-shows and timeouts lower it);
+    row needed to be trusted to check others (partner, spot check, escalation); `solo_streak`: clean verified
+    outcomes in a row needed to run a task alone (docs/verification.md §3 derives it from the strategic
+    cheater's figures); `min_score`: the score a trusted provider must also keep (no-shows and timeouts
+    lower it);
     `unreliable_weight`: how much a no-show or timeout counts against the score (it is not a wrong result).
     """
 
@@ -43,14 +47,16 @@ class ReputationParams:
     prior_bad: float = 1.0
     decay: float = 0.995
     trust_streak: int = 30
+    solo_streak: int = 5_000
     min_score: float = 0.9
     unreliable_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.prior_good <= 0 or self.prior_bad <= 0 or not 0 < self.decay <= 1 or self.trust_streak < 1:
-            raise InvalidInput("priors must be > 0, decay in (0, 1], trust_streak >= 1",
+        if (self.prior_good <= 0 or self.prior_bad <= 0 or not 0 < self.decay <= 1 or self.trust_streak < 1
+                or self.solo_streak < self.trust_streak):
+            raise InvalidInput("priors must be > 0, decay in (0, 1], 1 <= trust_streak <= solo_streak",
                                prior_good=self.prior_good, prior_bad=self.prior_bad, decay=self.decay,
-                               trust_streak=self.trust_streak)
+                               trust_streak=self.trust_streak, solo_streak=self.solo_streak)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ def score(record: ProviderRecord, params: ReputationParams = ReputationParams())
 def is_trusted(record: ProviderRecord, params: ReputationParams = ReputationParams()) -> bool:
     """Enough clean history in a row (no dissent since) and a score that no-shows have not worn down."""
     return record.streak >= params.trust_streak and score(record, params) >= params.min_score
+
+
+def may_run_alone(record: ProviderRecord, params: ReputationParams = ReputationParams()) -> bool:
+    """Trusted, and the clean streak is long enough to run a task with nobody else's answer beside it."""
+    return is_trusted(record, params) and record.streak >= params.solo_streak
 
 
 def update(record: ProviderRecord, outcome: Outcome | str,

@@ -1,9 +1,10 @@
 """Seeded Monte Carlo of a provider population under a replication policy, to check docs/verification.md.
 
 Honest providers, naive cheaters (always the same wrong hash, or each its own) and strategic cheaters (honest
-until trusted, then wrong on a fraction of the tasks they run alone) take real tasks and canaries; the real
-`plan`, `decide` and reputation `update` run on every task. A convicted cheater re-enters at once as a fresh
-identity of the same kind (worst case: slashing never shrinks the cheating fraction). Stdlib only.
+until trusted to run alone, then wrong on a fraction of the tasks they run alone) take real tasks and
+canaries; the real `plan`, `decide` and reputation `update` run on every task. A convicted cheater
+re-enters at once as a fresh identity of the same kind (worst case: slashing never shrinks the cheating
+fraction). Stdlib only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from verifier.quorum import Decision, Verdict, decide
-from verifier.replication import Plan, ReplicationPolicy, TrustLevel, fixed_plan, plan
-from verifier.reputation import Outcome, ProviderRecord, ReputationParams, is_trusted, update
+from verifier.replication import Plan, ReplicationPolicy, Standing, TrustLevel, fixed_plan, plan
+from verifier.reputation import Outcome, ProviderRecord, ReputationParams, is_trusted, may_run_alone, update
 
 HONEST, NAIVE, STRATEGIC = 0, 1, 2
 OK = "ok"
@@ -98,7 +99,8 @@ class SimResult:
 
 
 class _World:
-    """One run's mutable state: kinds, records and the trusted pool (O(1) add, remove, sample)."""
+    """One run's mutable state: kinds, records, the trusted pool (O(1) add, remove, sample) and who may run
+    alone (`solo`)."""
 
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
@@ -109,6 +111,8 @@ class _World:
         self.kind = [NAIVE] * n_naive + [STRATEGIC] * n_strategic + [HONEST] * (n - n_naive - n_strategic)
         self.records = [ProviderRecord() for _ in range(n)]
         self.trusted = [False] * n
+        self.solo = [False] * n
+        self.solo_count = 0
         self.pool: list[int] = []
         self.pos: dict[int, int] = {}
         self.strategic_trusted = 0
@@ -120,8 +124,13 @@ class _World:
         self.result = SimResult(Tally(), [Tally() for _ in range(cfg.batches)], Tally(),
                                 {"dissent": 0, "canary": 0, "spot": 0})
 
-    # trusted pool
-    def _set_trusted(self, slot: int, value: bool) -> None:
+    # trusted pool (may check others) and solo flags (may run alone)
+    def _set_trusted(self, slot: int, value: bool, solo: bool) -> None:
+        if self.solo[slot] != solo:
+            self.solo[slot] = solo
+            self.solo_count += 1 if solo else -1
+            if self.kind[slot] == STRATEGIC:
+                self.strategic_trusted += 1 if solo else -1
         if self.trusted[slot] == value:
             return
         self.trusted[slot] = value
@@ -134,8 +143,6 @@ class _World:
             if last != slot:
                 self.pool[i] = last
                 self.pos[last] = i
-        if self.kind[slot] == STRATEGIC:
-            self.strategic_trusted += 1 if value else -1
 
     def pick(self, count: int, used: set[int], trusted_only: bool) -> list[int]:
         """`count` distinct providers not in `used` (from the trusted pool when asked and big enough)."""
@@ -155,7 +162,7 @@ class _World:
         if kind == HONEST:
             return OK
         if kind == STRATEGIC:
-            if not (alone and self.trusted[slot] and self.rng.random() < self.cfg.population.cheat_rate):
+            if not (alone and self.solo[slot] and self.rng.random() < self.cfg.population.cheat_rate):
                 return OK
             if self.measuring:
                 self.result.cheats += 1
@@ -177,7 +184,7 @@ class _World:
         elif rec.slash_pending:
             rec = ProviderRecord(rec.good, rec.bad, rec.streak, rec.verified, rec.dissents, rec.caught, False)
         self.records[slot] = rec
-        self._set_trusted(slot, is_trusted(rec, self.cfg.reputation))
+        self._set_trusted(slot, is_trusted(rec, self.cfg.reputation), may_run_alone(rec, self.cfg.reputation))
 
     def settle(self, reveals: dict[str, str | None], quorum: int, max_replicas: int,
                trusted_only: bool, used: set[int]) -> tuple[Decision, int]:
@@ -210,8 +217,9 @@ class _World:
             pl = fixed
         else:
             pool = len(self.pool) - (1 if self.trusted[primary] else 0)
-            pl = plan(policy=cfg.policy, trust_level=cfg.trust_level, primary_trusted=self.trusted[primary],
-                      trusted_pool=pool, spot_draw=rng.random())
+            pl = plan(Standing(cfg.trust_level, primary_trusted=self.trusted[primary],
+                               primary_solo=self.solo[primary], trusted_pool=pool, spot_draw=rng.random()),
+                      policy=cfg.policy)
         used = {primary}
         replicas = [primary, *self.pick(pl.k - 1, used, pl.partners_trusted)]
         alone = pl.k == 1
@@ -263,10 +271,10 @@ class _World:
                 continue
             if n_strategic:
                 theta_sum += self.strategic_trusted / n_strategic
-            if self.pool:
-                phi_sum += self.strategic_trusted / len(self.pool)
+            if self.solo_count:
+                phi_sum += self.strategic_trusted / self.solo_count
             if n_honest:
-                honest_sum += (len(self.pool) - self.strategic_trusted) / n_honest
+                honest_sum += (self.solo_count - self.strategic_trusted) / n_honest
         res.theta, res.phi, res.honest_trusted = (x / measured for x in (theta_sum, phi_sum, honest_sum))
         for b in res.batches:
             for name in ("tasks", "accepted", "failed", "wrong", "runs"):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
+from hashgrid.errors import InvalidInput
 from verifier.reputation import (
     Outcome,
     ProviderRecord,
     ReputationParams,
     is_trusted,
+    may_run_alone,
     score,
     slash_settled,
     update,
@@ -74,3 +78,18 @@ def test_decay_lets_old_failures_fade() -> None:
 
 def test_outcome_strings_are_accepted() -> None:
     assert update(ProviderRecord(), "agreed", PARAMS).streak == 1
+
+
+def test_running_alone_needs_the_longer_solo_streak() -> None:
+    params = ReputationParams(prior_good=1, prior_bad=1, decay=1.0, trust_streak=5, solo_streak=8,
+                              min_score=0.8)
+    five = run([Outcome.AGREED] * 5, params)
+    assert is_trusted(five, params) and not may_run_alone(five, params)
+    eight = run([Outcome.AGREED] * 8, params)
+    assert may_run_alone(eight, params)
+    assert not may_run_alone(update(eight, Outcome.DISSENTED, params), params)  # back to probation
+
+
+def test_the_solo_streak_is_at_least_the_trust_streak() -> None:
+    with pytest.raises(InvalidInput):
+        ReputationParams(trust_streak=30, solo_streak=29)
