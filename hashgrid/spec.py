@@ -159,7 +159,11 @@ class ArtifactSignature(_Strict):
         return value.lower()
 
 
-TRUST_MAX_REPLICAS = 3  # under a trust level: the primary, a partner or spot check, one tie-breaker
+# escrow room a trust level gets by default (the customer's budget; verifier.replication plans within it):
+# standard: the primary, a partner or spot check, one tie-breaker (the bootstrap's k = 3 fits too);
+# high: two agreeing replicas and one tie-breaker; paranoid: three unanimous ones and two more on a dissent
+TRUST_MAX_REPLICAS = {"standard": 3, "high": 3, "paranoid": 5}
+TRUST_MIN_REPLICAS = {"standard": 2, "high": 2, "paranoid": 3}
 
 
 class TaskSpec(_Strict):
@@ -185,10 +189,12 @@ class TaskSpec(_Strict):
     quorum: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="q: equal result hashes needed")
     max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS,
                                      description="replicas paid for in escrow (default: replicas)")
-    trust: Literal["standard"] | None = Field(
-        default=None, description="adaptive replication instead of a fixed k: one replica, checked by a "
-                                  "partner or spot check as the provider's record calls for (replicas and "
-                                  "quorum stay 1; max_replicas, the room for checks, defaults to 3)")
+    trust: Literal["standard", "high", "paranoid"] | None = Field(
+        default=None, description="adaptive replication instead of a fixed k: one replica first, then the "
+                                  "partners or spot check the replication policy plans from the provider's "
+                                  "record, stake and the price (standard), or always one trusted partner "
+                                  "(high) or two, unanimous (paranoid); replicas and quorum stay 1; "
+                                  "max_replicas, the room for checks, defaults to 3, 3 and 5")
     max_price_per_replica: Wei = 0
     deadline_s: int = Field(default=3600, ge=60, le=30 * 86_400, description="seconds from posting")
     priority: int = Field(default=0, ge=0, le=100)
@@ -276,18 +282,19 @@ class TaskSpec(_Strict):
             if self.replicas != 1 or self.quorum != 1:
                 raise ValueError(f"trust {self.trust!r} replaces a fixed k: leave replicas and quorum at 1 "
                                  f"(got {self.replicas} and {self.quorum})")
-            if self.max_replicas is not None and self.max_replicas < 2:
-                raise ValueError(f"trust {self.trust!r} needs max_replicas >= 2 (room for the checks)")
+            least = TRUST_MIN_REPLICAS[self.trust]
+            if self.max_replicas is not None and self.max_replicas < least:
+                raise ValueError(f"trust {self.trust!r} needs max_replicas >= {least} (room for the checks)")
         return self
 
     # ---------------------------------------------------------------- derived values
 
     @property
     def effective_max_replicas(self) -> int:
-        """Replicas escrowed: max_replicas, or if unset replicas (3 under a trust level: room for checks)."""
+        """Replicas escrowed: max_replicas, or if unset replicas (under a trust level: room for checks)."""
         if self.max_replicas is not None:
             return self.max_replicas
-        return TRUST_MAX_REPLICAS if self.trust is not None else self.replicas
+        return TRUST_MAX_REPLICAS[self.trust] if self.trust is not None else self.replicas
 
     @property
     def image_id(self) -> str | None:

@@ -18,7 +18,7 @@ from sqlmodel import Field, Session, col, select
 from marketplace.indexer.tables import JobsBase
 from marketplace.models import ChainEvent, Provider, utcnow
 from verifier.checks import outcome_of
-from verifier.reputation import ProviderRecord, ReputationParams, is_trusted, score, update
+from verifier.reputation import ProviderRecord, ReputationParams, is_trusted, may_run_alone, score, update
 
 # ITaskEscrow.ReplicaState values of ReplicaFinalized.outcome, by name
 PARAMS = ReputationParams()
@@ -26,7 +26,8 @@ _STATUS = {4: "agreed", 5: "dissented", 6: "no_show", 7: "released"}
 
 
 class TaskCheck(JobsBase, table=True):
-    """A check the verifier placed on a task (spot check, partner, canary) and, for a canary, its answer."""
+    """A check the verifier placed on a task (spot check, partner, bootstrap, canary): the equal hashes it
+    needs and, for a canary, its answer."""
 
     __tablename__ = "task_check"
 
@@ -34,6 +35,7 @@ class TaskCheck(JobsBase, table=True):
     kind: str = Field(max_length=16)
     expected_hash: str | None = Field(default=None, max_length=66)  # canary: the known answer (0x hex)
     source_task: int | None = Field(default=None, sa_type=BigInteger)  # canary: the verified task it repeats
+    quorum: int | None = None  # equal hashes the check needs (None: two, as before this column)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -44,7 +46,8 @@ class ProviderReputation(JobsBase, table=True):
 
     address: str = Field(primary_key=True, max_length=42)
     score: float = 0.5
-    trusted: bool = False
+    trusted: bool = False  # may check others (partner, spot check, escalation)
+    solo: bool = False  # may run a trust-level task alone (the longer streak)
     streak: int = 0
     verified: int = 0
     dissents: int = 0
@@ -88,6 +91,7 @@ def refresh_reputation(session: Session, providers: Iterable[str],
                 continue  # not a provider with a verified outcome (a customer, a fresh provider)
             row = ProviderReputation(address=address)
         row.score, row.trusted = score(record, params), is_trusted(record, params)
+        row.solo = may_run_alone(record, params)
         row.streak, row.verified, row.dissents = record.streak, record.verified, record.dissents
         row.caught, row.no_shows = record.caught, no_shows
         session.add(row)

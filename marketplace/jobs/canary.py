@@ -79,7 +79,7 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
     contracts = ctx.contracts
     posted: list[int] = []
     with Session(ctx.engine) as session:
-        due = canaries_due(session, canary, ctx.settings.canary_rate)
+        due = canaries_due(session, canary, ctx.settings.replication_policy.canary_rate)
         if not due:
             return {"posted": posted}
         names = list(session.exec(select(SpecRecord.spec).limit(200)))

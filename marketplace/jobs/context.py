@@ -17,6 +17,7 @@ from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
 from hashgrid.errors import ConfigError
+from verifier.replication import ReplicationPolicy
 
 if TYPE_CHECKING:
     from hashgrid.chain.contracts import Contracts
@@ -41,11 +42,20 @@ class JobSettings(Settings):
     heartbeat_interval_s: float = 15.0
     deadline_interval_s: float = 30.0
     settle_interval_s: float = 1.0
-    spot_check_rate: float = 0.15  # a trusted provider's alone-run is re-run elsewhere with this probability
-    canary_rate: float = 0.02  # known-answer canary tasks posted per settled real task
+    # the replication policy's knobs; unset: verifier.replication.ReplicationPolicy's defaults (one copy)
+    spot_check_rate: float | None = None  # a solo provider's alone-run is re-run elsewhere this often
+    canary_rate: float | None = None  # known-answer canary tasks posted per settled real task
+    min_trusted_pool: int | None = None  # below this many trusted providers, trust levels bootstrap (k=3)
+    solo_stake_ratio: float | None = None  # running alone needs slashable stake >= this x the price
     canary_interval_s: float = 30.0
     reconcile_interval_s: float = 600.0  # journal, database and chain compared (differences logged)
     canary_key: str | None = None  # the wallet that posts canaries (unset: no canaries)
+
+    @property
+    def replication_policy(self) -> ReplicationPolicy:
+        """The policy the verifier and the canary poster apply: the defaults, with what is set here."""
+        names = ("spot_check_rate", "canary_rate", "min_trusted_pool", "solo_stake_ratio")
+        return ReplicationPolicy(**{n: getattr(self, n) for n in names if getattr(self, n) is not None})
 
     @property
     def effective_confirmations(self) -> int:

@@ -29,6 +29,7 @@ from marketplace.jobs.leases import claim_tasks, release_tasks
 from marketplace.matching import MatchConfig, Prices, ProviderView, Resources, TaskView, match
 from marketplace.matching.models import MatchResult
 from marketplace.models import Provider, Replica, ReplicaStatus, SpecRecord, Task, TaskStatus, utcnow
+from verifier.checks import CheckKind
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +238,13 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
 
 def _match_checked_first(session: Session, providers: list[ProviderView], views: list[TaskView],
                          config: MatchConfig, now: float) -> MatchResult:
-    """Extra replicas of checked tasks (spot checks, partners, canaries) go to trusted providers only, so a
-    check cannot be run by an untrusted accomplice; they are matched first, their resources taken from the
-    providers, then the rest. With no trusted provider yet (a young network) any eligible provider checks."""
+    """Extra replicas of checked tasks (spot checks, partners, canaries; not the bootstrap's) go to trusted
+    providers only, so a check cannot be run by an untrusted accomplice; they are matched first, their
+    resources taken from the providers, then the rest. With no trusted provider yet (a young network) any
+    eligible provider checks."""
     checks = checks_of(session, (int(v.task_id) for v in views if v.assigned))
-    checked = [v for v in views if v.assigned and int(v.task_id) in checks]
+    checked = [v for v in views if v.assigned and int(v.task_id) in checks
+               and checks[int(v.task_id)].kind != CheckKind.BOOTSTRAP]  # the bootstrap's partners: anyone
     trusted = trusted_providers(session)
     if not checked or not trusted:
         return match(providers, views, config, now)

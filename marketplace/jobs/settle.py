@@ -115,10 +115,12 @@ def plan_for(session: Session, contracts: Contracts, task_id: int) -> UsageSettl
 
 
 def verifier_step(ctx: JobContext, now: int) -> Round:
-    """What the verifier reads once per pass (the windows an extra round needs, the spot-check key)."""
+    """What the verifier reads once per pass (the windows an extra round needs, the spot-check key, the slash
+    rate that makes a stake slashable, the replication policy)."""
     escrow = ctx.contracts.escrow
     return Round(now=now, windows=escrow.param("commitWindow") + escrow.param("revealWindow"),
-                 secret=spot_secret(require_matcher_key(ctx)), spot_check_rate=ctx.settings.spot_check_rate)
+                 secret=spot_secret(require_matcher_key(ctx)), slash_bps=escrow.param("slashDissentBps"),
+                 policy=ctx.settings.replication_policy)
 
 
 def work_waiting(ctx: JobContext) -> bool:

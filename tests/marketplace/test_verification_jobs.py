@@ -6,6 +6,7 @@ reveals are played from the test (the daemons' side is tested in tests/e2e)."""
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -18,8 +19,8 @@ from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
 from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_matching_round
 from marketplace.jobs.canary import post_canaries
-from marketplace.jobs.settle import maybe_ready, settle_tasks
-from marketplace.jobs.verify import ESCALATION
+from marketplace.jobs.settle import maybe_ready, settle_tasks, verifier_step
+from marketplace.jobs.verify import ESCALATION, standing_of
 from marketplace.models import BlobClaim, Provider
 from scripts.devnet import GRID, DevAccounts
 from tests.marketplace import conftest_services as services
@@ -31,6 +32,8 @@ from tests.marketplace.conftest_services import (
     set_heartbeat,
     stale,
 )
+from verifier.replication import Standing
+from verifier.reputation import ReputationParams
 
 ctx = services.ctx
 jobs_db_url = services.jobs_db_url
@@ -142,8 +145,10 @@ def test_no_room_to_escalate_fails_and_refunds(ctx: JobContext, contracts: Contr
         assert requests.all() == []
 
 
-def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: Contracts,
-                                                    dev_accounts: DevAccounts) -> None:
+def test_while_few_providers_are_trusted_a_trust_level_task_runs_as_three_replicas(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    """The bootstrap: no provider is trusted yet (fewer than min_trusted_pool = 10), so the policy plans
+    k = 3, q = 2 on any providers: two more replicas, whoever the matcher picks."""
     add_providers(ctx.engine, dev_accounts.providers)
     task_id = post_and_match(ctx, contracts, dev_accounts,
                              make_spec("alone", replicas=1, quorum=1, trust="standard"))
@@ -151,15 +156,133 @@ def test_an_untrusted_provider_alone_gets_a_partner(ctx: JobContext, contracts: 
     reveal(contracts, task_id, [(primary, RIGHT)])
     index_chain(ctx=ctx)
     outcome = settle_tasks(ctx=ctx)
-    assert outcome["escalated"] == [task_id]
+    assert outcome["escalated"] == [task_id] and outcome["matching"]["assigned"] == 1
     with Session(ctx.engine) as session:
         check = session.get(TaskCheck, task_id)
-        assert check is not None and check.kind == "partner"
-    (partner,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
-    reveal(contracts, task_id, [(partner, RIGHT)])
+        assert check is not None and (check.kind, check.quorum) == ("bootstrap", 2)
+    partners = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    assert len(partners) == 2 and primary not in partners
+    reveal(contracts, task_id, [(partners[0], RIGHT), (partners[1], WRONG)])
     index_chain(ctx=ctx)
     assert settle_tasks(ctx=ctx)["settled"] == [task_id]
     assert contracts.escrow.result_of(task_id) == RIGHT
+
+
+def test_an_untrusted_provider_alone_gets_a_trusted_partner(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    """Past the bootstrap, a primary not trusted to run alone is checked by one trusted partner, q = 2."""
+    grown = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, min_trusted_pool=2)
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_and_match(grown, contracts, dev_accounts,
+                             make_spec("probation", replicas=1, quorum=1, trust="standard"))
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    others = [p for p in dev_accounts.providers if p.address != primary.address]
+    reveal(contracts, task_id, [(primary, RIGHT)])
+    index_chain(ctx=grown)
+    plant_trusted(grown, others[:2])
+    plant_trusted(grown, [primary])  # trusted to check others, but not to run alone
+    outcome = settle_tasks(ctx=grown)
+    assert outcome["escalated"] == [task_id] and outcome["matching"]["assigned"] == 1
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and (check.kind, check.quorum) == ("partner", 2)
+    (partner,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    assert partner in others[:2]  # a trusted one, never the untrusted fourth
+    reveal(contracts, task_id, [(partner, RIGHT)])
+    index_chain(ctx=grown)
+    assert settle_tasks(ctx=grown)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+
+
+def test_a_solo_provider_runs_alone_unless_the_price_outweighs_its_stake(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    """The stake-versus-price rule: the same solo-trusted primary settles a cheap task alone (no spot check
+    drawn at s = 0) but gets a trusted partner on one whose price is above its slashable stake / 8."""
+    grown = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, min_trusted_pool=2,
+                     spot_check_rate=0.0)
+    add_providers(ctx.engine, dev_accounts.providers)
+    index_chain(ctx=grown)
+    with Session(ctx.engine) as session:  # over what any provider's slash can answer for
+        rows = session.exec(select(Provider)).all()
+        dear_price = max(int(r.stake or 0) for r in rows) * contracts.escrow.param("slashDissentBps") \
+            // 10_000 // 8 + GRID
+    cheap = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                      make_spec("cheap", replicas=1, quorum=1, trust="standard", price=GRID))
+    dear = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                     make_spec("dear", replicas=1, quorum=1, trust="standard", price=dear_price))
+    index_chain(ctx=grown)
+    run_matching_round(ctx=grown)
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, cheap))
+    (primary_dear,) = accounts_of(dev_accounts, assigned(contracts, dear))
+    others = [p for p in dev_accounts.providers if p.address not in (primary.address, primary_dear.address)]
+    reveal(contracts, cheap, [(primary, RIGHT)])
+    reveal(contracts, dear, [(primary_dear, RIGHT)])
+    index_chain(ctx=grown)
+    plant_trusted(grown, [primary, primary_dear], solo=True)
+    plant_trusted(grown, others)
+    outcome = settle_tasks(ctx=grown)
+    assert outcome["settled"] == [cheap] and outcome["escalated"] == [dear]
+    assert contracts.escrow.get_task(cheap).assigned == 1  # ran alone: one replica, one payment
+    with Session(ctx.engine) as session:
+        assert session.get(TaskCheck, cheap) is None
+        check = session.get(TaskCheck, dear)
+        assert check is not None and (check.kind, check.quorum) == ("partner", 2)
+    (partner,) = accounts_of(dev_accounts, assigned(contracts, dear)[1:])
+    assert partner in others
+    reveal(contracts, dear, [(partner, RIGHT)])
+    index_chain(ctx=grown)
+    assert settle_tasks(ctx=grown)["settled"] == [dear]
+
+
+def test_paranoid_asks_two_trusted_partners_and_unanimity_even_of_a_solo_provider(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    grown = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, min_trusted_pool=2)
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_and_match(grown, contracts, dev_accounts,
+                             make_spec("paranoid", replicas=1, quorum=1, trust="paranoid"))
+    assert contracts.escrow.get_task(task_id).max_replicas == 5
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    others = [p for p in dev_accounts.providers if p.address != primary.address]
+    reveal(contracts, task_id, [(primary, RIGHT)])
+    index_chain(ctx=grown)
+    plant_trusted(grown, [primary], solo=True)
+    plant_trusted(grown, others)
+    outcome = settle_tasks(ctx=grown)
+    assert outcome["escalated"] == [task_id] and outcome["matching"]["assigned"] == 1
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and (check.kind, check.quorum) == ("partner", 3)
+    partners = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    assert len(partners) == 2
+    reveal(contracts, task_id, [(partners[0], RIGHT), (partners[1], WRONG)])
+    index_chain(ctx=grown)
+    plant_trusted(grown, others)
+    assert settle_tasks(ctx=grown)["escalated"] == [task_id]  # 2 of 3 is not unanimity: one more
+    (third,) = accounts_of(dev_accounts, assigned(contracts, task_id)[3:])
+    reveal(contracts, task_id, [(third, RIGHT)])
+    index_chain(ctx=grown)
+    assert settle_tasks(ctx=grown)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+
+
+def test_the_policy_view_is_filled_from_records(ctx: JobContext, contracts: Contracts,
+                                                dev_accounts: DevAccounts) -> None:
+    """Every field `plan` reads comes from a record: a field the builder left at its default fails here."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("view", replicas=1, quorum=1, trust="high", price=3 * GRID))
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    index_chain(ctx=ctx)
+    plant_trusted(ctx, list(dev_accounts.providers), solo=True)
+    with Session(ctx.engine) as session:
+        standing = standing_of(session, task_id, primary.address.lower(), verifier_step(ctx, 0))
+    assert standing is not None
+    defaults = Standing(trust_level="standard")
+    for name in (f.name for f in fields(Standing)):
+        assert getattr(standing, name) != getattr(defaults, name), name
+    assert (standing.trust_level, standing.price, standing.trusted_pool) == ("high", 3 * GRID, 3)
+    assert standing.slashable_stake == contracts.registry.stake_of(primary.address) * \
+        contracts.escrow.param("slashDissentBps") // 10_000
 
 
 def test_a_fixed_k_of_one_is_not_checked(ctx: JobContext, contracts: Contracts,
@@ -176,18 +299,21 @@ def test_a_fixed_k_of_one_is_not_checked(ctx: JobContext, contracts: Contracts,
         assert session.get(TaskCheck, task_id) is None
 
 
-def plant_trusted(ctx: JobContext, accounts: list[LocalAccount]) -> None:
-    """A long clean record, as if earned (the indexer refolds a provider's row when events touch it)."""
+def plant_trusted(ctx: JobContext, accounts: list[LocalAccount], *, solo: bool = False) -> None:
+    """A long clean record, as if earned: trusted to check others, and with `solo` to run alone (the
+    indexer refolds a provider's row when events touch it, so tests plant after indexing)."""
+    streak = ReputationParams().solo_streak if solo else 40
     with Session(ctx.engine) as session:
         for account in accounts:
             session.merge(ProviderReputation(address=account.address.lower(), score=0.97, trusted=True,
-                                             streak=40, verified=40))
+                                             solo=solo, streak=streak, verified=streak))
         session.commit()
 
 
 def test_a_spot_check_by_trusted_providers_catches_a_trusted_cheater(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
-    always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0)
+    always = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, spot_check_rate=1.0,
+                      min_trusted_pool=2)
     add_providers(ctx.engine, dev_accounts.providers)
     task_id = post_and_match(always, contracts, dev_accounts,
                              make_spec("trusted alone", replicas=1, quorum=1, trust="standard"))
@@ -203,6 +329,7 @@ def test_a_spot_check_by_trusted_providers_catches_a_trusted_cheater(
     reveal(contracts, task_id, [(primary, WRONG)])
     index_chain(ctx=always)
     plant_trusted(always, trusted)
+    plant_trusted(always, [primary], solo=True)
     assert settle_tasks(ctx=always)["escalated"] == [task_id]
     with Session(ctx.engine) as session:
         check = session.get(TaskCheck, task_id)
