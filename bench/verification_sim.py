@@ -141,7 +141,7 @@ def write_docs(rows: list[Row], runs: int) -> None:
     text = (DOCS.read_text() if DOCS.exists()
             else "# Benchmarks\n\nMeasured figures; each section is written by its bench script.\n\n")
     pattern = re.compile(r"^## Verification \(simulation\)\n.*?(?=^## |\Z)", re.S | re.M)
-    text = (pattern.sub(section.replace("\\", "\\\\") + "\n", text) if pattern.search(text)
+    text = (pattern.sub(section.replace("\\", "\\\\"), text) if pattern.search(text)
             else text.rstrip("\n") + "\n\n" + section)
     DOCS.write_text(text.rstrip("\n") + "\n")
 

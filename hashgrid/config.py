@@ -28,6 +28,11 @@ ANVIL_DEV_KEYS: tuple[str, ...] = (
     "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 )
 
+# DEV-ONLY: the canary key `make up` gives the local network's marketplace (its canary wallets are derived
+# from it and funded by the launcher). Public like the anvil keys, so refused on any other chain.
+DEV_CANARY_KEY = "0x" + "c4" * 31 + "01"
+DEV_ONLY_KEYS = frozenset((*ANVIL_DEV_KEYS, DEV_CANARY_KEY))
+
 
 class Settings(BaseSettings):
     """Every knob a Hashgrid process reads. Parameters the DAO owns live on chain, not here."""
@@ -46,7 +51,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dev_keys_only_on_dev_chain(self) -> Settings:
-        dev_key = bool(self.private_key) and str(self.private_key).lower() in ANVIL_DEV_KEYS
+        dev_key = bool(self.private_key) and str(self.private_key).lower() in DEV_ONLY_KEYS
         if dev_key and self.chain_id != DEV_CHAIN_ID:
             raise ValueError(f"an anvil dev key is configured for chain {self.chain_id}; dev keys are for "
                              f"chain {DEV_CHAIN_ID} only")

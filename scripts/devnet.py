@@ -54,6 +54,19 @@ def fund(
         token.transfer(provider.address, provider_amount, sender=accounts.deployer)
 
 
+def fund_canary_wallets(contracts: Contracts, key: str, count: int, *, sender: LocalAccount,
+                        grid: int = 1_000 * GRID, eth: int = 10**18) -> list[str]:
+    """Fund the protocol's canary wallets (derived from `key`, as the marketplace derives them) with gas and
+    GRID from `sender`, as the DAO would on a real network. Their addresses."""
+    from marketplace.jobs.canary import canary_accounts
+
+    addresses: list[str] = [a.address for a in canary_accounts(key, count)]
+    for address in addresses:
+        contracts.client.send_transaction({"to": address, "value": eth}, sender=sender)
+        contracts.token.transfer(address, grid, sender=sender)
+    return addresses
+
+
 def stake_provider(
     contracts: Contracts, provider: LocalAccount, amount: int, *, capabilities_uri: str = ""
 ) -> None:

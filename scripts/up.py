@@ -45,6 +45,7 @@ PROVIDER_FUNDS = 60_000 * GRID
 # large: a cheater loses half its stake per dissent and must stay eligible for the whole batch
 PROVIDER_STAKE = 50_000 * GRID
 CUSTOMER_FUNDS = 100_000 * GRID
+CANARY_WALLETS = 4  # the marketplace's canary customers (dev canary key, DEV-ONLY), funded like a customer
 EXAMPLES = REPO_ROOT / "examples"
 GRACE_S = 15.0
 STAGES = ("posted", "assigned", "running", "revealing", "settled")
@@ -372,12 +373,13 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     from billing.invoice import invoice_from_events  # noqa: F401 - imported early: fail before starting anything
     from hashgrid.chain.client import ChainClient
     from hashgrid.chain.contracts import Contracts, TaskTerms
+    from hashgrid.config import DEV_CANARY_KEY
     from hashgrid.explorer import Explorer
     from hashgrid.signing import HashgridAuth
     from provider.config import Offer, Prices, ProviderConfig, render_config
     from provider.policy import Policy
     from scripts.deploy import deploy
-    from scripts.devnet import DevAccounts, claim_all, fund, stake_provider
+    from scripts.devnet import DevAccounts, claim_all, fund, fund_canary_wallets, stake_provider
     from scripts.explorer import grid, short, stats_table
     from scripts.localnet import Anvil, free_port
 
@@ -406,12 +408,15 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     contracts = Contracts.load(client, deployment)
     _step(f"contracts deployed (escrow {contracts.escrow.address}); deployment file {state.deployment}")
     fund(contracts, accounts, customer_amount=CUSTOMER_FUNDS, provider_amount=PROVIDER_FUNDS)
+    canary_wallets = fund_canary_wallets(contracts, DEV_CANARY_KEY, CANARY_WALLETS, sender=accounts.deployer)
     for provider in accounts.providers:
         stake_provider(contracts, provider, PROVIDER_STAKE)
     cheaters = {p.address for p in accounts.providers[len(accounts.providers) - options.cheaters:]} \
         if options.cheaters else set()
     _step(f"{options.providers} providers funded and staked {grid(PROVIDER_STAKE)} each "
           f"({options.cheaters} dishonest); runtimes: {', '.join(runtimes)}")
+    _step(f"canaries on: {len(canary_wallets)} canary wallets funded (dev canary key); the marketplace posts "
+          "known-answer tasks as real tasks settle")
 
     # marketplace (+ Celery)
     port = free_port()
@@ -422,7 +427,8 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
         HASHGRID_RPC_URL=rpc, HASHGRID_DEPLOYMENT_FILE=str(state.deployment),
         HASHGRID_CHAIN_ID=str(client.chain_id), HASHGRID_MARKETPLACE_URL=url, HASHGRID_RUN_JOBS="true",
         HASHGRID_INDEX_INTERVAL_S="0.2", HASHGRID_MATCHING_INTERVAL_S="0.5", HASHGRID_SETTLE_INTERVAL_S="0.5",
-        HASHGRID_POLL_INTERVAL_S="0.1")
+        HASHGRID_POLL_INTERVAL_S="0.1", HASHGRID_CANARY_KEY=DEV_CANARY_KEY,
+        HASHGRID_CANARY_WALLETS=str(CANARY_WALLETS))
     if options.redis:
         market_env["HASHGRID_REDIS_URL"] = options.redis
     server = supervisor.spawn("marketplace", [sys.executable, "-m", "hashgrid.cli", "marketplace", "serve",

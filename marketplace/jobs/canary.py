@@ -1,54 +1,91 @@
 """post_canaries: known-answer tasks that a provider cannot tell from real work.
 
 A canary repeats a task the network already verified (its accepted hash is the known answer), posted on chain
-from the protocol's canary wallet in the shape of an adaptive task (trust `standard`: k=1, q=1, room for two
-more replicas),
-under the name of another real task so its spec hash is new. The verifier (jobs.verify) then accepts it only
-when the known answer leads: a provider that answers wrongly is outvoted by the extra replicas, slashed by
-finalize and loses its record (CANARY_FAIL). `canary_rate` canaries are posted per settled real task; the
-canary wallet is funded by the DAO (on the dev chain: a dev key).
+in the shape of an adaptive task (trust `standard`: k=1, q=1, room for two more replicas) under the name of
+another real task, so its spec hash is new. The verifier (jobs.verify) then accepts it only when the known
+answer leads: a provider that answers wrongly is outvoted by the extra replicas, slashed by finalize and loses
+its record (CANARY_FAIL). What a provider sees gives it away as little as we can make it:
+- the customer is one of `canary_wallets` protocol wallets derived from the canary key, drawn per canary
+  (the DAO funds them like customer wallets; on the dev chain `make up` does);
+- the spec is a real one, never the same spec twice, and the matcher never sends it to a provider that ran
+  its source task (`excluded_providers`); the canary wallet gets the source customer's claims to the inputs it
+  reuses, so its providers fetch them like any task's;
+- the price is drawn from the prices real customers set for specs of the same runtime and resources;
+- the time: each owed canary is posted at an exponentially distributed delay (a thinned Poisson process),
+  not in a burst when it falls due.
+`canary_rate` (the replication policy's c) canaries are owed per settled real task.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from sqlmodel import Session, col, func, select
 
 from hashgrid.chain.contracts import TaskTerms
 from hashgrid.spec import TaskSpec, spec_document, spec_hash
 from marketplace.indexer.verification import TaskCheck
 from marketplace.jobs.context import JobContext
-from marketplace.models import BlobClaim, SpecRecord, Task, TaskStatus
+from marketplace.models import BlobClaim, Replica, SpecRecord, Task, TaskStatus
 
 log = logging.getLogger(__name__)
 
-CANARY_REPLICAS, CANARY_MAX_REPLICAS = 1, 3
+CANARY_REPLICAS = 1
+PRICE_SAMPLE = 500  # recent real tasks whose prices a canary's price is drawn from
 
 
-def canaries_due(session: Session, canary: str, rate: float) -> int:
+def canary_accounts(key: str, count: int) -> list[LocalAccount]:
+    """The protocol's canary wallets, derived from one key: the operator keeps one secret, providers see
+    `count` unrelated-looking customers."""
+    seed = bytes.fromhex(key.removeprefix("0x"))
+    return [Account.from_key(keccak(b"hashgrid canary wallet" + seed + i.to_bytes(4, "big")))
+            for i in range(count)]
+
+
+def canaries_due(session: Session, wallets: list[str], rate: float) -> int:
     """How many canaries are owed: rate x settled real tasks, minus those already posted."""
     real = session.exec(select(func.count()).select_from(Task).where(
-        col(Task.status) == TaskStatus.SETTLED, col(Task.customer) != canary)).one()
+        col(Task.status) == TaskStatus.SETTLED, col(Task.customer).not_in(wallets))).one()
     posted = session.exec(select(func.count()).select_from(TaskCheck).where(col(TaskCheck.kind) == "canary")
                           ).one()
     return max(int(real * rate) - int(posted), 0)
 
 
-def _sources(session: Session, canary: str, count: int, rng: random.Random) -> list[tuple[Task, TaskSpec]]:
-    """Verified real tasks not used as a canary yet, with their specs, in random order."""
-    used = select(TaskCheck.source_task).where(col(TaskCheck.source_task).is_not(None))
-    rows = session.exec(select(Task).where(
-        col(Task.status) == TaskStatus.SETTLED, col(Task.customer) != canary,
-        col(Task.result_hash).is_not(None), col(Task.task_id).not_in(used))).all()
-    rng.shuffle(rows := list(rows))
-    out = []
+def to_post_now(due: int, *, interval_s: float, mean_delay_s: float, rng: random.Random) -> int:
+    """How many of the `due` canaries to post in this pass: each with probability 1 - exp(-interval/mean),
+    so a canary's delay after it fell due is exponential (memoryless) and posts do not cluster."""
+    if due <= 0:
+        return 0
+    if mean_delay_s <= 0:
+        return due
+    chance = 1.0 - math.exp(-interval_s / mean_delay_s)
+    return sum(rng.random() < chance for _ in range(due))
+
+
+def _sources(session: Session, wallets: list[str], count: int, rng: random.Random
+             ) -> list[tuple[Task, TaskSpec]]:
+    """Verified real tasks, in random order, whose spec no canary has used yet (nor a task of the same spec),
+    with their specs."""
+    used_tasks = select(TaskCheck.source_task).where(col(TaskCheck.source_task).is_not(None))
+    used_specs = set(session.exec(select(Task.spec_hash).where(col(Task.task_id).in_(used_tasks))))
+    rows = list(session.exec(select(Task).where(
+        col(Task.status) == TaskStatus.SETTLED, col(Task.customer).not_in(wallets),
+        col(Task.result_hash).is_not(None), col(Task.task_id).not_in(used_tasks))))
+    rng.shuffle(rows)
+    out: list[tuple[Task, TaskSpec]] = []
     for task in rows:
+        if task.spec_hash in used_specs:
+            continue
         record = session.get(SpecRecord, (task.spec_hash, task.customer))
         if record is not None:
+            used_specs.add(task.spec_hash)
             out.append((task, TaskSpec.model_validate(record.spec)))
         if len(out) == count:
             break
@@ -68,37 +105,76 @@ def share_claims(session: Session, *, source: str, canary: str, spec: TaskSpec) 
     session.commit()
 
 
+def drawn_price(session: Session, wallets: list[str], spec: TaskSpec, fallback: int,
+                rng: random.Random) -> int:
+    """A max price per replica drawn from what real customers recently offered for specs of the same
+    runtime and resources (the source's own price when there is no other)."""
+    recent = session.exec(select(Task.spec_hash, Task.customer, Task.max_price_per_replica)
+                          .where(col(Task.customer).not_in(wallets))
+                          .order_by(col(Task.task_id).desc()).limit(PRICE_SAMPLE)).all()
+    prices: list[int] = []
+    alike: dict[tuple[str, str], bool] = {}
+    for digest, customer, price in recent:
+        if (digest, customer) not in alike:
+            record = session.get(SpecRecord, (digest, customer))
+            other = TaskSpec.model_validate(record.spec) if record is not None else None
+            alike[(digest, customer)] = (other is not None and other.runtime == spec.runtime
+                                         and other.resources == spec.resources)
+        if alike[(digest, customer)]:
+            prices.append(int(price))
+    return rng.choice(prices) if prices else fallback
+
+
+def excluded_providers(session: Session, task_ids: Iterable[int]) -> dict[int, frozenset[str]]:
+    """For the canaries among `task_ids`: the providers that ran their source task (they know its answer,
+    and would recognise the spec), whom the matcher must not pick."""
+    checks = session.exec(select(TaskCheck.task_id, TaskCheck.source_task).where(
+        col(TaskCheck.task_id).in_(list(task_ids)), col(TaskCheck.kind) == "canary",
+        col(TaskCheck.source_task).is_not(None))).all()
+    out: dict[int, frozenset[str]] = {}
+    for task_id, source in checks:
+        ran = session.exec(select(Replica.provider).where(col(Replica.task_id) == source)).all()
+        out[int(task_id)] = frozenset(ran)
+    return out
+
+
 def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[str, Any]:
-    """Post the canaries owed; each gets its TaskCheck (kind canary, the known answer) right after posting."""
-    key = ctx.settings.canary_key
-    if not key:
+    """Post the canaries this pass draws from those owed; each gets its TaskCheck (kind canary, the known
+    answer, the source) right after posting."""
+    settings = ctx.settings
+    if not settings.canary_key:
         return {"skipped": "no canary key configured (HASHGRID_CANARY_KEY)"}
-    account = Account.from_key(key)
-    canary = account.address.lower()
+    accounts = canary_accounts(settings.canary_key, settings.canary_wallets)
+    wallets = [a.address.lower() for a in accounts]
     rng = rng or random.Random()
     contracts = ctx.contracts
     posted: list[int] = []
     with Session(ctx.engine) as session:
-        due = canaries_due(session, canary, ctx.settings.replication_policy.canary_rate)
-        if not due:
-            return {"posted": posted}
-        names = list(session.exec(select(SpecRecord.spec).limit(200)))
-        for source, spec in _sources(session, canary, due, rng):
+        due = canaries_due(session, wallets, settings.replication_policy.canary_rate)
+        count = to_post_now(due, interval_s=settings.canary_interval_s,
+                            mean_delay_s=settings.canary_mean_delay_s, rng=rng)
+        if not count:
+            return {"posted": posted, "due": due}
+        names = list(session.exec(select(SpecRecord.spec).where(col(SpecRecord.customer).not_in(wallets))
+                                  .limit(200)))
+        for source, spec in _sources(session, wallets, count, rng):
+            account = rng.choice(accounts)
+            customer = account.address.lower()
             disguised = spec.model_copy(update={
                 "name": str(rng.choice(names).get("name", spec.name)) if names else spec.name,
-                "replicas": CANARY_REPLICAS, "quorum": 1, "max_replicas": CANARY_MAX_REPLICAS,
+                "replicas": CANARY_REPLICAS, "quorum": 1, "max_replicas": None,  # as most real ones: unset
                 "trust": "standard"})
             if spec_hash(disguised) == bytes.fromhex(source.spec_hash):
                 disguised = disguised.model_copy(update={"name": f"{spec.name} "})
             digest = spec_hash(disguised)
-            if session.get(SpecRecord, (digest.hex(), canary)) is None:
-                session.add(SpecRecord(spec_hash=digest.hex(), customer=canary,
+            if session.get(SpecRecord, (digest.hex(), customer)) is None:
+                session.add(SpecRecord(spec_hash=digest.hex(), customer=customer,
                                        spec=spec_document(disguised)))
                 session.commit()
-            share_claims(session, source=source.customer, canary=canary, spec=spec)
+            share_claims(session, source=source.customer, canary=customer, spec=spec)
+            price = drawn_price(session, wallets, spec, int(source.max_price_per_replica), rng)
             terms = TaskTerms(spec_hash=digest, replicas=CANARY_REPLICAS, quorum=1,
-                              max_replicas=CANARY_MAX_REPLICAS,
-                              max_price_per_replica=int(source.max_price_per_replica),
+                              max_replicas=disguised.effective_max_replicas, max_price_per_replica=price,
                               deadline=ctx.client.timestamp() + disguised.deadline_s)
             receipt = contracts.escrow.post_task_with_permit(contracts.token, terms, sender=account)
             task_id = contracts.escrow.task_id_of(receipt)
@@ -109,4 +185,4 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
             posted.append(task_id)
     if posted:
         log.info("posted %d canary task(s): %s", len(posted), posted)
-    return {"posted": posted}
+    return {"posted": posted, "due": due}

@@ -11,11 +11,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from eth_account import Account
+from pydantic import model_validator
 from sqlalchemy import Engine
 
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.deployment import Deployment
-from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
+from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, DEV_ONLY_KEYS, Settings
 from hashgrid.errors import ConfigError
 from verifier.replication import ReplicationPolicy
 
@@ -47,9 +48,20 @@ class JobSettings(Settings):
     canary_rate: float | None = None  # known-answer canary tasks posted per settled real task
     min_trusted_pool: int | None = None  # below this many trusted providers, trust levels bootstrap (k=3)
     solo_stake_ratio: float | None = None  # running alone needs slashable stake >= this x the price
-    canary_interval_s: float = 30.0
+    canary_interval_s: float = 5.0
     reconcile_interval_s: float = 600.0  # journal, database and chain compared (differences logged)
-    canary_key: str | None = None  # the wallet that posts canaries (unset: no canaries)
+    canary_key: str | None = None  # the key the canary wallets derive from (unset: no canaries)
+    canary_wallets: int = 8  # canary customers providers see (each funded like a customer wallet)
+    canary_mean_delay_s: float = 300.0  # mean of the exponential delay before an owed canary is posted
+
+    @model_validator(mode="after")
+    def _dev_canary_key_only_on_dev_chain(self) -> JobSettings:
+        if self.canary_key and self.canary_key.lower() in DEV_ONLY_KEYS and self.chain_id != DEV_CHAIN_ID:
+            raise ValueError(f"a dev canary key is configured for chain {self.chain_id}; dev keys are for "
+                             f"chain {DEV_CHAIN_ID} only")
+        if self.canary_wallets < 1:
+            raise ValueError("canary_wallets must be >= 1")
+        return self
 
     @property
     def replication_policy(self) -> ReplicationPolicy:

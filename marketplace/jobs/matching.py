@@ -23,6 +23,7 @@ from hashgrid.spec import TaskSpec
 from marketplace.indexer import apply
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import checks_of, trusted_providers
+from marketplace.jobs.canary import excluded_providers
 from marketplace.jobs.chain import ChainOps
 from marketplace.jobs.context import JobContext, require_matcher_key
 from marketplace.jobs.leases import claim_tasks, release_tasks
@@ -183,6 +184,7 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
     views: list[TaskView] = []
     by_id: dict[int, Task] = {}
     unplaced = 0
+    excluded = excluded_providers(session, [t.task_id for t in tasks if t.status == TaskStatus.POSTED])
     for task in tasks:
         record = session.get(SpecRecord, (task.spec_hash, task.customer))
         if record is None:
@@ -193,6 +195,8 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
         spec = TaskSpec.model_validate(record.spec)
         replicas = session.exec(select(Replica).where(col(Replica.task_id) == task.task_id)).all()
         holders = frozenset(r.provider for r in replicas)
+        if task.status == TaskStatus.POSTED:  # a canary's primary never ran its source (it would know it)
+            holders |= excluded.get(task.task_id, frozenset())
         if task.status == TaskStatus.POSTED:
             needed = task.replicas
         else:
@@ -219,7 +223,8 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
                 continue
         views.append(task_view(task, spec, replicas=needed, assigned=holders))
         by_id[task.task_id] = task
-    result = _match_checked_first(session, providers, views, config, now.timestamp())
+    posted = {t.task_id for t in tasks if t.status == TaskStatus.POSTED}
+    result = _match_checked_first(session, providers, views, config, now.timestamp(), posted=posted)
     for why in result.unplaced:
         task = by_id[int(why.task_id)]
         task.unplaced_reason = why.reason
@@ -237,13 +242,14 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
 
 
 def _match_checked_first(session: Session, providers: list[ProviderView], views: list[TaskView],
-                         config: MatchConfig, now: float) -> MatchResult:
+                         config: MatchConfig, now: float, *, posted: set[int]) -> MatchResult:
     """Extra replicas of checked tasks (spot checks, partners, canaries; not the bootstrap's) go to trusted
     providers only, so a check cannot be run by an untrusted accomplice; they are matched first, their
     resources taken from the providers, then the rest. With no trusted provider yet (a young network) any
     eligible provider checks."""
-    checks = checks_of(session, (int(v.task_id) for v in views if v.assigned))
-    checked = [v for v in views if v.assigned and int(v.task_id) in checks
+    extra = [v for v in views if int(v.task_id) not in posted]  # a first replica is anyone's, even a canary's
+    checks = checks_of(session, (int(v.task_id) for v in extra))
+    checked = [v for v in extra if int(v.task_id) in checks
                and checks[int(v.task_id)].kind != CheckKind.BOOTSTRAP]  # the bootstrap's partners: anyone
     trusted = trusted_providers(session)
     if not checked or not trusted:

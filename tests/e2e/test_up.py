@@ -18,8 +18,10 @@ from pathlib import Path
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.contracts import Contracts
 from hashgrid.chain.deployment import Deployment
+from hashgrid.config import DEV_CANARY_KEY
+from marketplace.jobs.canary import canary_accounts
 from scripts.localnet import Anvil
-from scripts.up import pid_alive
+from scripts.up import CANARY_WALLETS, pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,8 +110,8 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
         spent = sum(int(t["paid"]) + int(t["fee"]) for t in summary["tasks"])
         assert int(summary["customer"]["wallet_change"]) == -spent, (summary["customer"], spent)
 
-        # the trust-level task: one replica plus a partner (nobody is trusted yet), more if they disagree;
-        # whoever was on it, the honest answer won
+        # the trust-level task: nobody is trusted yet, so the replication policy bootstraps it as k = 3,
+        # q = 2 on any providers (here all three); whoever was on it, the honest answer won
         (adaptive,) = [t for t in summary["tasks"] if t["kind"] == "adaptive"]
         assert adaptive["state"] == "Settled", adaptive
         agreed = [r for r in adaptive["replicas"] if r["outcome"] == "Agreed"]
@@ -117,6 +119,11 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
         assert adaptive["result_hash"] == placeable[0]["result_hash"]  # the same wasm example, all honest
         honest = [p for p in summary["providers"] if not p["dishonest"]]
         assert all(p["reputation"] and p["reputation"]["dissents"] == 0 for p in honest), summary["providers"]
+
+        # canaries are on: the marketplace ran with the dev canary key, its wallets funded like customers
+        for wallet in canary_accounts(DEV_CANARY_KEY, CANARY_WALLETS):
+            assert token.balance_of(wallet.address) > 0
+            assert contracts.client.w3.eth.get_balance(wallet.address) > 0
 
         unplaceable = [t for t in summary["tasks"] if not t["placeable"]]
         assert len(unplaceable) == 1 and unplaceable[0]["unplaced_reason"], unplaceable

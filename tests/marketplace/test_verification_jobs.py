@@ -6,6 +6,7 @@ reveals are played from the test (the daemons' side is tested in tests/e2e)."""
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,16 +14,17 @@ from eth_account.signers.local import LocalAccount
 from sqlmodel import Session, select
 
 from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState, commitment_for
-from hashgrid.spec import InputBlob, TaskSpec
+from hashgrid.config import DEV_CANARY_KEY
+from hashgrid.spec import InputBlob, TaskSpec, spec_document
 from marketplace.api.services.explorer import provider_ledger
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.indexer.verification import ProviderReputation, TaskCheck
 from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_matching_round
-from marketplace.jobs.canary import post_canaries
+from marketplace.jobs.canary import canary_accounts, post_canaries, to_post_now
 from marketplace.jobs.settle import maybe_ready, settle_tasks, verifier_step
 from marketplace.jobs.verify import ESCALATION, standing_of
-from marketplace.models import BlobClaim, Provider
-from scripts.devnet import GRID, DevAccounts
+from marketplace.models import BlobClaim, Provider, SpecRecord, Task
+from scripts.devnet import GRID, DevAccounts, fund_canary_wallets
 from tests.marketplace import conftest_services as services
 from tests.marketplace.conftest_services import (
     add_providers,
@@ -372,26 +374,26 @@ def test_a_canary_answered_wrongly_gets_its_provider_slashed(
     with Session(ctx.engine) as session:  # the real customer uploaded its input: the canary reuses its claim
         session.add(BlobClaim(sha256=data, holder=dev_accounts.customer.address.lower()))
         session.commit()
-    wallet = dev_accounts.spare[-1]  # the protocol's canary wallet (dev key), funded as the DAO would
-    contracts.token.transfer(wallet.address, 10 * GRID, sender=dev_accounts.deployer)
+    # the protocol's canary wallets (from the dev canary key), funded as the DAO would
+    wallets = fund_canary_wallets(contracts, DEV_CANARY_KEY, 2, sender=dev_accounts.deployer)
     canaries = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, canary_rate=1.0,
-                        canary_key="0x" + wallet.key.hex().removeprefix("0x"))
+                        canary_key=DEV_CANARY_KEY, canary_wallets=2, canary_mean_delay_s=0)
     posted = post_canaries(ctx=canaries)["posted"]
     assert len(posted) == 1 and post_canaries(ctx=canaries)["posted"] == []  # one per settled real task
     task_id = posted[0]
     on_chain = contracts.escrow.get_task(task_id)
-    assert (on_chain.customer.lower(), on_chain.replicas, on_chain.max_replicas) == (
-        wallet.address.lower(), 1, 3)
+    assert on_chain.customer in wallets and (on_chain.replicas, on_chain.max_replicas) == (1, 3)
     assert contracts.escrow.spec_hash_of(task_id) != contracts.escrow.spec_hash_of(real)
     with Session(ctx.engine) as session:
         check = session.get(TaskCheck, task_id)
         assert check is not None and (check.kind, check.expected_hash, check.source_task) == (
             "canary", "0x" + RIGHT.hex(), real)
-        assert session.get(BlobClaim, (data, wallet.address.lower())) is not None
+        assert session.get(BlobClaim, (data, on_chain.customer.lower())) is not None
 
     index_chain(ctx=ctx)
     run_matching_round(ctx=ctx)
     (cheater,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    assert cheater.address.lower() not in assigned(contracts, real)  # it never saw the answer
     reveal(contracts, task_id, [(cheater, WRONG)])
     index_chain(ctx=ctx)
     outcome = settle_tasks(ctx=ctx)
@@ -461,3 +463,81 @@ def test_a_settle_pass_reads_the_chain_only_for_tasks_the_index_says_may_be_read
     index_chain(ctx=ctx)
     with Session(ctx.engine) as session:
         assert maybe_ready(session, [task_id], now=now) == [task_id]
+
+
+def test_canaries_look_like_real_tasks_to_a_provider(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    """What a provider can observe of a canary: its customer, spec, price, who else ran it, when it came.
+    Customers rotate among the canary wallets, specs are real and never repeated, the price is one a real
+    customer offered for that kind of spec, and no provider gets a canary of a task it ran."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    prices = [GRID, 2 * GRID, 3 * GRID, 5 * GRID, 8 * GRID, 13 * GRID]
+    real = []
+    for i, price in enumerate(prices):
+        real.append(post_spec(contracts, ctx.engine, dev_accounts.customer,
+                              make_spec(f"real {i}", replicas=1, quorum=1, price=price)))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    ran = {t: assigned(contracts, t) for t in real}
+    for task_id in real:
+        reveal(contracts, task_id, [(accounts_of(dev_accounts, ran[task_id])[0], RIGHT)])
+    index_chain(ctx=ctx)
+    assert sorted(settle_tasks(ctx=ctx)["settled"]) == sorted(real)
+    index_chain(ctx=ctx)
+
+    wallets = fund_canary_wallets(contracts, DEV_CANARY_KEY, 3, sender=dev_accounts.deployer)
+    canaries = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, canary_rate=1.0,
+                        canary_key=DEV_CANARY_KEY, canary_wallets=3, canary_mean_delay_s=0)
+    posted = post_canaries(ctx=canaries, rng=random.Random(3))["posted"]
+    assert len(posted) == len(real)
+    assert post_canaries(ctx=canaries)["posted"] == []  # every real spec used once: none repeats
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+
+    real_hashes = {contracts.escrow.spec_hash_of(t) for t in real}
+    seen_customers, seen_hashes = set(), set()
+    with Session(ctx.engine) as session:
+        for task_id in posted:
+            on_chain = contracts.escrow.get_task(task_id)
+            seen_customers.add(on_chain.customer)
+            digest = contracts.escrow.spec_hash_of(task_id)
+            assert digest not in real_hashes and digest not in seen_hashes
+            seen_hashes.add(digest)
+            assert on_chain.max_price_per_replica in prices  # a price real customers set
+            check = session.get(TaskCheck, task_id)
+            assert check is not None and check.source_task in real
+            source = session.get(Task, check.source_task)
+            assert source is not None
+            # the spec a provider fetches is a real one, in the same form as a real adaptive task's
+            row = session.get(SpecRecord, (digest.hex(), on_chain.customer.lower()))
+            assert row is not None
+            document = TaskSpec.model_validate(row.spec)
+            assert document.command == ["true"] and document.name.startswith("real ")
+            standard = spec_document(make_spec("x", replicas=1, quorum=1, trust="standard"))
+            assert set(row.spec) == set(standard)
+            holders = assigned(contracts, task_id)
+            assert holders and not set(holders) & set(ran[check.source_task])
+    assert len(seen_customers) > 1 and seen_customers <= set(wallets)
+    assert dev_accounts.customer.address not in seen_customers
+    drawn = [contracts.escrow.get_task(t).max_price_per_replica for t in posted]
+    assert len(set(drawn)) > 1
+    assert {a.address for a in canary_accounts(DEV_CANARY_KEY, 3)} == set(wallets)
+
+
+def test_canaries_are_posted_at_poisson_times_not_in_bursts() -> None:
+    """Each owed canary is posted in a pass with probability 1 - exp(-interval/mean): a delay that is
+    exponential (memoryless) after it falls due, so a provider cannot align canaries with settlements."""
+    rng = random.Random(7)
+    first = to_post_now(1_000, interval_s=5, mean_delay_s=300, rng=rng)
+    assert 5 < first < 40  # ~16.5 expected of 1,000 owed: not a burst
+    delays = []
+    for _ in range(400):  # one owed canary, pass after pass: the pass it goes out in
+        passes = 1
+        while not to_post_now(1, interval_s=5, mean_delay_s=300, rng=rng):
+            passes += 1
+        delays.append(passes * 5)
+    mean = sum(delays) / len(delays)
+    assert 240 < mean < 370  # exponential with mean ~300 s (+ half a pass)
+    assert sum(d > 600 for d in delays) / len(delays) < 0.25  # P(delay > 2 means) = e^-2 = 0.14
+    assert to_post_now(4, interval_s=5, mean_delay_s=0, rng=rng) == 4
+    assert to_post_now(0, interval_s=5, mean_delay_s=300, rng=rng) == 0
