@@ -22,6 +22,7 @@ import logging
 import math
 import random
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from eth_account import Account
@@ -41,12 +42,13 @@ CANARY_REPLICAS = 1
 PRICE_SAMPLE = 500  # recent real tasks whose prices a canary's price is drawn from
 
 
-def canary_accounts(key: str, count: int) -> list[LocalAccount]:
+@lru_cache(maxsize=4)
+def canary_accounts(key: str, count: int) -> tuple[LocalAccount, ...]:
     """The protocol's canary wallets, derived from one key: the operator keeps one secret, providers see
-    `count` unrelated-looking customers."""
+    `count` unrelated-looking customers (derived once per process: the job runs every few seconds)."""
     seed = bytes.fromhex(key.removeprefix("0x"))
-    return [Account.from_key(keccak(b"hashgrid canary wallet" + seed + i.to_bytes(4, "big")))
-            for i in range(count)]
+    return tuple(Account.from_key(keccak(b"hashgrid canary wallet" + seed + i.to_bytes(4, "big")))
+                 for i in range(count))
 
 
 def canaries_due(session: Session, wallets: list[str], rate: float) -> int:
