@@ -4,8 +4,8 @@ provider_reputation.solo: the provider may run a trust-level task alone (a longe
 `trusted` bar that lets it check others); task_check.quorum: the equal hashes the verifier's check needs (two
 for a spot check or a partner, three for `paranoid`). docs/verification.md §2.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-04 17:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
