@@ -3,10 +3,13 @@
 1. Gas per task end to end (post, assign, commit, reveal, finalize with settlement, then the payees' claims)
    for k = 1, 3, 5, one call per step and batched by 10 and 100, from real receipts on anvil (bench.gas).
 2. Replica-runs per accepted task under adaptive replication against fixed k = 3, with 10% cheating
-   providers, naive (always wrong) and strategic (honest until trusted, then wrong on a fraction of tasks),
-   and the rate of wrong results accepted for each (bench.verification_sim; theory in docs/verification.md).
+   providers, naive (always wrong) and strategic (honest until trusted to run alone, then wrong on a
+   fraction of tasks), and the rate of wrong results accepted for each (bench.verification_sim; theory in
+   docs/verification.md).
 
-`--quick` runs one simulation of 30,000 tasks; `--no-docs` leaves docs/gas.md and docs/benchmarks.md alone.
+`--quick` runs one seed of 30,000 measured tasks per row (the strategic row 24 times that, after the adaptive
+rows' 600,000-task warm-up: bench.verification_sim says why); `--no-docs` leaves docs/gas.md and
+docs/benchmarks.md alone.
 """
 
 from __future__ import annotations

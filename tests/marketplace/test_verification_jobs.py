@@ -447,6 +447,32 @@ def test_a_provider_gone_mid_task_is_replaced_the_task_completes_and_the_no_show
         assert record is not None and record.no_shows == 1 and record.score < 0.5
 
 
+def test_a_trust_level_primary_replaced_after_a_no_show_is_checked_like_the_first(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    """A primary that takes a trust-level task and vanishes must not hand it to a replacement that then runs
+    it unchecked: the replacement's answer gets the policy's plan too (here the bootstrap's partners)."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_and_match(ctx, contracts, dev_accounts,
+                             make_spec("vanishes", replicas=1, quorum=1, trust="standard"))
+    (dead,) = accounts_of(dev_accounts, assigned(contracts, task_id))
+    set_heartbeat(ctx.engine, dead, stale(ctx.settings.heartbeat_ttl_s))
+    assert expire_heartbeats(ctx=ctx)["new"] == 1
+    assert contracts.escrow.get_task(task_id).round == 2
+    (newcomer,) = accounts_of(dev_accounts, assigned(contracts, task_id)[1:])
+    reveal(contracts, task_id, [(newcomer, RIGHT)])
+    index_chain(ctx=ctx)
+    outcome = settle_tasks(ctx=ctx)
+    assert outcome["escalated"] == [task_id] and outcome["settled"] == []
+    with Session(ctx.engine) as session:
+        check = session.get(TaskCheck, task_id)
+        assert check is not None and (check.kind, check.quorum) == ("bootstrap", 2)
+    (partner,) = accounts_of(dev_accounts, assigned(contracts, task_id)[2:])  # the room the escrow left
+    reveal(contracts, task_id, [(partner, RIGHT)])
+    index_chain(ctx=ctx)
+    assert settle_tasks(ctx=ctx)["settled"] == [task_id]
+    assert contracts.escrow.result_of(task_id) == RIGHT
+
+
 def test_a_settle_pass_reads_the_chain_only_for_tasks_the_index_says_may_be_ready(
         ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
     add_providers(ctx.engine, dev_accounts.providers)
