@@ -278,7 +278,9 @@ def test_the_policy_view_is_filled_from_records(ctx: JobContext, contracts: Cont
     plant_trusted(ctx, list(dev_accounts.providers), solo=True)
     with Session(ctx.engine) as session:
         standing = standing_of(session, task_id, primary.address.lower(), verifier_step(ctx, 0))
+        shown = provider_ledger(session=session, address=primary.address.lower())["reputation"]
     assert standing is not None
+    assert (shown["trusted"], shown["solo"]) == (True, True)  # the explorer shows both bars
     defaults = Standing(trust_level="standard")
     for name in (f.name for f in fields(Standing)):
         assert getattr(standing, name) != getattr(defaults, name), name

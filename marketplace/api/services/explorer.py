@@ -79,7 +79,7 @@ def _amount(event: ChainEvent) -> int:
 def reputation_view(record: ProviderReputation | None) -> dict[str, Any]:
     """The verifier's record (from verified outcomes only), or the prior for a provider with none yet."""
     record = record or ProviderReputation(address="")
-    return {"score": record.score, "trusted": record.trusted, "streak": record.streak,
+    return {"score": record.score, "trusted": record.trusted, "solo": record.solo, "streak": record.streak,
             "verified": record.verified, "dissents": record.dissents, "caught": record.caught,
             "no_shows": record.no_shows}
 
