@@ -12,7 +12,8 @@ its record (CANARY_FAIL). What a provider sees gives it away as little as we can
   reuses, so its providers fetch them like any task's;
 - the price is drawn from the prices real customers set for specs of the same runtime and resources;
 - the time: each owed canary is posted at an exponentially distributed delay (a thinned Poisson process),
-  not in a burst when it falls due.
+  not in a burst when it falls due;
+- the wallet's history: before posting, it claims the refunds its earlier canaries left, as customers do.
 `canary_rate` (the replication policy's c) canaries are owed per settled real task.
 """
 
@@ -178,6 +179,8 @@ def post_canaries(*, ctx: JobContext, rng: random.Random | None = None) -> dict[
             terms = TaskTerms(spec_hash=digest, replicas=CANARY_REPLICAS, quorum=1,
                               max_replicas=disguised.effective_max_replicas, max_price_per_replica=price,
                               deadline=ctx.client.timestamp() + disguised.deadline_s)
+            if contracts.escrow.claimable(account.address):  # refunds claimed as customers claim theirs
+                contracts.escrow.claim(sender=account)
             receipt = contracts.escrow.post_task_with_permit(contracts.token, terms, sender=account)
             task_id = contracts.escrow.task_id_of(receipt)
             answer = "0x" + str(source.result_hash).lower().removeprefix("0x")

@@ -546,6 +546,26 @@ def test_canaries_look_like_real_tasks_to_a_provider(
             holders = assigned(contracts, task_id)
             assert holders and not set(holders) & set(ran[check.source_task])
     assert len(seen_customers) > 1 and seen_customers <= set(wallets)
+    # a wallet claims what its settled canaries left it before it posts again (no hoard of unclaimed refunds)
+    first = next(t for t in posted if contracts.escrow.get_task(t).customer == wallets[0])
+    (primary,) = accounts_of(dev_accounts, assigned(contracts, first))
+    reveal(contracts, first, [(primary, RIGHT)])
+    index_chain(ctx=ctx)
+    assert first in settle_tasks(ctx=ctx)["settled"]
+    assert contracts.escrow.claimable(wallets[0]) > 0
+    real_more = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                          make_spec("real more", replicas=1, quorum=1, price=GRID))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    reveal(contracts, real_more, [(accounts_of(dev_accounts, assigned(contracts, real_more))[0], RIGHT)])
+    index_chain(ctx=ctx)
+    settle_tasks(ctx=ctx)
+    index_chain(ctx=ctx)
+    one_wallet = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, canary_rate=1.0,
+                          canary_key=DEV_CANARY_KEY, canary_wallets=1, canary_mean_delay_s=0)
+    assert canary_accounts(DEV_CANARY_KEY, 1)[0].address == wallets[0]  # the same first wallet
+    assert len(post_canaries(ctx=one_wallet)["posted"]) == 1
+    assert contracts.escrow.claimable(wallets[0]) == 0
     assert dev_accounts.customer.address not in seen_customers
     drawn = [contracts.escrow.get_task(t).max_price_per_replica for t in posted]
     assert len(set(drawn)) > 1
