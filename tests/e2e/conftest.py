@@ -85,8 +85,10 @@ class Network:
         parts = [f"--- {p.name} (alive={p.alive()})\n{p.log()[-4000:]}" for p in (self.server, *self.daemons)]
         return "\n".join(parts)
 
-    def start_daemon(self, account: LocalAccount, *, fault: str | None = None) -> Proc:
-        """A `hashgrid provider run --marketplace` daemon for `account` (with a TEST FAULT if given)."""
+    def start_daemon(self, account: LocalAccount, *, fault: str | None = None, config: Path | None = None
+                     ) -> Proc:
+        """A `hashgrid provider run --marketplace` daemon for `account` (with a TEST FAULT if given, and its
+        provider config file if given)."""
         i = len(self.daemons)
         state = self.state / f"provider{i}"
         env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
@@ -95,7 +97,8 @@ class Network:
             sys.executable, "-m", "hashgrid.cli", "provider", "run", "--state-dir", str(state), "--rpc",
             self.rpc_url, "--deployment", str(self.deployment_file), "--content-dir", str(state / "content"),
             "--poll-interval", "0.2", "--grace", "10", "--marketplace", self.url,
-            *(["--fault", fault] if fault else [])], env, state / "daemon.log")
+            *(["--fault", fault] if fault else []), *(["--config", str(config)] if config else [])], env,
+            state / "daemon.log")
         self.daemons.append(daemon)
         self.providers.append(account)
         return daemon
