@@ -15,6 +15,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rich.console import Console
 from rich.table import Table
@@ -73,6 +74,22 @@ def synthetic_providers(n: int, seed: int) -> list[ProviderView]:
             cached_digests=frozenset(rng.sample(DIGESTS, 3)) if rng.random() < 0.1 else frozenset(),
             running=running,
         ))
+    return out
+
+
+def with_classes(providers: Sequence[ProviderView], runsc_share: float, seed: int) -> list[ProviderView]:
+    """The fleet with runtime classes as live registration fills them: docker on gVisor for `runsc_share` of
+    the providers, else runc; wasm; a GPU class (model, CUDA 12) for GPU providers."""
+    rng = random.Random(seed)
+    out = []
+    for p in providers:
+        backend = "runsc" if rng.random() < runsc_share else "runc"
+        classes = {backend} if "docker" in p.runtimes else set()
+        if "wasm" in p.runtimes:
+            classes.add("wasm")
+        if p.total.gpus and "docker" in p.runtimes:
+            classes.add(f"runc/{p.gpu_model}/cuda12")
+        out.append(replace(p, classes=frozenset(classes)))
     return out
 
 
@@ -140,12 +157,14 @@ def _timed(fn, *args) -> tuple[float, object]:  # type: ignore[no-untyped-def]
 
 
 def run(sizes: Sequence[int], n_tasks: int, repeats: int, naive_sample: int, console: Console,
-        measure_memory: bool = True) -> list[dict]:
+        measure_memory: bool = True, runsc_share: float | None = None) -> list[dict]:
     config = MatchConfig()
     tasks = synthetic_tasks(n_tasks, seed=2)
     rows = []
     for n in sizes:
         providers = synthetic_providers(n, seed=1)
+        if runsc_share is not None:
+            providers = with_classes(providers, runsc_share, seed=3)
         times, result = [], None
         for _ in range(repeats):
             elapsed, result = _timed(match, providers, tasks, config, NOW)
@@ -179,13 +198,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="10,000 tasks and one run per size")
     parser.add_argument("--repeats", type=int, default=3, help="runs per size; the median is reported")
+    parser.add_argument("--runsc-share", type=float, default=None,
+                        help="give providers runtime classes, this share of them running docker under gVisor "
+                             "(default: no classes, one class per runtime)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     console = Console()
     n_tasks, repeats, sample = (10_000, 1, 100) if args.quick else (100_000, args.repeats, 200)
     load_before = os.getloadavg()  # the machine is shared: a busy one slows every figure
-    rows = run((1_000, 10_000), n_tasks, repeats, sample, console)
+    rows = run((1_000, 10_000), n_tasks, repeats, sample, console, runsc_share=args.runsc_share)
     load_after = os.getloadavg()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = Table(title=f"Matching: decisions/s, {n_tasks:,} queued tasks, one core, median of {repeats}")
