@@ -1,9 +1,12 @@
 """Runtime classes live, against a real anvil: providers register the backend their daemon will use (through
 the API's register service), the matching round places a k=3 task only inside one class of a mixed fleet (one
 runsc, three runc), records the class with the assignment, hands it to the providers with their assignments,
-and a replacement joins the recorded class even where another class would score higher."""
+a replacement joins the recorded class even where another class would score higher, and so does the trusted
+partner that spot-checks a primary."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from sqlmodel import Session
@@ -14,10 +17,11 @@ from marketplace.api.schemas import Offer, ProviderRegisterIn
 from marketplace.api.services import providers as service
 from marketplace.jobs import JobContext, expire_heartbeats, index_chain, run_matching_round
 from marketplace.jobs.matching import provider_view
+from marketplace.jobs.settle import settle_tasks
 from marketplace.models import Provider, Task
 from scripts.devnet import GRID, DevAccounts
 from tests.marketplace import conftest_services as services
-from tests.marketplace.conftest_services import make_spec, post_spec, set_heartbeat, stale
+from tests.marketplace.conftest_services import make_ctx, make_spec, post_spec, set_heartbeat, stale
 
 ctx = services.ctx
 jobs_db_url = services.jobs_db_url
@@ -103,3 +107,32 @@ def test_a_replacement_joins_the_class_the_task_has(ctx: JobContext, contracts: 
     with Session(ctx.engine) as session:
         task = session.get(Task, task_id)
         assert task is not None and task.runtime_class == "runc"
+
+
+def test_a_spot_check_partner_joins_the_primary_class(ctx: JobContext, contracts: Contracts,
+                                                      dev_accounts: DevAccounts, tmp_path: Path) -> None:
+    """A trust-level task runs its primary alone on gVisor; the trusted partner that checks it is the trusted
+    gVisor provider, not the trusted runc one that scores higher."""
+    from tests.marketplace.test_verification_jobs import plant_trusted, reveal
+
+    grown = make_ctx(ctx.engine, ctx.client, ctx.deployment, tmp_path, min_trusted_pool=2)
+    gvisor_a, gvisor_b, runc_a, runc_b = dev_accounts.providers[:4]
+    register(grown, contracts, gvisor_a, "runsc", reputation=1.0)
+    register(grown, contracts, gvisor_b, "runsc", reputation=0.5)
+    register(grown, contracts, runc_a, "docker", reputation=0.9)
+    register(grown, contracts, runc_b, "docker", reputation=0.1)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("checked in class", replicas=1, quorum=1, trust="standard"))
+    index_chain(ctx=grown)
+    run_matching_round(ctx=grown)
+    assert [p.lower() for p in contracts.escrow.replicas_of(task_id)] == [gvisor_a.address.lower()]
+    reveal(contracts, task_id, [(gvisor_a, b"\x11" * 32)])
+    index_chain(ctx=grown)
+    plant_trusted(grown, [gvisor_a, gvisor_b, runc_a])  # gvisor_a may check others, not run alone
+    outcome = settle_tasks(ctx=grown)
+    assert outcome["escalated"] == [task_id] and outcome["matching"]["assigned"] == 1
+    assert [p.lower() for p in contracts.escrow.replicas_of(task_id)] == [gvisor_a.address.lower(),
+                                                                         gvisor_b.address.lower()]
+    with Session(ctx.engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.runtime_class == "runsc"
