@@ -96,11 +96,35 @@ def build_app(only: str | None = None, *, placeholders: bool = False) -> typer.T
     return app
 
 
+# top-level modules of the optional installs (pyproject.toml) -> the install that brings them
+EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("docker", "wasmtime", "pynvml"), "provider"),
+    **dict.fromkeys(("fastapi", "starlette", "sqlmodel", "sqlalchemy", "alembic", "uvicorn", "celery",
+                     "redis", "psycopg", "solcx"), "server"),
+}
+
+
+def missing_install(exc: ModuleNotFoundError) -> str | None:
+    """One line for a command that needs an install this machine lacks (None: a genuine bug, re-raised)."""
+    extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return (f"error: this command needs the {extra} install (missing Python module {exc.name!r}): "
+            f"pip install 'hashgrid[{extra}]'")
+
+
 def main() -> None:
     """Entry point of the `hashgrid` console script."""
     first = sys.argv[1] if len(sys.argv) > 1 else None
     if first in GROUPS or first in COMMANDS:
-        build_app(first)()
+        try:
+            build_app(first)()
+        except ModuleNotFoundError as exc:
+            line = missing_install(exc)
+            if line is None:
+                raise
+            print(line, file=sys.stderr)
+            raise SystemExit(2) from None
     elif any(name.endswith("_COMPLETE") for name in os.environ):
         build_app()()  # shell completion walks every part's commands
     else:
