@@ -19,6 +19,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from hashgrid.errors import ContractRevert
+from hashgrid.runtime_class import is_gpu_class, runtime_of
 from hashgrid.spec import TaskSpec
 from marketplace.indexer import apply
 from marketplace.indexer.tables import ReplicaReplacement
@@ -221,6 +222,9 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
             if _round_would_strand(on_chain, replicas, open_requests, ctx.client.timestamp()):
                 log.info("task %d: replacement waits until the round's live replicas commit", task.task_id)
                 continue
+            if task.runtime_class is None:  # placed before classes were recorded, or by another path
+                task.runtime_class = _class_of_holders(session, spec, holders)
+                session.add(task)
         views.append(task_view(task, spec, replicas=needed, assigned=holders))
         by_id[task.task_id] = task
     posted = {t.task_id for t in tasks if t.status == TaskStatus.POSTED}
@@ -266,6 +270,19 @@ def _match_checked_first(session: Session, providers: list[ProviderView], views:
                  [v for v in views if v not in checked], config, now)
     return MatchResult(first.assignments + rest.assignments, first.unplaced + rest.unplaced,
                        first.preemptions + rest.preemptions)
+
+
+def _class_of_holders(session: Session, spec: TaskSpec, holders: frozenset[str]) -> str | None:
+    """The one runtime class every provider already running a replica of the task shares (for the spec's
+    runtime, for GPU work when it needs GPUs), or None when they share none or more than one."""
+    gpu = spec.resources.gpus > 0
+    common: set[str] | None = None
+    for address in sorted(holders):
+        row = session.get(Provider, address)
+        classes = {c for c in (row.runtime_classes if row else []) or []
+                   if runtime_of(c) == spec.runtime and is_gpu_class(c) == gpu}
+        common = classes if common is None else common & classes
+    return next(iter(common)) if common is not None and len(common) == 1 else None
 
 
 def _round_would_strand(on_chain: dict[str, Any], replicas: Sequence[Replica],

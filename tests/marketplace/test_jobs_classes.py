@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from eth_account.signers.local import LocalAccount
 from sqlmodel import Session
 
@@ -80,10 +81,13 @@ def test_a_mixed_fleet_places_a_k3_task_inside_one_class(ctx: JobContext, contra
         assert service.pending_assignments(session=session, provider=gvisor.address.lower()) == []
 
 
+@pytest.mark.parametrize("recorded", [True, False])
 def test_a_replacement_joins_the_class_the_task_has(ctx: JobContext, contracts: Contracts,
-                                                    dev_accounts: DevAccounts) -> None:
+                                                    dev_accounts: DevAccounts, recorded: bool) -> None:
     """The runsc provider scores highest (reputation 1.0) but is alone in its class, so the k=2 task goes to
-    runc; when a runc replica dies, its replacement is the third runc provider, never the runsc one."""
+    runc; when a runc replica dies, its replacement is the third runc provider, never the runsc one. Also for
+    a task whose class was not recorded (placed before classes were, or seen by the indexer first): the class
+    its running replicas' providers share is recorded then."""
     gvisor, *runc = dev_accounts.providers[:4]
     register(ctx, contracts, gvisor, "runsc", reputation=1.0)
     for account in runc:
@@ -99,6 +103,13 @@ def test_a_replacement_joins_the_class_the_task_has(ctx: JobContext, contracts: 
     contracts.escrow.commit(task_id, commitment_for(b"\x01" * 32, b"\x02" * 32, by_address[alive].address),
                             sender=by_address[alive])
     index_chain(ctx=ctx)
+    if not recorded:
+        with Session(ctx.engine) as session:
+            task = session.get(Task, task_id)
+            assert task is not None and task.runtime_class == "runc"
+            task.runtime_class = None
+            session.add(task)
+            session.commit()
     set_heartbeat(ctx.engine, by_address[dead], stale(ctx.settings.heartbeat_ttl_s))
     assert expire_heartbeats(ctx=ctx)["new"] == 1
     now_assigned = [p.lower() for p in contracts.escrow.replicas_of(task_id)]
