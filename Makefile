@@ -17,7 +17,10 @@ setup: ## install whatever is missing (idempotent; a second run takes seconds)
 up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers 5 ...")
 	@$(PY) -m hashgrid.cli up $(ARGS)
 
-test: setup test-contracts test-python bugs ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest
+test: ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest; then check the tree is unchanged
+	@bash scripts/check_tree.sh snapshot
+	@$(MAKE) --no-print-directory setup test-contracts test-python bugs
+	@bash scripts/check_tree.sh compare
 
 test-contracts: ## forge unit, fuzz and invariant tests (CI=true: the `ci` profile, 100,000 calls per invariant)
 	@FOUNDRY_PROFILE=$(FOUNDRY_PROFILE) $(FORGE) test
@@ -28,8 +31,8 @@ test-python: ## pytest against real anvil, Docker, wasmtime, Redis, PostgreSQL
 bugs: ## prove each invariant can fail: apply each planted bug and expect forge to catch it
 	@bash scripts/check_planted_bugs.sh
 
-bench: setup ## run every benchmark (each prints a table and updates docs/)
-	@$(PY) -m bench.gas && $(PY) -m bench.runtime && $(PY) -m bench.matching && $(PY) -m bench.api && $(PY) -m bench.verification_sim --write-docs
+bench: setup ## run every benchmark: each prints a table; here they also update docs/ (alone, only with --write-docs)
+	@$(PY) -m bench.gas --write-docs && $(PY) -m bench.runtime --write-docs && $(PY) -m bench.matching && $(PY) -m bench.api --write-docs && $(PY) -m bench.verification_sim --write-docs
 
 lint: ## ruff and mypy
 	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider marketplace billing verifier scripts bench

@@ -348,7 +348,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to run, e.g. 1,2")
     parser.add_argument("--tasks", type=int, default=200, help="tasks posted on chain for the latency run")
     parser.add_argument("--skip-chain", action="store_true", help="no post-to-assignment run")
-    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="update the API section of docs/benchmarks.md (`make bench` does)")
     args = parser.parse_args()
     console = Console()
     port = _free_port()
@@ -397,7 +398,7 @@ def main() -> None:
             result = assignment.run(tasks=args.tasks, env_overrides=overrides, console=console)
             console.print(assignment.table(result))
             latency.append((label, result))
-    if not args.no_write:
+    if args.write_docs:
         write_section(doc_section(rows, costs, latency, connections=args.connections, load_avg=load_avg))
         console.print(f"wrote the API section of {DOC}")
 

@@ -358,11 +358,17 @@ def write_doc(rows: list[Row], seconds: float, path: Path = DOC, *, stores_resul
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--write-docs", action="store_true", help="rewrite docs/gas.md (`make bench` does)")
+    args = parser.parse_args()
     started = time.monotonic()
     rows, stores_result = measure()
     console.print(render_table(rows))
-    write_doc(rows, time.monotonic() - started, stores_result=stores_result)
-    console.print(f"wrote {DOC.relative_to(REPO_ROOT)} in {time.monotonic() - started:.0f} s")
+    if args.write_docs:
+        write_doc(rows, time.monotonic() - started, stores_result=stores_result)
+        console.print(f"wrote {DOC.relative_to(REPO_ROOT)} in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

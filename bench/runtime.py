@@ -296,11 +296,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="N=5, fewer throughput tasks")
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    parser.add_argument("--only", choices=("docker", "runsc", "wasm"), help="one backend (implies --no-docs)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="rewrite the Runtime section of docs/benchmarks.md (`make bench` does)")
+    parser.add_argument("--only", choices=("docker", "runsc", "wasm"), help="one backend (never writes docs)")
     args = parser.parse_args()
     if args.only:
-        args.no_docs = True
+        args.write_docs = False
     n = 5 if args.quick else args.n
     global LOAD_AT_START
     LOAD_AT_START = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -362,7 +363,7 @@ def main() -> None:
     for name, by_workers in rates.items():
         rate_table.add_row(name, *(f"{v:.0f}" for v in by_workers.values()))
     console.print(rate_table)
-    if not args.no_docs:
+    if args.write_docs:
         write_docs(rows, rates, n, n_wasm)
         console.print(f"wrote the Runtime section of {DOCS.relative_to(ROOT)}")
 

@@ -8,8 +8,8 @@
    docs/verification.md).
 
 `--quick` runs one seed of 30,000 measured tasks per row (the strategic row 24 times that, after the adaptive
-rows' 600,000-task warm-up: bench.verification_sim says why); `--no-docs` leaves docs/gas.md and
-docs/benchmarks.md alone.
+rows' 600,000-task warm-up: bench.verification_sim says why); `--write-docs` rewrites docs/gas.md and
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="seeded simulation runs per row (the median)")
     parser.add_argument("--tasks", type=int, default=100_000, help="simulated tasks measured per run")
     parser.add_argument("--quick", action="store_true", help="1 simulation run of 30,000 tasks")
-    parser.add_argument("--no-docs", action="store_true",
-                        help="do not rewrite docs/gas.md or docs/benchmarks.md")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="rewrite docs/gas.md and the Verification sections of docs/benchmarks.md")
     args = parser.parse_args()
     console = Console()
     if not console.is_terminal:
@@ -75,7 +75,7 @@ def main() -> None:
     console.print("Strategic cheaters: the wrong/10k figure above is stated, not bounded; what it costs them "
                   "(a slash of slashDissentBps of the stake per conviction, and the lost record) is worked "
                   "out in docs/verification.md §3.1.")
-    if not args.no_docs:
+    if args.write_docs:
         gas.write_doc(rows, gas_seconds, stores_result=stores_result)
         sim.write_docs(sim_rows, runs)
         write_gas_section(rows)

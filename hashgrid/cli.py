@@ -16,15 +16,15 @@ import typer
 GROUPS: dict[str, tuple[str, str]] = {
     "chain": ("scripts.localnet:app", "Start or stop a local anvil chain."),
     "deploy": ("scripts.deploy:app", "Deploy the contracts and write the deployment file."),
-    "dao": ("scripts.governance:app", "Governance: propose, vote, queue, execute, status."),
+    "dao": ("scripts.governance:app", "Governance: delegate, propose, vote, queue, execute, status, list."),
     "explorer": ("scripts.explorer:app", "Read tasks and providers from chain events."),
     "marketplace": ("marketplace.cli:app",
                     "Run the marketplace API and its background jobs: serve, migrate, reconcile."),
     "provider": ("provider.cli:app", "Sell this device's compute: init, stake, info, run, exec."),
     "demo": ("scripts.demo:app", "Play the on-chain life of a few tasks on a fresh local chain."),
-    "task": ("hashgrid.customer_cli:task_app", "Customers: submit, status, logs, result, invoice, cancel, "
-                                               "estimate."),
-    "wallet": ("hashgrid.customer_cli:wallet_app", "The customer's wallet: new, import, balance."),
+    "task": ("hashgrid.customer_cli:task_app", "Customers: init, estimate, submit, list, wait, "
+                                               "status, logs, result, invoice, cancel."),
+    "wallet": ("hashgrid.customer_cli:wallet_app", "The customer's wallet: new, import, balance, claim."),
 }
 
 # root commands implemented elsewhere: name -> ("module:function", help)

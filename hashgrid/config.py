@@ -39,15 +39,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HASHGRID_", env_file=None, extra="ignore")
 
-    state_dir: Path = REPO_ROOT / ".hashgrid"
-    rpc_url: str = "http://127.0.0.1:8545"
-    chain_id: int = DEV_CHAIN_ID
+    state_dir: Path = Path.home() / ".hashgrid"  # wallets, provider config and keys, `make up`'s network
+    rpc_url: str = "http://127.0.0.1:8545"  # the chain's JSON-RPC endpoint
+    chain_id: int = DEV_CHAIN_ID  # dev keys are refused off 31337
     deployment_file: Path | None = None  # default: <state_dir>/deployment.json
     private_key: str | None = None  # the signing key of this process (provider, customer, operator)
     database_url: str | None = None  # default: sqlite in state_dir
     redis_url: str | None = None  # none: background jobs run in-process
-    marketplace_url: str = "http://127.0.0.1:8000"
-    tx_timeout_seconds: float = 60.0
+    marketplace_url: str = "http://127.0.0.1:8000"  # the marketplace API the CLI and daemons talk to
+    tx_timeout_seconds: float = 60.0  # how long a transaction may take to be mined
 
     @model_validator(mode="after")
     def _dev_keys_only_on_dev_chain(self) -> Settings:

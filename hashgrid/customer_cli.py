@@ -416,11 +416,14 @@ def invoice(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt
 
 
 @task_app.command()
-def cancel(task_id: TaskIdArg, marketplace: MarketOpt = None, rpc: RpcOpt = None,
+def cancel(task_id: TaskIdArg, as_json: JsonOpt = False, marketplace: MarketOpt = None, rpc: RpcOpt = None,
            deployment: DeploymentOpt = None, keystore: KeystoreOpt = None, key_env: KeyEnvOpt = None) -> None:
     """Cancel a task not placed yet; its escrow becomes claimable (`hashgrid wallet claim`)."""
     with cli_errors(), make_client(marketplace, rpc, deployment, keystore, key_env) as client:
         refunded = client.cancel(task_id)
+        if as_json:
+            _print_json({"task_id": task_id, "status": "cancelled", "refunded": str(refunded)})
+            return
         typer.echo(f"task {task_id} cancelled; {grid(refunded)} refunded (withdraw: hashgrid wallet claim)")
 
 
@@ -540,7 +543,8 @@ def faucet(
                                                   "address)")] = None,
     amount: Annotated[float, typer.Option("--amount", help="GRID to send", min=0)] = 1000.0,
     eth: Annotated[float, typer.Option("--eth", help="ETH to send for gas", min=0)] = 10.0,
-    rpc: RpcOpt = None, deployment: DeploymentOpt = None, keystore: KeystoreOpt = None,
+    as_json: JsonOpt = False, rpc: RpcOpt = None, deployment: DeploymentOpt = None,
+    keystore: KeystoreOpt = None,
     key_env: KeyEnvOpt = None,
 ) -> None:
     """Dev chain only: send GRID and ETH from the dev deployer (anvil's publicly known key 0)."""
@@ -557,4 +561,7 @@ def faucet(
             contracts.token.transfer(who, grid_wei, sender=deployer)
         if eth_wei:
             contracts.client.send_transaction({"to": who, "value": eth_wei}, sender=deployer)
+        if as_json:
+            _print_json({"address": who, "grid": str(grid_wei), "eth": str(eth_wei)})
+            return
         typer.echo(f"sent {grid(grid_wei)} and {grid(eth_wei, 'ETH')} to {who}")

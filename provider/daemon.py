@@ -180,14 +180,15 @@ class Daemon:
             log.info("registered %s: capabilities %s (%s)", self.ops.address, to_hex32(digest), uri)
         stake, minimum = self.ops.stake()
         if stake < minimum:
-            raise InsufficientStake(f"provider {self.ops.address} has {stake} wei staked, under the minimum "
-                                    f"{minimum}; stake more with `hashgrid provider stake`",
+            raise InsufficientStake(f"provider {self.ops.address} stakes {grid(stake)}, under the minimum "
+                                    f"{grid(minimum)}; stake more with `hashgrid provider stake AMOUNT`",
                                     provider=self.ops.address, stake=stake, minimum=minimum)
         if self.reporter is not None:
             self.reporter.register(device=self.device, config=self.config)
-        log.info("provider %s: stake %d wei (minimum %d), runtimes %s, up to %d task(s) at once on %d "
-                 "core(s) / %d MB", self.ops.address, stake, minimum, ", ".join(self.device["runtimes"]),
-                 self.max_parallel, self.config.offer.cores, self.config.offer.memory_mb)
+        log.info("provider %s: stake %s (minimum %s), runtimes %s, up to %d task(s) at once on %d "
+                 "core(s) / %d MB", self.ops.address, grid(stake), grid(minimum),
+                 ", ".join(self.device["runtimes"]), self.max_parallel, self.config.offer.cores,
+                 self.config.offer.memory_mb)
 
     # ------------------------------------------------------------------ the loop
     def request_stop(self) -> None:
@@ -687,13 +688,18 @@ class Daemon:
         eligible = stake >= minimum
         if eligible != self._eligible:
             if eligible:
-                log.info("provider %s: stake %s GRID is at or above the minimum %s GRID again: eligible "
-                         "for work", self.ops.address, stake / 10**18, minimum / 10**18)
+                log.info("provider %s: stake %s is at or above the minimum %s again: eligible for work",
+                         self.ops.address, grid(stake), grid(minimum))
             else:
-                log.warning("provider %s: stake %s GRID is below the minimum %s GRID: NOT ELIGIBLE, no new "
+                log.warning("provider %s: stake %s is below the minimum %s: NOT ELIGIBLE, no new "
                             "work is assigned until it stakes more (`hashgrid provider stake AMOUNT`)",
-                            self.ops.address, stake / 10**18, minimum / 10**18)
+                            self.ops.address, grid(stake), grid(minimum))
         self._eligible = eligible
+
+
+def grid(wei: int) -> str:
+    """wei as GRID for log lines: 12.5 GRID (six decimals at most)."""
+    return f"{wei / 10**18:,.6f}".rstrip("0").rstrip(".") + " GRID"
 
 
 def journal_path(state_dir: Path) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from eth_utils import is_address
@@ -25,12 +27,41 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tab
 
 
 def grid(amount: int) -> str:
-    """A token amount for people: 12.5 GRID."""
-    return f"{amount / GRID:,.4f}".rstrip("0").rstrip(".") + " GRID"
+    """A token amount for people, exact (a 0.0002 GRID fee is not rounded to 0): 12.5 GRID."""
+    whole, frac = divmod(abs(int(amount)), GRID)
+    digits = f"{frac:018d}".rstrip("0")
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{whole:,}" + (f".{digits}" if digits else "") + " GRID"
 
 
 def short(value: str | None, keep: int = 10) -> str:
-    return "-" if not value else (value if len(value) <= 2 * keep else f"{value[:keep]}…{value[-4:]}")
+    """A hash or address cut for a terminal's table; whole when the output is piped (scripts read it)."""
+    if not value:
+        return "-"
+    if not console.is_terminal or len(value) <= 2 * keep:
+        return value
+    return f"{value[:keep]}…{value[-4:]}"
+
+
+_AMOUNT = re.compile(r"escrow|paid|fee|refund|slash|stake|unbond|reward|claim|withdraw|price|amount|locked")
+
+
+def json_safe(value: Any, key: str = "") -> Any:
+    """Amounts (wei) as decimal strings: JSON numbers past 2**53 lose digits in most parsers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v, key) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and _AMOUNT.search(key):
+        return str(value)
+    return value
+
+
+def fold(table: Table) -> Table:
+    """Wrap long cells instead of cutting them with "…" (a piped table is 80 columns wide)."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
 
 
 def task_tables(h: TaskHistory) -> list[Table]:
@@ -112,10 +143,10 @@ def stats_table(s: NetworkStats) -> Table:
 
 def _show(model: BaseModel, tables: list[Table], as_json: bool) -> None:
     if as_json:
-        console.print_json(model.model_dump_json())
+        typer.echo(json.dumps(json_safe(model.model_dump(mode="json")), indent=2))
         return
     for table in tables:
-        console.print(table)
+        console.print(fold(table))
 
 
 @app.command()

@@ -691,6 +691,7 @@ def reform_cheaters(contracts: Any, accounts: Any, cheaters: Iterable[str],
         provider = next(p for p in accounts.providers if p.address == address)
         before = contracts.registry.stake_of(address)
         missing = max(0, PROVIDER_STAKE - before)
+        contracts.client.nonces.reset(address)  # its daemon sent commits and reveals since we staked it
         if missing:
             contracts.token.transfer(address, missing, sender=accounts.customer)  # not the deployer: the
             contracts.token.approve(contracts.registry.address, missing, sender=provider)  # marketplace signs
