@@ -79,7 +79,8 @@ def _sha256_field(value: Any) -> Any:
 
 def _wei_field(value: Any) -> Any:
     if isinstance(value, str):
-        if not value.isdigit():
+        # ASCII digits only ('١٢' is digits to str.isdigit) and no longer than a uint96 can be
+        if not (value.isascii() and value.isdigit()) or len(value) > len(str(MAX_UINT96)):
             raise ValueError(f"expected an integer amount of wei, got {value!r}")
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -147,14 +148,14 @@ class ArtifactSignature(_Strict):
     @field_validator("signer")
     @classmethod
     def _signer(cls, value: str) -> str:
-        if not _ADDRESS_RE.match(value):
+        if not _ADDRESS_RE.fullmatch(value):
             raise ValueError(f"signer must be a 0x address of 40 hex characters, got {value!r}")
         return value.lower()
 
     @field_validator("signature")
     @classmethod
     def _signature(cls, value: str) -> str:
-        if not _SIGNATURE_RE.match(value):
+        if not _SIGNATURE_RE.fullmatch(value):
             raise ValueError("signature must be 0x followed by 130 hex characters (65 bytes)")
         return value.lower()
 
@@ -203,7 +204,7 @@ class TaskSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not _NAME_RE.fullmatch(value):
             raise ValueError("name must be 1-128 characters of letters, digits, space, '.', '_' or '-', "
                              "starting with a letter or digit")
         return value
@@ -211,7 +212,7 @@ class TaskSpec(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and not _IMAGE_RE.match(value):
+        if value is not None and not _IMAGE_RE.fullmatch(value):
             raise ValueError("image must be a digest 'sha256:<64 hex>' or 'name@sha256:<64 hex>', got "
                              f"{value!r}"
                              " (tags are not accepted: they can move)")
@@ -230,7 +231,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise ValueError(f"env name {key!r} is not a valid variable name")
             if "\x00" in item:
                 raise ValueError(f"env {key} contains NUL")
@@ -301,7 +302,7 @@ class TaskSpec(_Strict):
         """The local image id 'sha256:<hex>' a docker spec names (any name before '@' dropped)."""
         if self.image is None:
             return None
-        match = _IMAGE_RE.match(self.image)
+        match = _IMAGE_RE.fullmatch(self.image)
         assert match is not None  # validated
         return "sha256:" + match.group("hex")
 

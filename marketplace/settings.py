@@ -32,6 +32,7 @@ class MarketplaceSettings(Settings):
     max_blob_bytes: int = 64 * MIB
     max_body_bytes: int = 1 * MIB  # JSON request bodies (every POST but the login)
     max_login_bytes: int = 32 * 1024  # POST /auth/siwe (a 4,096-character message, JSON-escaped)
+    max_log_bytes: int = 4 * MIB  # a provider's log chunk: 256 Ki characters, each up to 12 bytes escaped
     max_header_bytes: int = 64 * 1024  # request line and headers of one request
     header_timeout_s: float = 10.0  # a connection's next request head must arrive within this
     body_read_timeout_s: float = 15.0  # at most this long between two pieces of a request body

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -40,7 +41,12 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def _number(text: str) -> float:
+def _number(text: str) -> float | int:
+    """A number with a fraction or exponent; an integral one ('2.0', '1e3') is the integer it denotes, exactly
+    (JSON Schema counts it as an integer), if it has at most MAX_INT_DIGITS digits."""
+    exact = Decimal(text)
+    if exact == exact.to_integral_value() and exact.adjusted() < MAX_INT_DIGITS:
+        return int(exact)
     value = float(text)
     if not math.isfinite(value):
         raise BodyInvalid(f"number {text[:32]} is out of range")

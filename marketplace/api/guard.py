@@ -31,7 +31,6 @@ from marketplace.settings import MarketplaceSettings
 
 METERED = "hashgrid.metered"  # scope key: the route counts against the caller's rate limits
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # no route reads a body for these
-NO_BODY = frozenset({"GET", "HEAD"})  # a body here is refused outright (other methods not served: 405)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -52,6 +51,7 @@ class Limits:
     max_body_bytes: int
     max_blob_bytes: int
     max_login_bytes: int
+    max_log_bytes: int
     body_read_timeout_s: float
     body_timeout_s: float
     ip: Rule | None
@@ -64,6 +64,7 @@ class Limits:
             max_body_bytes=settings.max_body_bytes,
             max_blob_bytes=settings.max_blob_bytes,
             max_login_bytes=settings.max_login_bytes,
+            max_log_bytes=settings.max_log_bytes,
             body_read_timeout_s=settings.body_read_timeout_s,
             body_timeout_s=settings.body_timeout_s,
             ip=Rule.parse("ip", settings.rate_limit_ip),
@@ -74,12 +75,12 @@ class Limits:
 
 def body_cap(limits: Limits, method: str, path: str) -> int:
     """The most bytes of body the route reads (docs/api.md, "Limits")."""
-    if method in NO_BODY:
-        return 0
     if method == "PUT" and path.startswith("/blobs/"):
         return limits.max_blob_bytes
     if path == "/auth/siwe":
         return limits.max_login_bytes
+    if method == "POST" and path.startswith("/providers/") and path.endswith("/logs"):
+        return limits.max_log_bytes
     return limits.max_body_bytes
 
 

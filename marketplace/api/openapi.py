@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from marketplace.api.errors import error_responses
-from marketplace.api.guard import BODYLESS, Limits, body_cap, rule_for
+from marketplace.api.guard import BODYLESS, Limits, rule_for
+from marketplace.api.spec_schema import spec_schema
 
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "a token from POST /auth/siwe"},
@@ -51,15 +52,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         from marketplace.api.errors import ErrorBody
 
         schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    from marketplace.api.routes.tasks import spec_schema
-
     spec, definitions = spec_schema()
     schemas.update(definitions)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             statuses = []
-            if body_cap(limits, method.upper(), path.replace("{", "").replace("}", "")) > 0:
+            if method.upper() not in BODYLESS:
                 statuses += [408, 413]
             rule, _ = rule_for(limits, method.upper(), path)
             if rule is not None or method.upper() not in BODYLESS:

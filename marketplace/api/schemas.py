@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 WEI_PATTERN = r"^[0-9]{1,30}$"
+# the largest integer every JSON parser holds exactly (a double's 53 bits): the bound of ids and counters, so
+# that a client in JavaScript, or a schema validator comparing as floats, reads the same number
+MAX_JSON_INT = 2**53 - 1
 
 
 class _Body(BaseModel):
@@ -77,7 +80,7 @@ class HeartbeatIn(_Body):
 
 class LogIn(_Body):
     data: str = Field(max_length=256 * 1024)
-    seq: int | None = Field(default=None, ge=0, le=2**62, description="the provider's chunk counter")
+    seq: int | None = Field(default=None, ge=0, le=MAX_JSON_INT, description="the provider's chunk counter")
 
 
 class OutputFile(_Body):

@@ -4,10 +4,14 @@ types, headers and bodies as documented, negative data rejected, ...), positive_
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -15,11 +19,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import CHECKS as CHECKS_REGISTRY
 from schemathesis.checks import load_all_checks
 
+from hashgrid.config import REPO_ROOT
 from hashgrid.signing import siwe_login
 from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
 from marketplace.settings import MarketplaceSettings
 from tests.marketplace.conftest import MIN_STAKE, wallet
+from tests.marketplace.conftest_services import free_port
+from tests.polling import wait_for
 
 MAX_EXAMPLES = 15
 load_all_checks()
@@ -70,3 +77,44 @@ def test_no_server_errors(fuzz_app: Any, token: str) -> None:
                 case.validate_response(response, checks=CHECKS, headers=headers)
 
         run()
+
+
+CLI_EXAMPLES = 25  # per operation here; docs/api.md gives the 200-example run and its result
+CLI_SEED = 42
+
+
+def test_schemathesis_cli_every_check(tmp_path: Path) -> None:
+    """`schemathesis run --checks all` (every phase: examples, coverage, fuzzing, stateful) with the repo's
+    schemathesis.toml against the real server (tests/marketplace/fuzz_server.py: `serve`'s protocol and
+    middleware, fixed fee and stakes), signed in with a SIWE token: no failure of any kind."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HASHGRID_STATE_DIR": str(tmp_path),
+           "HASHGRID_MARKETPLACE_URL": f"http://127.0.0.1:{port}", "HASHGRID_RATE_LIMIT_IP": "off",
+           "HASHGRID_RATE_LIMIT_WALLET": "off", "HASHGRID_RATE_LIMIT_LOGIN": "off"}
+    env.pop("HASHGRID_REDIS_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "tests.marketplace.fuzz_server", str(port)], env=env,
+                              cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return server.poll() is not None
+
+    try:
+        wait_for(up, timeout=60, what="the fuzz server")
+        assert server.poll() is None
+        with httpx.Client(base_url=url) as client:
+            token = siwe_login(client, wallet("cli-fuzzer"), chain_id=31337)
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
+             "--checks", "all", "-n", str(CLI_EXAMPLES), "--seed", str(CLI_SEED),
+             "-H", f"Authorization: Bearer {token}"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-6000:]
+        assert "passed" in run.stdout and "failure" not in run.stdout.split("Test cases:")[-1]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -11,7 +11,7 @@ from fastapi import Path, Query
 from marketplace.api.deps import SessionDep, SettingsDep, StakeOracleDep
 from marketplace.api.errors import error_responses
 from marketplace.api.routing import Router
-from marketplace.api.schemas import ADDRESS_PATTERN
+from marketplace.api.schemas import ADDRESS_PATTERN, MAX_JSON_INT
 from marketplace.api.services import explorer as service
 from marketplace.api.services.providers import is_eligible, is_online, min_stake_or_none
 from marketplace.api.services.visibility import public_replica, public_task, revealed_hashes
@@ -46,7 +46,7 @@ def tasks(
     summary="One task's state, replicas and chain events",
     responses=error_responses(404, 422),
 )
-def task(task_id: Annotated[int, Path(ge=0, le=2**63 - 1)], session: SessionDep) -> dict[str, Any]:
+def task(task_id: Annotated[int, Path(ge=0, le=MAX_JSON_INT)], session: SessionDep) -> dict[str, Any]:
     """Replicas as the chain shows them: a hash only once revealed on chain, on-chain states only."""
     row, replicas, history = service.task_history(session=session, task_id=task_id)
     revealed = revealed_hashes(session=session, task_id=task_id)

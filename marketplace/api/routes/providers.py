@@ -15,6 +15,7 @@ from marketplace.api.errors import error_responses
 from marketplace.api.routing import Router, spend_nonce_now, spends_nonce
 from marketplace.api.schemas import (
     ADDRESS_PATTERN,
+    MAX_JSON_INT,
     HeartbeatIn,
     LogIn,
     Ok,
@@ -28,7 +29,7 @@ from marketplace.models import AssignmentPublic, AssignmentsPublic, Provider, Pr
 
 router = Router(prefix="/providers", tags=["providers"])
 Address = Annotated[str, Path(pattern=ADDRESS_PATTERN, description="the provider's 0x address")]
-TaskId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+TaskId = Annotated[int, Path(ge=0, le=MAX_JSON_INT)]
 SIGNED = error_responses(401, 403, 404, 422)
 
 

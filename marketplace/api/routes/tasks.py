@@ -13,15 +13,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from hashgrid.spec import TaskSpec
 from marketplace.api.deps import CurrentWallet, SessionDep, SettingsDep, json_object_body, signed_caller
 from marketplace.api.errors import error_responses
 from marketplace.api.guard import limit_wallet
 from marketplace.api.ingest import SpecIngest
 from marketplace.api.routing import Router
+from marketplace.api.schemas import MAX_JSON_INT
 from marketplace.api.security import check_token
 from marketplace.api.services import tasks as service
 from marketplace.api.services.visibility import commit_closed, customer_replica, replicas_of, revealed_hashes
+from marketplace.api.spec_schema import check_wire_amounts
 from marketplace.models import (
     LogChunkPublic,
     LogsPublic,
@@ -35,7 +36,7 @@ from marketplace.models import (
 
 router = Router(prefix="/tasks", tags=["tasks"])
 TERMINAL = {TaskStatus.SETTLED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
-TaskId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="the on-chain task id")]
+TaskId = Annotated[int, PathParam(ge=0, le=MAX_JSON_INT, description="the on-chain task id")]
 SPEC_EXAMPLE = {
     "version": 1,
     "name": "hello",
@@ -46,14 +47,6 @@ SPEC_EXAMPLE = {
     "max_price_per_replica": "1000000000000000",
     "deadline_s": 3600,
 }
-
-
-def spec_schema() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the task spec's JSON schema, its definitions named Spec<Model>) for the OpenAPI document."""
-    schema = TaskSpec.model_json_schema(mode="validation", ref_template="#/components/schemas/Spec{model}")
-    definitions = {f"Spec{name}": value for name, value in schema.pop("$defs", {}).items()}
-    schema["description"] = "a task spec (hashgrid.spec.TaskSpec, examples/spec.schema.json)"
-    return schema, definitions
 
 
 @router.post(
@@ -92,7 +85,7 @@ async def create_task(request: Request) -> Response:
     state = request.app.state
     caller = await signed_caller(request, state.settings)
     await limit_wallet(request, caller.address)
-    prepared = service.prepare_spec(await json_object_body(request))
+    prepared = service.prepare_spec(check_wire_amounts(await json_object_body(request)))
     if caller.token_id is not None:  # a bearer token: refused if signed out (not the signed hot path)
         await run_in_threadpool(check_token, state.engine, caller.token_id)
     written = await state.spec_writer.write(
@@ -207,7 +200,7 @@ def get_logs(
     session: SessionDep,
     settings: SettingsDep,
     follow: bool = False,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_JSON_INT)] = 0,
 ) -> Any:
     """The task's customer reads every replica's logs; a provider assigned to it only its own replica's.
     With `follow=true` the response is a Server-Sent Events stream that ends when the task is final;
