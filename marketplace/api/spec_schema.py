@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from hashgrid.errors import SpecInvalid
-from hashgrid.spec import MAX_PATH_LEN, MAX_REPLICAS, MAX_UINT96, TaskSpec
+from hashgrid.spec import MAX_PATH_LEN, MAX_REPLICAS, MAX_UINT96, TRUST_MIN_REPLICAS, TaskSpec
 
 NO_NUL = "^[^\\x00]*$"
 SHA256 = "^(sha256:)?[0-9a-fA-F]{64}$"
@@ -130,16 +130,19 @@ def spec_schema(ref_prefix: str = "Spec") -> tuple[dict[str, Any], dict[str, Any
             },
         },
         {"anyOf": _replica_counts()},
-        {  # a trust level replaces a fixed k
-            "if": {"required": ["trust"], "properties": {"trust": {"const": "standard"}}},
-            "then": {
-                "properties": {
-                    "replicas": {"const": 1},
-                    "quorum": {"const": 1},
-                    "max_replicas": _nullable({"type": "integer", "minimum": 2}),
-                }
-            },
-        },
+        *(
+            {  # a trust level replaces a fixed k and needs room for its checks
+                "if": {"required": ["trust"], "properties": {"trust": {"const": level}}},
+                "then": {
+                    "properties": {
+                        "replicas": {"const": 1},
+                        "quorum": {"const": 1},
+                        "max_replicas": _nullable({"type": "integer", "minimum": least}),
+                    }
+                },
+            }
+            for level, least in TRUST_MIN_REPLICAS.items()
+        ),
     ]
     schema["description"] = (
         "a task spec (hashgrid.spec.TaskSpec; examples/spec.schema.json). Not expressible here, checked in "

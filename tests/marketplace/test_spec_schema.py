@@ -11,7 +11,7 @@ import jsonschema_rs  # schemathesis' own validator
 import pytest
 
 from hashgrid.config import REPO_ROOT
-from hashgrid.spec import MAX_UINT96, load_spec, parse_spec, spec_document
+from hashgrid.spec import MAX_REPLICAS, MAX_UINT96, TRUST_MIN_REPLICAS, load_spec, parse_spec, spec_document
 from marketplace.api.spec_schema import spec_schema
 
 WASM = {"version": 1, "name": "ok", "runtime": "wasm", "module": "ab" * 32}
@@ -53,6 +53,21 @@ def test_specs_the_api_refuses_break_the_schema(change: dict[str, Any]) -> None:
     assert list(validator().iter_errors(document)), f"schema accepts {document}"
     with pytest.raises(Exception):  # noqa: B017 - the spec model's own error types differ per rule
         parse_spec(document)
+
+
+@pytest.mark.parametrize("level", sorted(TRUST_MIN_REPLICAS))
+def test_trust_levels_agree_with_the_model(level: str) -> None:
+    least = TRUST_MIN_REPLICAS[level]
+    for max_replicas in (None, least - 1, least, MAX_REPLICAS):
+        for replicas in (1, 2):
+            document = {**WASM, "trust": level, "replicas": replicas, "max_replicas": max_replicas}
+            schema_ok = not list(validator().iter_errors(document))
+            try:
+                parse_spec(document)
+                model_ok = True
+            except Exception:
+                model_ok = False
+            assert schema_ok == model_ok, document
 
 
 def test_amounts_on_the_edge() -> None:
