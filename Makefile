@@ -17,9 +17,9 @@ setup: ## install whatever is missing (idempotent; a second run takes seconds)
 up: setup ## run a local Hashgrid network end to end (options: ARGS="--providers 5 ...")
 	@$(PY) -m hashgrid.cli up $(ARGS)
 
-test: ## run every test: forge (unit, fuzz, invariant), planted bugs, pytest; then check the tree is unchanged
+test: ## run every test: ruff + mypy, forge (unit, fuzz, invariant), planted bugs, pytest; then check the tree is unchanged
 	@bash scripts/check_tree.sh snapshot
-	@$(MAKE) --no-print-directory setup test-contracts test-python bugs
+	@$(MAKE) --no-print-directory setup lint test-contracts test-python bugs
 	@bash scripts/check_tree.sh compare
 
 test-contracts: ## forge unit, fuzz and invariant tests (CI=true: the `ci` profile, 100,000 calls per invariant)
