@@ -303,6 +303,7 @@ def serve_and_load(
         # one loopback address and a few wallets load the server far past any client's rate limit
         "HASHGRID_RATE_LIMIT_IP": "off",
         "HASHGRID_RATE_LIMIT_WALLET": "off",
+        "HASHGRID_RATE_LIMIT_READ": "off",
     }
     from marketplace.db import engine_from_settings, init_db
     from marketplace.settings import MarketplaceSettings

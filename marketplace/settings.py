@@ -44,6 +44,7 @@ class MarketplaceSettings(Settings):
     rate_limit_ip: str = "1000/10"  # per client address: mutating and expensive routes
     rate_limit_wallet: str = "300/10"  # per signed wallet: mutating and expensive routes
     rate_limit_login: str = "30/60"  # per client address: GET /auth/nonce, POST /auth/siwe
+    rate_limit_read: str = "3000/10"  # per client address: every other read but /health
     rate_limit_redis_url: str | None = None  # default: redis_url; none: each process counts alone
     cors_origins: list[str] = []  # browser origins allowed to call the API (exact, no wildcard)
     heartbeat_ttl_s: int = 90  # a provider is online if its last heartbeat is this recent
@@ -71,7 +72,7 @@ class MarketplaceSettings(Settings):
         origins = self.cors_origins
         if "*" in origins or any(not origin.startswith(("http://", "https://")) for origin in origins):
             raise ValueError(f"HASHGRID_CORS_ORIGINS must be exact scheme://host[:port], not {origins}")
-        for name in ("rate_limit_ip", "rate_limit_wallet", "rate_limit_login"):
+        for name in ("rate_limit_ip", "rate_limit_wallet", "rate_limit_login", "rate_limit_read"):
             Rule.parse(name, getattr(self, name))  # fails fast on a malformed rule
         return self
 

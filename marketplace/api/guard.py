@@ -57,6 +57,7 @@ class Limits:
     ip: Rule | None
     wallet: Rule | None
     login: Rule | None
+    read: Rule | None
 
     @classmethod
     def from_settings(cls, settings: MarketplaceSettings) -> Limits:
@@ -70,6 +71,7 @@ class Limits:
             ip=Rule.parse("ip", settings.rate_limit_ip),
             wallet=Rule.parse("wallet", settings.rate_limit_wallet),
             login=Rule.parse("login", settings.rate_limit_login),
+            read=Rule.parse("read", settings.rate_limit_read),
         )
 
 
@@ -100,7 +102,9 @@ def rule_for(limits: Limits, method: str, path: str) -> tuple[Rule | None, bool]
         return limits.login, False
     if method not in BODYLESS or is_expensive(method, path):
         return limits.ip, True
-    return None, False
+    if path == "/health":  # liveness probes
+        return None, False
+    return limits.read, False  # other reads: a database query, and a signature to recover if signed
 
 
 def client_address(scope: Scope) -> str:

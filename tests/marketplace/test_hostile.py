@@ -137,7 +137,8 @@ def test_body_over_a_routes_cap_is_413(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ rate limits
 def test_wallet_and_address_rate_limits(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, rate_limit_wallet="3/60", rate_limit_ip="5/60", rate_limit_login="2/60")
+    settings = settings_for(tmp_path, rate_limit_wallet="3/60", rate_limit_ip="5/60", rate_limit_login="2/60",
+                            rate_limit_read="2/60")
     with app_client(settings) as client:
         provider = Signer(client, wallet("provider-1"))
         register = {"capabilities": {}, "prices": {}}
@@ -154,13 +155,17 @@ def test_wallet_and_address_rate_limits(tmp_path: Path) -> None:
         assert other.post("/tasks", SPEC).status_code == 201
         error = assert_error_body(other.post("/tasks", SPEC), 429, "rate_limited")
         assert error["details"]["limit"] == "ip"
-        # reads that are neither mutating nor expensive are not counted
+        # reads that are neither mutating nor expensive have a budget of their own
         assert client.get("/explorer/stats").status_code == 200
         # login: per address
         assert client.get("/auth/nonce").status_code == 200
         assert client.get("/auth/nonce").status_code == 200
         error = assert_error_body(client.get("/auth/nonce"), 429, "rate_limited")
         assert error["details"]["limit"] == "login"
+        assert client.get("/explorer/tasks").status_code == 200
+        error = assert_error_body(client.get("/explorer/providers"), 429, "rate_limited")
+        assert error["details"]["limit"] == "read"
+        assert client.get("/health").status_code == 200  # liveness is never limited
 
 
 def test_rate_limits_are_shared_by_replicas_through_redis(tmp_path: Path, redis_server: Any) -> None:

@@ -84,6 +84,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "HASHGRID_RATE_LIMIT_IP": "off",
         "HASHGRID_RATE_LIMIT_WALLET": "off",
         "HASHGRID_RATE_LIMIT_LOGIN": "off",
+        "HASHGRID_RATE_LIMIT_READ": "off",
     }
     env.pop("HASHGRID_REDIS_URL", None)
     log = (tmp_path / "server.log").open("wb")

@@ -90,7 +90,8 @@ def test_schemathesis_cli_every_check(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HASHGRID_STATE_DIR": str(tmp_path),
            "HASHGRID_MARKETPLACE_URL": f"http://127.0.0.1:{port}", "HASHGRID_RATE_LIMIT_IP": "off",
-           "HASHGRID_RATE_LIMIT_WALLET": "off", "HASHGRID_RATE_LIMIT_LOGIN": "off"}
+           "HASHGRID_RATE_LIMIT_WALLET": "off", "HASHGRID_RATE_LIMIT_LOGIN": "off",
+           "HASHGRID_RATE_LIMIT_READ": "off"}
     env.pop("HASHGRID_REDIS_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "tests.marketplace.fuzz_server", str(port)], env=env,
                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
