@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite"
 FAULT_EXIT_CODE = 86  # the exit status of an injected crash, so a test can tell it from a real one
 STDOUT_OUTPUT = "stdout"  # the manifest entry of stdout when the spec counts it (include_stdout)
+COMMIT_MARGIN_S = 30  # commit without waiting for the reports' delivery when the window has this little left
 
 
 class Fault(StrEnum):
@@ -184,6 +185,7 @@ class Daemon:
                                     f"{grid(minimum)}; stake more with `hashgrid provider stake AMOUNT`",
                                     provider=self.ops.address, stake=stake, minimum=minimum)
         if self.reporter is not None:
+            self.reporter.start(on_delivered=lambda _task_id: self._wake.set())
             self.reporter.register(device=self.device, config=self.config)
         log.info("provider %s: stake %s (minimum %s), runtimes %s, up to %d task(s) at once on %d "
                  "core(s) / %d MB", self.ops.address, grid(stake), grid(minimum),
@@ -221,6 +223,8 @@ class Daemon:
                 break
             self._wake.wait(self.options.poll_interval)
             self._wake.clear()
+        if self.reporter is not None:
+            self.reporter.close()  # a few seconds to deliver; what is left stays in the journal
         log.info("daemon stopped")
         return 0
 
@@ -424,10 +428,11 @@ class Daemon:
             report_sha = self.store.put_bytes(canonical_json(report), what=f"usage report of task {task_id}")
             self.store.put_bytes(canonical_json(execution.result_hash.document),
                                  what=f"result document of task {task_id}")
-            if reporter is not None:  # before the journal lets the main loop commit: billing needs it
-                reporter.executed(task_id, result_hash=result_hash, report=report, outputs=manifest)
-            self.journal.record_execution(task_id, result_hash=result_hash, usage=usage,
-                                          log_path=str(log_path), report_sha256=report_sha)
+            with self.journal.transaction():  # the result and its reports are journaled together
+                if reporter is not None:  # queued; the main loop commits once they are delivered
+                    reporter.executed(task_id, result_hash=result_hash, report=report, outputs=manifest)
+                self.journal.record_execution(task_id, result_hash=result_hash, usage=usage,
+                                              log_path=str(log_path), report_sha256=report_sha)
             status = f"exit {execution.exit_code}" + (f", killed: {execution.kill_reason}"
                                                       if execution.kill_reason else "")
             log.info("task %d: executed (%s) result %s, %.3fs wall, %.3f cpu-s", task_id, status,
@@ -561,11 +566,31 @@ class Daemon:
         if replica != ReplicaState.ASSIGNED:
             self._fail(task_id, f"this provider's replica is {replica.name} on chain; cannot commit")
             return None
-        if self.ops.now() >= task.commit_deadline:
+        now = self.ops.now()
+        if now >= task.commit_deadline:
             self._fail(task_id, f"the commit window closed at {task.commit_deadline}")
+            return None
+        if self._reports_pending(task_id, seconds_left=task.commit_deadline - now):
             return None
         assert entry.result_hash is not None
         return CommitItem(task_id, entry.result_hash, entry.salt)
+
+    def _reports_pending(self, task_id: int, *, seconds_left: int) -> bool:
+        """Hold a commit until the marketplace has this task's outputs, usage and `executed` (billing reads
+        the usage when the replicas reveal), unless the commit window is about to close: the reports stay
+        queued and arrive later, while a missed commit would make this provider a no-show."""
+        if self.reporter is None:
+            return False
+        pending = self.reporter.pending(task_id)
+        if not pending:
+            return False
+        if seconds_left <= COMMIT_MARGIN_S:
+            log.warning("task %d: committing with %d report(s) not yet acknowledged by the marketplace: the "
+                        "commit window closes in %ds (they stay queued)", task_id, pending, seconds_left)
+            return False
+        self.journal.note(task_id, f"waiting for the marketplace to acknowledge {pending} report(s) "
+                                   "before committing")
+        return True
 
     def _reveal_ready(self) -> None:
         ready: list[CommitItem] = []
@@ -717,13 +742,14 @@ def build_daemon(*, config: ProviderConfig, contracts: Any, private_key: str, op
     if marketplace_url:
         from provider.feed import MarketplaceAssignmentFeed
         from provider.marketplace_client import MarketplaceClient, MarketplaceReporter
+        from provider.outbox import Outbox
 
         store = ContentStore(options.content_dir)
         client = MarketplaceClient(marketplace_url, private_key, chain_id=int(contracts.client.chain_id))
         market_feed = MarketplaceAssignmentFeed(client, store)
         daemon = Daemon(config=config, ops=ops, feed=market_feed, journal=journal, store=store,
                         options=options, private_key=private_key, device=device,
-                        reporter=MarketplaceReporter(client, store))
+                        reporter=MarketplaceReporter(client, store, Outbox(journal)))
         market_feed.on_new = daemon._wake.set
         return daemon
     cursor_key = f"feed.chain.{ops.escrow_address.lower()}"

@@ -15,7 +15,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from hashgrid.errors import ConfigError
 
-SCHEMA_VERSION = 2  # 2: runtime_class (a version 1 journal is upgraded in place)
+SCHEMA_VERSION = 3  # 2: runtime_class; 3: the outbox of unacknowledged reports (older ones upgrade)
 
 
 class Phase(StrEnum):
@@ -60,6 +61,19 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_phase ON tasks (phase);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    error      TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+CREATE INDEX IF NOT EXISTS outbox_task ON outbox (task_id, state);
 """
 
 
@@ -100,14 +114,14 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a transaction() holds it across several statements
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a committed transition survives power loss
         self._db.executescript(_SCHEMA)
         stored = self.get_meta("schema_version")
-        if stored == "1":  # before runtime classes
+        if stored in ("1", "2"):  # before runtime classes (1) or the outbox (2, created by _SCHEMA above)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
             if "runtime_class" not in columns:
                 self._db.execute("ALTER TABLE tasks ADD COLUMN runtime_class TEXT")
@@ -120,6 +134,28 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Statements of this thread inside the block commit together or not at all (e.g. a run's result and
+        the reports that must reach the marketplace); other threads wait for the block to end."""
+        with self._lock:
+            if self._db.in_transaction:  # nested: the outer block commits
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """One statement under the journal's lock (for the outbox, which shares this file); its rows."""
+        with self._lock:
+            cursor = self._db.execute(sql, tuple(params))
+            return cursor.fetchall()
 
     # ------------------------------------------------------------------ meta (feed cursors, bindings)
     def get_meta(self, key: str) -> str | None:

@@ -2,8 +2,9 @@
 provider's key (EIP-712 per request, `hashgrid.signing.HashgridAuth`), and `MarketplaceReporter`, which the
 daemon calls to register, heartbeat, stream logs and report outputs, usage and status.
 
-Reporting never stops the daemon: commit and reveal stay on chain, so a marketplace that is down only delays
-what the customer sees (each call is retried a few times, then logged and dropped).
+Reporting never stops the daemon and loses nothing: logs, outputs, usage and statuses wait in the journal's
+outbox until the marketplace acknowledges them (provider/outbox.py), so a marketplace that is down only delays
+what the customer sees. Heartbeats and acks are retried a few times and then left to the next one.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from hashgrid.canonical import to_hex32
 from hashgrid.content import ContentStore
 from hashgrid.errors import HashgridError
 from hashgrid.signing import HashgridAuth
+from provider.outbox import Outbox, OutboxSender, Report, ReportKind
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOG_FLUSH_BYTES = 16 * 1024
 LOG_FLUSH_S = 0.5
+LOG_PART_CHARS = 200 * 1024  # one POST .../logs body stays well under the route's cap
 
 
 class MarketplaceError(HashgridError):
@@ -157,19 +160,64 @@ class _LogBuffer:
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
     pending: list[str] = field(default_factory=list)
     size: int = 0
-    seq: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
 
 
 class MarketplaceReporter:
-    """What the daemon tells the marketplace: registration, heartbeats, logs, outputs, usage and status."""
+    """What the daemon tells the marketplace: registration and heartbeats directly; logs, outputs, usage and
+    statuses through the journal's outbox (provider/outbox.py), so none is lost while the marketplace is
+    down, however long."""
 
-    def __init__(self, client: MarketplaceClient, store: ContentStore) -> None:
+    def __init__(self, client: MarketplaceClient, store: ContentStore, outbox: Outbox) -> None:
         self.client = client
         self.store = store
+        self.outbox = outbox
+        self.sender = OutboxSender(outbox, self.send)
         self._logs: dict[int, _LogBuffer] = {}
         self._lock = threading.Lock()
         self._offer: dict[str, Any] = {}
+
+    def start(self, *, on_delivered: Callable[[int], None] | None = None) -> None:
+        """Start delivering queued reports (those left by an earlier run first)."""
+        self.sender.on_delivered = on_delivered
+        queued = self.outbox.pending()
+        if queued:
+            log.info("%d report(s) from before the restart are still to be delivered", queued)
+        self.sender.start()
+
+    def close(self, *, drain_s: float = 3.0) -> None:
+        left = self.sender.stop(drain_s=drain_s)
+        if left:
+            log.warning("%d report(s) not acknowledged by the marketplace yet; kept in the journal, sent at "
+                        "the next start", left)
+
+    def pending(self, task_id: int) -> int:
+        """Reports of this task the marketplace has not acknowledged."""
+        return self.outbox.pending(task_id)
+
+    def send(self, report: Report) -> None:
+        """Deliver one queued report (raises MarketplaceError; the sender retries or rejects it)."""
+        body, task_id = report.body, report.task_id
+        if report.kind == ReportKind.LOG:
+            self.client.append_log(task_id, str(body["data"]), seq=int(body["seq"]))
+        elif report.kind == ReportKind.BLOB:
+            sha = str(body["sha256"])
+            try:
+                data = self.store.get_bytes(sha)
+            except HashgridError as exc:  # the content store lost it: nothing can ever send it
+                raise MarketplaceError(f"output blob {sha}: {exc.message}", status=0) from None
+            self.client.put_blob(data, sha)
+        elif report.kind == ReportKind.OUTPUTS:
+            self.client.outputs(task_id, list(body["files"]), result_hash=body.get("result_hash"))
+        elif report.kind == ReportKind.USAGE:
+            self.client.usage(task_id, body)
+        else:
+            self.client.status(task_id, str(body["status"]), reason=body.get("reason"),
+                               result_hash=body.get("result_hash"))
+
+    def _queue(self, task_id: int, kind: ReportKind, body: dict[str, Any]) -> None:
+        self.outbox.put(task_id, kind, body)
+        self.sender.wake()
 
     def register(self, *, device: dict[str, Any], config: Any, attempts: int = 20) -> dict[str, Any]:
         """Register the offer (refused while under-staked); raises when the marketplace stays unreachable."""
@@ -207,22 +255,23 @@ class MarketplaceReporter:
         raise MarketplaceError("unreachable")  # pragma: no cover
 
     def heartbeat(self, beat: dict[str, Any]) -> None:
-        # the daemon meters cores, memory and GPUs per running task; disk is offered whole
+        # the daemon meters cores, memory and GPUs per running task; disk is offered whole. A heartbeat is
+        # news only while fresh: it is not queued, the next one replaces it
         retrying("heartbeat", lambda: self.client.heartbeat(
             free_cpus=float(beat.get("free_cores", 0)), free_memory_mb=int(beat.get("free_memory_mb", 0)),
             free_disk_mb=int(self._offer.get("disk_mb", 0)), free_gpus=int(beat.get("free_gpus", 0)),
             running=len(beat.get("running", []))), attempts=2)
 
     def running(self, task_id: int) -> None:
-        retrying(f"task {task_id} status running", lambda: self.client.status(task_id, "running"), attempts=2)
+        self._queue(task_id, ReportKind.STATUS, {"status": "running"})
 
     def refused(self, task_id: int, reason: str) -> None:
-        retrying(f"task {task_id} status refused",
-                 lambda: self.client.status(task_id, "refused", reason=reason or "refused by policy"))
+        self._queue(task_id, ReportKind.STATUS, {"status": "refused",
+                                                 "reason": (reason or "refused by policy")[:2000]})
 
     # ------------------------------------------------------------------ logs
     def log(self, task_id: int, chunk: bytes) -> None:
-        """Buffer a log chunk; send it when the buffer is large or old enough."""
+        """Buffer a log chunk; queue it when the buffer is large or old enough."""
         with self._lock:
             buffer = self._logs.setdefault(task_id, _LogBuffer())
             text = buffer.decoder.decode(chunk)
@@ -234,7 +283,9 @@ class MarketplaceReporter:
             self.flush_logs(task_id)
 
     def flush_logs(self, task_id: int, *, final: bool = False) -> None:
-        with self._lock:
+        """Queue what is buffered, in parts of at most LOG_PART_CHARS, each with its own sequence number."""
+        # the journal first, then the buffers: the order the daemon takes them in when it journals a result
+        with self.outbox.journal.transaction(), self._lock:
             buffer = self._logs.get(task_id)
             if buffer is None:
                 return
@@ -245,29 +296,25 @@ class MarketplaceReporter:
                 self._logs.pop(task_id, None)
             data, buffer.pending, buffer.size = "".join(buffer.pending), [], 0
             buffer.flushed_at = time.monotonic()
-            seq = buffer.seq
-            if data:
-                buffer.seq += 1
-        for start in range(0, len(data), 200 * 1024):
-            part = data[start : start + 200 * 1024]
-            retrying(f"task {task_id} logs", lambda part=part, seq=seq: self.client.append_log(  # type: ignore[misc]
-                task_id, part, seq=seq))
+            parts = [data[start : start + LOG_PART_CHARS] for start in range(0, len(data), LOG_PART_CHARS)]
+            self.outbox.put_logs(task_id, parts)  # under both: sequence numbers in the order written
+        if parts:
+            self.sender.wake()
 
     # ------------------------------------------------------------------ results
     def executed(self, task_id: int, *, result_hash: bytes, report: dict[str, Any],
                  outputs: Sequence[dict[str, Any]]) -> None:
-        """Logs, then output blobs and their manifest, then the signed usage report, then `executed`: all
-        before the daemon commits, so billing has the report when the replicas reveal."""
+        """Queue logs, then output blobs and their manifest, then the signed usage report, then `executed`
+        (the daemon does this in the transaction that journals the result, and commits only once they are
+        delivered, so billing has the report when the replicas reveal)."""
         self.flush_logs(task_id, final=True)
         digest = to_hex32(result_hash)
         for item in outputs:
-            data = self.store.get_bytes(item["sha256"])
-            retrying(f"task {task_id} output {item['path']}",
-                     lambda data=data, sha=item["sha256"]: self.client.put_blob(data, sha))  # type: ignore[misc]
-        retrying(f"task {task_id} outputs", lambda: self.client.outputs(task_id, outputs, result_hash=digest))
-        retrying(f"task {task_id} usage", lambda: self.client.usage(task_id, report))
-        retrying(f"task {task_id} status executed",
-                 lambda: self.client.status(task_id, "executed", result_hash=digest))
+            self.outbox.put(task_id, ReportKind.BLOB, {"sha256": item["sha256"]})
+        self.outbox.put(task_id, ReportKind.OUTPUTS, {"files": list(outputs), "result_hash": digest})
+        self.outbox.put(task_id, ReportKind.USAGE, report)
+        self.outbox.put(task_id, ReportKind.STATUS, {"status": "executed", "result_hash": digest})
+        self.sender.wake()
 
     def failed(self, task_id: int) -> None:
         self.flush_logs(task_id, final=True)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -80,6 +80,27 @@ class Network:
     rpc_url: str
     deployment_file: Path
     state: Path
+    server_command: list[str] = field(default_factory=list)
+    server_env: dict[str, str] = field(default_factory=dict)
+    daemon_config: Path | None = None  # a provider config every daemon reads (--config)
+
+    def stop_server(self) -> None:
+        """Stop the marketplace (API and its jobs); its database and state dir stay for a restart."""
+        self.server.stop()
+        assert not self.server.alive()
+
+    def start_server(self) -> None:
+        """Start the marketplace again on the same port, database and state dir; wait for /health."""
+        assert not self.server.alive(), "the marketplace is still running"
+        self.server = spawn("marketplace", self.server_command, self.server_env, self.server.log_path)
+        wait_for(self.healthy, timeout=60, what="the marketplace API", diagnose=self.server.log)
+
+    def healthy(self) -> bool:
+        assert self.server.alive(), self.server.log()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def diagnose(self) -> str:
         parts = [f"--- {p.name} (alive={p.alive()})\n{p.log()[-4000:]}" for p in (self.server, *self.daemons)]
@@ -91,6 +112,7 @@ class Network:
         provider config file if given)."""
         i = len(self.daemons)
         state = self.state / f"provider{i}"
+        config = config or self.daemon_config
         env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
                         HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID))
         daemon = spawn(f"provider{i}", [
@@ -123,7 +145,8 @@ def wordfreq_module() -> Path:
 
 @contextmanager
 def marketplace_network(anvil: Anvil, deployment: Deployment, tmp_path: Path,
-                        daemons: Sequence[tuple[LocalAccount, str | None]]) -> Iterator[Network]:
+                        daemons: Sequence[tuple[LocalAccount, str | None]],
+                        daemon_config: Path | None = None) -> Iterator[Network]:
     """The marketplace (uvicorn, in-process jobs, temp SQLite) and a daemon per (account, fault); every
     process is stopped at the end (before the chain is reverted), and none may be left running."""
     deployment_file = deployment.save(tmp_path / "deployment.json")
@@ -136,25 +159,18 @@ def marketplace_network(anvil: Anvil, deployment: Deployment, tmp_path: Path,
         HASHGRID_CHAIN_ID=str(DEV_CHAIN_ID), HASHGRID_MARKETPLACE_URL=url, HASHGRID_RUN_JOBS="true",
         HASHGRID_INDEX_INTERVAL_S="0.2", HASHGRID_MATCHING_INTERVAL_S="0.5",
         HASHGRID_SETTLE_INTERVAL_S="0.5", HASHGRID_POLL_INTERVAL_S="0.1")
-    server = spawn("marketplace", [sys.executable, "-m", "uvicorn", "--factory",
-                                   "marketplace.api.app:app_from_env", "--host", "127.0.0.1", "--port",
-                                   str(port), "--log-level", "info"],
-                   server_env, tmp_path / "market" / "server.log")
-    network = Network(url, db_url, server, [], [], anvil.url, deployment_file, tmp_path)
+    server_command = [sys.executable, "-m", "uvicorn", "--factory", "marketplace.api.app:app_from_env",
+                      "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+    server = spawn("marketplace", server_command, server_env, tmp_path / "market" / "server.log")
+    network = Network(url, db_url, server, [], [], anvil.url, deployment_file, tmp_path,
+                      server_command=server_command, server_env=server_env, daemon_config=daemon_config)
     try:
-        def healthy() -> bool:
-            assert server.alive(), server.log()
-            try:
-                return httpx.get(f"{url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout=60, what="the marketplace API", diagnose=server.log)
+        wait_for(network.healthy, timeout=60, what="the marketplace API", diagnose=network.server.log)
         for account, fault in daemons:
             network.start_daemon(account, fault=fault)
         yield network
     finally:
-        for proc in reversed([server, *network.daemons]):  # daemons first, then the API (and its jobs)
+        for proc in reversed([network.server, *network.daemons]):  # daemons first, then the API and jobs
             code = proc.stop()
             assert not proc.alive(), f"{proc.name} still running"
             if proc.name.startswith("provider"):

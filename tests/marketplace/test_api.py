@@ -423,6 +423,20 @@ def test_logs_visible_to_owner_and_assigned_providers(
     assert Signer(client, wallet("provider-2")).get("/tasks/3/logs").status_code == 403
 
 
+def test_a_log_chunk_sent_again_with_its_seq_is_stored_once(
+    client: TestClient, customer: Account, engine: Engine
+) -> None:
+    """The daemon resends a chunk until it hears an acknowledgement; one a restart lost must not double."""
+    provider = Signer(client, wallet("provider-1"))
+    add_task(engine, task_id=5, customer=customer.address.lower(), providers=[provider.address])
+    for seq, line in ((0, "one\n"), (1, "two\n"), (1, "two\n"), (0, "one\n"), (2, "three\n")):
+        answer = provider.post(f"/providers/{provider.address}/tasks/5/logs", {"data": line, "seq": seq})
+        assert answer.status_code == 200, answer.text
+    logs = Signer(client, customer).get("/tasks/5/logs").json()
+    assert [(chunk["seq"], chunk["data"]) for chunk in logs["data"]] == [(0, "one\n"), (1, "two\n"),
+                                                                         (2, "three\n")]
+
+
 def test_logs_follow_streams_sse_until_final(client: TestClient, customer: Account, engine: Engine) -> None:
     add_task(engine, task_id=4, customer=customer.address.lower(), status=TaskStatus.SETTLED)
     with Session(engine) as session:

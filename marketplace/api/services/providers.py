@@ -183,6 +183,8 @@ def ack(*, session: Session, task_id: int, provider: str) -> None:
 
 
 def append_log(*, session: Session, task_id: int, provider: str, data: str, seq: int | None) -> int:
+    """Store a log chunk. A chunk whose `seq` this provider already sent is acknowledged, not stored again:
+    the daemon resends until it hears an acknowledgement, which a restart can lose."""
     replica_for(session=session, task_id=task_id, provider=provider)
     if seq is None:
         last = session.exec(
@@ -191,6 +193,10 @@ def append_log(*, session: Session, task_id: int, provider: str, data: str, seq:
             )
         ).one()
         seq = 0 if last is None else int(last) + 1
+    elif session.exec(select(LogChunk.id).where(
+            col(LogChunk.task_id) == task_id, col(LogChunk.provider) == provider, col(LogChunk.seq) == seq
+    )).first() is not None:
+        return seq  # a retry whose first delivery was stored but not acknowledged: keep one copy
     session.add(LogChunk(task_id=task_id, provider=provider, seq=seq, data=data))
     session.commit()
     return seq
