@@ -1,5 +1,5 @@
-"""A journal written before runtime classes (schema 1) opens in place: it gains the runtime class column, its
-rows are kept, and new assignments record their class."""
+"""A journal written before runtime classes (schema 1) opens in place: it gains the runtime class column and
+the report outbox (schema 3), its rows are kept, and new assignments record their class."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_a_version_1_journal_gains_the_runtime_class(tmp_path: Path) -> None:
         db.executescript(V1)
     journal = Journal(path)
     try:
-        assert journal.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert journal.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert journal.execute("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0
         (old,) = journal.in_phase(Phase.RECEIVED)
         assert (old.task_id, old.runtime_class) == (7, None)
         assert journal.add(8, source="test", runtime_class="runsc")
