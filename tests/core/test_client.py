@@ -10,6 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from hashgrid.chain.deployment import Deployment
 from hashgrid.cli import build_app
 from hashgrid.client import (
     as_spec,
@@ -116,3 +117,51 @@ def test_wallet_new_writes_an_encrypted_keystore(tmp_path: Path, monkeypatch: py
     assert made.output.splitlines()[0].startswith("0x")
     again = runner.invoke(app, ["wallet", "new", "--name", "alice"])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_inputs_by_path_are_hashed_from_local_files(tmp_path: Path) -> None:
+    """A spec as a person writes it: inputs by path alone (or `file:`), a wasm module as a file path."""
+    from hashgrid.client import load_local_spec
+    from hashgrid.errors import ContentMissing, DigestMismatch
+
+    (tmp_path / "data.txt").write_bytes(b"hello\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/words.txt").write_bytes(b"a b c\n")
+    (tmp_path / "mod.wasm").write_bytes(b"\0asm fake module")
+    spec = tmp_path / "task.yaml"
+    spec.write_text("version: 1\nname: t\nruntime: wasm\nmodule: mod.wasm\ncommand: [mod.wasm]\n"
+                    "inputs:\n  - path: data.txt\n  - path: words.txt\n    file: other/words.txt\n")
+    found: dict[str, Path] = {}
+    parsed = load_local_spec(spec, found=found)
+    assert parsed.module == hashlib.sha256(b"\0asm fake module").hexdigest()
+    assert [(i.path, i.sha256, i.size) for i in parsed.inputs] == [
+        ("data.txt", hashlib.sha256(b"hello\n").hexdigest(), 6),
+        ("words.txt", hashlib.sha256(b"a b c\n").hexdigest(), 6)]
+    assert found[parsed.inputs[1].sha256] == tmp_path / "other/words.txt"  # uploaded from there
+
+    spec.write_text("version: 1\nname: t\nruntime: wasm\nmodule: mod.wasm\ninputs:\n  - path: gone.txt\n")
+    with pytest.raises(ContentMissing, match="gone.txt"):
+        load_local_spec(spec)
+    spec.write_text("version: 1\nname: t\nruntime: wasm\nmodule: mod.wasm\ninputs:\n  - path: data.txt\n"
+                    f"    sha256: {'ab' * 32}\n")
+    with pytest.raises(DigestMismatch):  # a sha256 given is checked against the file
+        load_local_spec(spec)
+
+
+def test_from_settings_signs_with_the_cli_wallet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 deployment: Deployment) -> None:
+    """`HashgridClient.from_settings()` opens the keystore `hashgrid wallet new` wrote (same customer)."""
+    from hashgrid.client import HashgridClient
+
+    monkeypatch.setenv("HASHGRID_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HASHGRID_KEYSTORE_PASSWORD", "pw")
+    monkeypatch.delenv("HASHGRID_PRIVATE_KEY", raising=False)
+    made = CliRunner().invoke(build_app(), ["wallet", "new"])
+    assert made.exit_code == 0, made.output
+    address = made.output.splitlines()[0]
+    monkeypatch.setenv("HASHGRID_DEPLOYMENT_FILE", str(deployment.save(tmp_path / "deployment.json")))
+    client = HashgridClient.from_settings()
+    assert client.address == address
+    monkeypatch.setenv("HASHGRID_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(InvalidInput, match="wrong password"):
+        HashgridClient.from_settings()
