@@ -113,12 +113,33 @@ def missing_install(exc: ModuleNotFoundError) -> str | None:
             f"pip install 'hashgrid[{extra}]'")
 
 
+def _run(app: typer.Typer) -> None:
+    """Run a group's app as typer's standalone mode would, except that Ctrl-C exits 130 (typer's "Aborted!"
+    exits 1, which the exit-code table keeps for failures; see hashgrid/exits.py)."""
+    from typer._click.exceptions import ClickException
+
+    try:
+        code = app(standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):  # typer turns KeyboardInterrupt (and EOF at a prompt) into Abort
+        sys.stderr.write("\ninterrupted\n")
+        raise SystemExit(130) from None
+    except ClickException as exc:  # usage errors, shown as typer shows them: exit 2
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+        except ImportError:  # pragma: no cover - typer without rich
+            exc.show()
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
     """Entry point of the `hashgrid` console script."""
     first = sys.argv[1] if len(sys.argv) > 1 else None
     if first in GROUPS or first in COMMANDS:
         try:
-            build_app(first)()
+            _run(build_app(first))
         except ModuleNotFoundError as exc:
             line = missing_install(exc)
             if line is None:

@@ -154,10 +154,13 @@ def _print_json(value: Any) -> None:
 # ---------------------------------------------------------------- task
 
 
-def _show_status(task_id: int) -> Any:
-    """The --wait progress line: each status, and why the task is not placed yet, on stderr."""
+def _show_status(task_id: int, last: dict[str, Any] | None = None) -> Any:
+    """The --wait progress line: each status, and why the task is not placed yet, on stderr; `last` keeps
+    the latest status seen (for the Ctrl-C message)."""
 
     def show(task: dict[str, Any]) -> None:
+        if last is not None:
+            last["status"] = task["status"]
         reason = f" (not placed: {task['unplaced_reason']})" if task.get("unplaced_reason") else ""
         typer.echo(f"task {task_id}: {task['status']}{reason}", err=True)
 
@@ -168,11 +171,12 @@ def _follow(client: Any, task_id: int, *, timeout: float, place_timeout: float, 
             submitted: bool) -> None:
     """Follow a task to its end (the shared part of `submit --wait` and `task wait`); print its result hash,
     or fail with why. Ctrl-C leaves the task as it is and says how to resume or cancel."""
+    last: dict[str, Any] = {}
     try:
-        task = client.wait(task_id, timeout=timeout, on_status=_show_status(task_id),
+        task = client.wait(task_id, timeout=timeout, on_status=_show_status(task_id, last),
                            place_timeout=place_timeout or None)
     except KeyboardInterrupt:
-        state = "posted or running"
+        state = last.get("status", "not indexed yet")
         raise interrupted(f"task {task_id} goes on ({state}; its escrow stays locked until it ends): "
                           f"`hashgrid task wait {task_id}` follows it again, `hashgrid task cancel "
                           f"{task_id}` refunds it while it is not placed") from None

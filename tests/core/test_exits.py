@@ -119,3 +119,36 @@ def test_help_is_0_everywhere(nothing_answers: dict[str, str]) -> None:
     for group in ("task", "wallet", "provider", "dao", "explorer", "chain", "up", "faucet"):
         done = _run([group, "--help"], nothing_answers)
         assert done.returncode == 0, (group, done.stderr)
+
+
+def test_ctrl_c_is_130_for_any_command() -> None:
+    """The root runner turns Ctrl-C anywhere into 130 (typer alone says "Aborted!" and exits 1)."""
+    import typer
+
+    from hashgrid.cli import _run
+
+    app = typer.Typer()
+
+    @app.command()
+    def block() -> None:
+        raise KeyboardInterrupt
+
+    @app.command()
+    def fine() -> None:
+        return None
+
+    for args, code in ((["block"], 130), (["fine"], 0), (["nope"], 2)):
+        with pytest.raises(SystemExit) as exited:
+            _run_with(app, args, _run)
+        assert exited.value.code == code, (args, exited.value.code)
+
+
+def _run_with(app: object, args: list[str], run: object) -> None:
+    import sys
+
+    saved = sys.argv
+    sys.argv = ["hashgrid", *args]
+    try:
+        run(app)  # type: ignore[operator]
+    finally:
+        sys.argv = saved
