@@ -380,7 +380,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     from provider.policy import Policy
     from scripts.deploy import deploy
     from scripts.devnet import DevAccounts, claim_all, fund, fund_canary_wallets, stake_provider
-    from scripts.explorer import grid, short, stats_table
+    from scripts.explorer import fold, grid, short, stats_table
     from scripts.localnet import Anvil, free_port
 
     started = time.monotonic()
@@ -590,7 +590,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
             "paid": str(history.paid), "fee": str(history.fee), "refunded": str(history.refunded),
             "replicas": [{"provider": v.provider, "outcome": v.outcome, "paid": str(v.paid),
                           "slashed": str(v.slashed)} for v in history.replica_views]})
-    console.print(results)
+    console.print(fold(results))  # wrapped, never cut with "…" (a piped console is 80 wide)
     for line in unplaced:
         console.print(f"[yellow]{line}[/]", highlight=False)
 
@@ -631,7 +631,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
                                   "dishonest": provider.address in cheaters, "earned": str(view.rewards),
                                   "slashed": str(view.slashed), "stake": str(view.stake),
                                   "reputation": record})
-    console.print(providers)
+    console.print(fold(providers))
     refunds = sum(int(t["refunded"]) for t in summary_tasks)
     customer_change = token.balance_of(accounts.customer.address) - before[accounts.customer.address]
     console.print(f"customer {short(accounts.customer.address)}: escrowed {tokens(total)}, refunds "
@@ -649,7 +649,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
                   f"{tokens(treasury_change)}", highlight=False)
     console.print(Rule("the explorer's view"))
     stats = explorer.network_stats()
-    console.print(stats_table(stats))
+    console.print(fold(stats_table(stats)))
     balance, locked, claimable = (token.balance_of(escrow.address), escrow.total_locked(),
                                   escrow.total_claimable())
     summary = {
