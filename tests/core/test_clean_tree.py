@@ -8,12 +8,24 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _tree(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "scripts/check_tree.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+SNAPSHOT = ""
+
+
+def _tree(action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "scripts/check_tree.sh", action, SNAPSHOT], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _own_snapshot(tmp_path: Path) -> None:
+    """A snapshot file of the test's own: `make test`'s (build/tree-before.txt) stays as make took it."""
+    global SNAPSHOT
+    SNAPSHOT = str(tmp_path / "tree-before.txt")
 
 
 def test_setup_leaves_the_tree_as_it_found_it() -> None:
