@@ -45,6 +45,7 @@ class MarketplaceSettings(Settings):
     rate_limit_wallet: str = "300/10"  # per signed wallet: mutating and expensive routes
     rate_limit_login: str = "30/60"  # per client address: GET /auth/nonce, POST /auth/siwe
     rate_limit_read: str = "3000/10"  # per client address: every other read but /health
+    max_streams_per_wallet: int = 8  # open SSE follows and long-polls of one wallet, per server process
     rate_limit_redis_url: str | None = None  # default: redis_url; none: each process counts alone
     cors_origins: list[str] = []  # browser origins allowed to call the API (exact, no wildcard)
     heartbeat_ttl_s: int = 90  # a provider is online if its last heartbeat is this recent

@@ -24,7 +24,7 @@ from hashgrid.content import ContentStore
 from marketplace.api.bell import Bell
 from marketplace.api.chain import ChainFeeOracle, ChainStakeOracle, FeeOracle, StakeOracle
 from marketplace.api.errors import install_error_handlers
-from marketplace.api.guard import Guard, Limits, rate_limiter
+from marketplace.api.guard import Guard, Limits, StreamSlots, rate_limiter
 from marketplace.api.ingest import SpecWriter
 from marketplace.api.openapi import install_openapi
 from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
@@ -145,6 +145,7 @@ def create_app(
     app.state.assignment_bell = Bell()
     app.state.limits = Limits.from_settings(settings)
     app.state.rate_limiter = rate_limiter(settings)
+    app.state.streams = StreamSlots(settings.max_streams_per_wallet)
     # this process's own jobs ring the bell on every assignment they make: re-check the database rarely
     app.state.assignment_recheck_s = (settings.assignment_recheck_s if settings.run_jobs and not
                                       settings.redis_url else settings.poll_interval_s)

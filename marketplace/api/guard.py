@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +272,48 @@ async def limit_wallet(request: Request, address: str) -> None:
     wait = await request.app.state.rate_limiter.hit(rule, address)
     if wait:
         raise rate_limited(rule, f"wallet {address}", wait)
+
+
+class StreamSlots:
+    """Long-lived responses (SSE log follows, assignment long-polls) open per wallet in this process: each
+    holds a connection and polls the database, so a wallet may hold only a few at once (429 past them)."""
+
+    def __init__(self, per_wallet: int) -> None:
+        self.per_wallet = per_wallet
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def open(self, wallet: str) -> int:
+        return self._open[wallet]
+
+    def take(self, wallet: str) -> Callable[[], None]:
+        """A slot for `wallet` (RateLimited when it holds them all); call the result once to give it back
+        (later calls do nothing)."""
+        with self._lock:
+            if self._open[wallet] >= self.per_wallet:
+                error = RateLimited(
+                    f"wallet {wallet} already holds {self.per_wallet} open streams or long-polls here; close "
+                    "one first",
+                    limit="streams",
+                    open=self._open[wallet],
+                    retry_after_s=1,
+                )
+                error.retry_after_s = 1.0
+                raise error
+            self._open[wallet] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._open[wallet] -= 1
+                if self._open[wallet] <= 0:
+                    del self._open[wallet]
+
+        return release
 
 
 def rate_limiter(settings: MarketplaceSettings) -> RateLimiter:

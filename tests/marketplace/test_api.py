@@ -447,6 +447,8 @@ def test_logs_follow_streams_sse_until_final(client: TestClient, customer: Accou
         assert stream.headers["content-type"].startswith("text/event-stream")
         text = "".join(stream.iter_text())
     assert "event: log" in text and "hello" in text and "event: status" in text and "event: end" in text
+    # the stream gave back its slot (guard.StreamSlots): a wallet may follow again
+    assert client.app.state.streams.open(customer.address.lower()) == 0  # type: ignore[attr-defined]
 
 
 def test_result_of_settled_task(client: TestClient, customer: Account, engine: Engine) -> None:

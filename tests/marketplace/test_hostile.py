@@ -6,6 +6,7 @@ tokens are distinct per sign-in, carry a key id (rotation) and can be signed out
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
 from marketplace.settings import MarketplaceSettings
 from tests.marketplace import conftest_services as services
 from tests.marketplace.conftest import FEE_BPS, Signer, wallet
+from tests.polling import wait_for
 
 SPEC = {
     "version": 1,
@@ -264,3 +266,30 @@ def test_method_not_allowed_names_every_method_of_the_path(hostile_client: TestC
         response = hostile_client.request(method, path)
         assert_error_body(response, 405, "http_405")
         assert response.headers["allow"] == allowed, (method, path)
+
+
+def test_a_wallet_holds_only_a_few_long_polls(tmp_path: Path) -> None:
+    """Long-polls (and SSE follows) hold a connection and poll the database: past max_streams_per_wallet the
+    wallet gets 429 until one ends; another wallet is not affected, and a poll that does not wait needs no
+    slot."""
+    settings = settings_for(tmp_path, max_streams_per_wallet=2, long_poll_max_s=30)
+    with app_client(settings) as client:
+        provider = Signer(client, wallet("provider-1"))
+        assert provider.post("/providers/register", {"capabilities": {}, "prices": {}}).status_code == 200
+        path = f"/providers/{provider.address}/assignments"
+        streams = client.app.state.streams  # type: ignore[attr-defined]
+        answers: list[int] = []
+
+        def poll(wait: float) -> None:
+            answers.append(provider.get(f"{path}?wait={wait}").status_code)
+
+        held = [threading.Thread(target=poll, args=(3,)) for _ in range(2)]
+        for thread in held:
+            thread.start()
+        wait_for(lambda: streams.open(provider.address) == 2, timeout=20, what="two long-polls held")
+        error = assert_error_body(provider.get(f"{path}?wait=3"), 429, "rate_limited")
+        assert error["details"]["limit"] == "streams"
+        assert provider.get(f"{path}?wait=0").status_code == 200  # no wait, no slot
+        for thread in held:
+            thread.join(timeout=30)
+        assert answers == [200, 200] and streams.open(provider.address) == 0

@@ -101,14 +101,18 @@ async def assignments(
                 for replica, task in service.pending_assignments(session=session, provider=provider)
             ]
 
-    while True:
-        rung = bell.rings
-        found = await run_in_threadpool(poll)
-        if found or time.monotonic() >= deadline or await request.is_disconnected():
-            return AssignmentsPublic(data=found, count=len(found))
-        # woken by this process's matcher (bell.py), else re-checked for other processes' assignments
-        recheck = request.app.state.assignment_recheck_s
-        await bell.wait(min(recheck, max(0.0, deadline - time.monotonic())), since=rung)
+    release = request.app.state.streams.take(wallet) if wait > 0 else (lambda: None)  # guard.StreamSlots
+    try:
+        while True:
+            rung = bell.rings
+            found = await run_in_threadpool(poll)
+            if found or time.monotonic() >= deadline or await request.is_disconnected():
+                return AssignmentsPublic(data=found, count=len(found))
+            # woken by this process's matcher (bell.py), else re-checked for other processes' assignments
+            recheck = request.app.state.assignment_recheck_s
+            await bell.wait(min(recheck, max(0.0, deadline - time.monotonic())), since=rung)
+    finally:
+        release()
 
 
 @router.post(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Path as PathParam
@@ -187,6 +188,14 @@ async def _follow(
             await asyncio.sleep(interval)
 
 
+async def _releasing(stream: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    try:
+        async for event in stream:
+            yield event
+    finally:
+        release()
+
+
 @router.get(
     "/{task_id}/logs",
     response_model=LogsPublic,
@@ -208,11 +217,10 @@ def get_logs(
     task = service.get_task(session=session, task_id=task_id)
     provider = service.check_log_reader(session=session, task=task, wallet=wallet)
     if follow:
-        return StreamingResponse(
-            _follow(request, task_id, after, settings.poll_interval_s, provider),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        release = request.app.state.streams.take(wallet)  # a few open follows per wallet (guard.StreamSlots)
+        stream = _releasing(_follow(request, task_id, after, settings.poll_interval_s, provider), release)
+        weakref.finalize(stream, release)  # also when the stream is dropped before it starts
+        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     data = _log_page(session, task_id, after, provider)
     return LogsPublic(data=data, count=len(data))
 
