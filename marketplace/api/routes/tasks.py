@@ -220,7 +220,8 @@ def get_logs(
         release = request.app.state.streams.take(wallet)  # a few open follows per wallet (guard.StreamSlots)
         stream = _releasing(_follow(request, task_id, after, settings.poll_interval_s, provider), release)
         weakref.finalize(stream, release)  # also when the stream is dropped before it starts
-        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache"}
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     data = _log_page(session, task_id, after, provider)
     return LogsPublic(data=data, count=len(data))
 
