@@ -568,9 +568,16 @@ def status(address: AddressOption = None, json_output: Annotated[bool, typer.Opt
     table.add_column(overflow="fold")
     for key in ("stake", "min_stake", "unbonding", "balance", "claimable"):
         table.add_row(key.replace("_", " "), _grid(int(report[key])))
+    from hashgrid.chain.reverts import when
+
+    release_at = (when(release, chain.contracts.client.timestamp()) + " (`hashgrid provider withdraw` then)"
+                  if unbonding else "-")
     for key in ("eligible", "unbonding_release", "active_assignments", "operator", "capabilities_hash",
                 "capabilities_uri", "agreement_rate"):
-        table.add_row(key.replace("_", " "), str(report[key]))
+        shown = release_at if key == "unbonding_release" else str(report[key])
+        if key == "eligible" and not report[key]:
+            shown = "False: below the minimum stake, no work is assigned (`hashgrid provider stake AMOUNT`)"
+        table.add_row(key.replace("_", " "), shown)
     table.add_row("replicas", ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "none yet")
     console.print(table)
 

@@ -12,6 +12,7 @@ from eth_utils import is_address
 from pydantic import BaseModel
 from rich.table import Table
 
+from hashgrid.chain.reverts import when
 from hashgrid.errors import InvalidInput
 from hashgrid.explorer import Explorer, NetworkStats, ProviderHistory, TaskHistory
 from scripts._cli import console, load, one_line_errors
@@ -101,7 +102,7 @@ def provider_tables(h: ProviderHistory) -> list[Table]:
         ("registered", f"yes, operator {h.operator}" if h.registered else "no"),
         ("capabilities", h.capabilities_uri or "-"),
         ("stake", grid(h.stake)),
-        ("unbonding", f"{grid(h.unbonding)} (release at {h.unbonding_release})" if h.unbonding else "-"),
+        ("unbonding", f"{grid(h.unbonding)} (release {when(h.unbonding_release)})" if h.unbonding else "-"),
         ("active assignments", str(h.active_assignments)),
         ("staked in total", grid(h.staked_in)),
         ("rewards (credited)", grid(h.rewards)),
