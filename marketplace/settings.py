@@ -55,6 +55,7 @@ class MarketplaceSettings(Settings):
     # matcher rings the long-polls on every assignment, so the database is only re-read as a safety net
     assignment_recheck_s: float = 5.0
     content_dir: Path | None = None  # default: <state_dir>/marketplace/content
+    webapp_dir: Path | None = None  # the built web app served at /app (default: build/webapp, `make setup`)
     siwe_domain: str | None = None  # default: host[:port] of marketplace_url
     # run the background jobs (indexer, matching, heartbeats, deadlines, settlement) in the API process
     # (the embedded default for one machine; ignored when redis_url is set: Celery runs them then)

@@ -8,6 +8,8 @@
 #   3. python venv       .venv + pip install -e ".[dev]" (skipped when .venv/.hashgrid-stamp matches pyproject)
 #   4. tool links        .venv/bin/{solc,forge,anvil,cast}
 #   5. docker engine     daemon.json registers runsc; dockerd started if it does not answer
+#   6. images, wasm, examples
+#   7. web app           web/: npm ci (stamp: its lock), then esbuild into build/webapp (stamp: web/ sources)
 #
 # Env: HASHGRID_SKIP_APT=1, HASHGRID_SKIP_DOCKER=1 skip those steps; HASHGRID_FORCE=1 ignores the stamps.
 set -Eeuo pipefail
@@ -165,6 +167,29 @@ LOG="$ROOT/build/setup-examples.log"; : >"$LOG"
 "$VENV/bin/python" -m scripts.make_examples >>"$LOG" 2>&1
 ok "examples (examples/*.yaml)"
 LOG=""
+
+# ---------------------------------------------------------------- 7. web app
+step "web app (web/: npm ci, esbuild into build/webapp)"
+WEB_NODE_STAMP="$ROOT/web/node_modules/.hashgrid-stamp"
+web_node_want="$(hash_of web/package.json web/package-lock.json)-$(node --version)"
+if [ "${HASHGRID_FORCE:-0}" = 1 ] || [ ! -f "$WEB_NODE_STAMP" ] || [ "$(cat "$WEB_NODE_STAMP")" != "$web_node_want" ]; then
+    LOG="$ROOT/build/setup-web-npm.log"
+    (cd web && npm ci --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error) >"$LOG" 2>&1
+    echo "$web_node_want" >"$WEB_NODE_STAMP"
+    LOG=""
+fi
+WEB_STAMP="$ROOT/build/webapp/.hashgrid-stamp"
+web_want="$(cd web && find src build.mjs package-lock.json -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1)"
+if [ "${HASHGRID_FORCE:-0}" != 1 ] && [ -f "$WEB_STAMP" ] && [ "$(cat "$WEB_STAMP")" = "$web_want" ] \
+    && [ -f build/webapp/app.js ]; then
+    ok "web app (up to date: build/webapp)"
+else
+    LOG="$ROOT/build/setup-web.log"
+    node web/build.mjs >"$LOG" 2>&1
+    echo "$web_want" >"$WEB_STAMP"
+    ok "web app (build/webapp, $(du -k build/webapp/app.js | cut -f1) KiB of script)"
+    LOG=""
+fi
 
 awk -v a="$START" -v b="$EPOCHREALTIME" \
     'BEGIN { printf "✓ setup done in %.1fs — tools: .venv/bin (source .venv/bin/activate)\n", b - a }'

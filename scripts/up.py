@@ -448,6 +448,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
 
     wait_for(healthy, timeout=90, what="the marketplace API", supervisor=supervisor, log=server.log)
     _step(f"marketplace at {url} (database {database}; jobs {'Celery' if options.redis else 'in-process'})")
+    _step(f"web app at {url}/app/ (connect a wallet on chain {client.chain_id}; docs/webapp.md)")
 
     # provider daemons
     from hashgrid.spec import load_spec
@@ -666,7 +667,21 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
     if options.keep and cheaters:
         summary["reformed"] = reform_cheaters(contracts, accounts, cheaters, honest_commands, supervisor,
                                               registered)
+    if options.keep:
+        summary["proposal"] = str(demo_proposal(contracts, accounts))
+    summary["webapp"] = f"{url}/app/"
     return summary
+
+
+def demo_proposal(contracts: Any, accounts: Any) -> int:
+    """--keep: one open proposal for the web app's DAO page, made by the demo customer (its GRID is above the
+    proposal threshold; the operator's key is left to the marketplace, whose nonces it tracks)."""
+    from scripts.governance import parameter_change, propose
+
+    proposal_id = propose(contracts, [parameter_change(contracts, "escrow.protocolFeeBps=250")],
+                          "Demo: set the protocol fee to 2.5%", sender=accounts.customer)
+    _step(f"demo proposal {str(proposal_id)[:12]}… open for votes (web app: DAO page)")
+    return proposal_id
 
 
 def reform_cheaters(contracts: Any, accounts: Any, cheaters: Iterable[str],
@@ -719,6 +734,9 @@ def write_env_file(state: StateDir, summary: dict[str, Any]) -> Path:
 def serve_until_interrupted(state: StateDir, supervisor: Supervisor) -> None:
     """--keep: the network stays up for the user's own tasks until Ctrl-C (or a process of it dies)."""
     console.print(Rule("the network stays up (Ctrl-C stops it)"))
+    summary = json.loads(state.summary.read_text()) if state.summary.exists() else {}
+    if summary.get("webapp"):
+        console.print(f"Web app: {summary['webapp']}", highlight=False)
     console.print(f"In another terminal:\n  source {state.root / 'env'}\n"
                   "  .venv/bin/hashgrid wallet new && .venv/bin/hashgrid faucet\n"
                   "  .venv/bin/hashgrid task submit examples/wasm.yaml --wait", highlight=False)

@@ -27,7 +27,7 @@ from marketplace.api.errors import install_error_handlers
 from marketplace.api.guard import Guard, Limits, StreamSlots, rate_limiter
 from marketplace.api.ingest import SpecWriter
 from marketplace.api.openapi import install_openapi
-from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks
+from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks, webapp
 from marketplace.api.security import purge_expired_nonces
 from marketplace.db import API_THREADS, engine_from_settings, init_db
 from marketplace.models import utcnow
@@ -150,7 +150,8 @@ def create_app(
     app.state.assignment_recheck_s = (settings.assignment_recheck_s if settings.run_jobs and not
                                       settings.redis_url else settings.poll_interval_s)
     install_error_handlers(app)
-    routers = (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router)
+    routers = (health.router, auth.router, blobs.router, tasks.router, providers.router, explorer.router,
+               webapp.router)
     for router in routers:
         app.include_router(router)
     # the ingest hot path, served ahead of FastAPI's router (same endpoint, documented there): see create_task

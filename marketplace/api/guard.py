@@ -45,6 +45,13 @@ API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'no
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 NO_STORE = (b"cache-control", b"no-store")
 DOCS_PATHS = ("/docs", "/redoc")
+# the web app (/app): its own scripts, styles and images, and calls to this origin only (the wallet talks to
+# the chain, not the page); no inline script, no framing, no plugins, no forms posted elsewhere
+WEBAPP_CSP = (b"content-security-policy",
+              b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              b"connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; "
+              b"frame-ancestors 'none'")
+WEBAPP_PATH = "/app"
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,9 @@ class Guard:
             return
         method, path = scope["method"], scope["path"]
         headers = list(SECURITY_HEADERS)
-        if not path.startswith(DOCS_PATHS):
+        if path == WEBAPP_PATH or path.startswith(WEBAPP_PATH + "/"):
+            headers += [WEBAPP_CSP]
+        elif not path.startswith(DOCS_PATHS):
             headers += [API_CSP]
         if scope.get("scheme") == "https":
             headers.append(HSTS)
