@@ -220,7 +220,7 @@ async function main() {
     const unplaced = page.getByTestId("unplaced");
     await unplaced.waitFor({ timeout: 60_000 });
     seen.errors.unplaceable = (await unplaced.textContent()).trim();
-    check(/gpu/i.test(seen.errors.unplaceable), `the unplaced reason names the GPU (${seen.errors.unplaceable})`);
+    check(/gpu|docker/i.test(seen.errors.unplaceable), `the unplaced reason names what is missing (${seen.errors.unplaceable})`);
     await page.getByRole("button", { name: "Cancel task" }).click();
     await page.getByTestId("task-status").filter({ hasText: "cancelled" }).waitFor({ timeout: 60_000 });
     await page.getByTestId("task-claimable").waitFor();
