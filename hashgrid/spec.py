@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from hashgrid.canonical import canonical_json, is_sha256_hex, sha256_bytes
-from hashgrid.errors import SpecInvalid
+from hashgrid.canonical import canonical_json, is_sha256_hex, sha256_bytes, sha256_file
+from hashgrid.errors import ContentMissing, DigestMismatch, SpecInvalid
 
 SPEC_VERSION = 1
 MAX_REPLICAS = 16
@@ -391,6 +391,64 @@ def load_spec_document(path: Path | str) -> Any:
 def load_spec(path: Path | str) -> TaskSpec:
     """Load a spec from a .yaml, .yml or .json file."""
     return parse_spec(load_spec_document(path), source=str(path))
+
+
+def load_local_spec(path: Path, inputs_dir: Path | None = None,
+                    found: dict[str, Path] | None = None) -> TaskSpec:
+    """A spec file as written by a person: inputs given by `path` alone (or `file:`) and a wasm `module`
+    given as a file path get their sha256 and size from the local files, looked for in `inputs_dir` and
+    next to the spec; a fully hashed spec is read as is."""
+    document = load_spec_document(path)
+    dirs = [d for d in ([inputs_dir] if inputs_dir is not None else []) + [path.resolve().parent]]
+    return parse_spec(fill_local_hashes(document, dirs, found), source=str(path))
+
+
+def _local_file(name: str, dirs: list[Path], what: str) -> Path:
+    for directory in dirs:
+        candidate = (directory / name)
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(d) for d in dirs)
+    raise ContentMissing(f"{what}: no file {name} in {where} (pass --inputs DIR, or give its sha256 and "
+                         "size)")
+
+
+def fill_local_hashes(document: Any, dirs: list[Path], found: dict[str, Path] | None = None) -> Any:
+    """`document` with each input lacking sha256/size filled from its local file, and a wasm module named
+    by a file path replaced by that file's sha256 (pure apart from reading those files); `found` collects
+    sha256 -> the local file read, for the upload."""
+    found = {} if found is None else found
+    if not isinstance(document, dict):
+        return document
+    filled = dict(document)
+    inputs = filled.get("inputs")
+    if isinstance(inputs, list):
+        rows = []
+        for item in inputs:
+            if isinstance(item, dict) and isinstance(item.get("path"), str) and (
+                    "sha256" not in item or "size" not in item or "file" in item):
+                item = dict(item)
+                source = _local_file(str(item.pop("file", item["path"])), dirs, f"input {item['path']}")
+                digest = sha256_file(source)[0]
+                if "sha256" in item and str(item["sha256"]).lower().removeprefix("sha256:") != digest:
+                    raise DigestMismatch(f"input {item['path']} ({source})", expected=str(item["sha256"]),
+                                         actual=digest)
+                item["sha256"] = digest
+                item["size"] = source.stat().st_size
+                found[digest] = source
+            rows.append(item)
+        filled["inputs"] = rows
+    module = filled.get("module")
+    if isinstance(module, str) and not _looks_like_sha256(module):
+        source = _local_file(module, dirs, "module")
+        filled["module"] = sha256_file(source)[0]
+        found[filled["module"]] = source
+    return filled
+
+
+def _looks_like_sha256(text: str) -> bool:
+    bare = text.lower().removeprefix("sha256:")
+    return len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from hashgrid.canonical import sha256_file, to_hex32
 from hashgrid.content import ContentStore
 from hashgrid.errors import ContentMissing, HashgridError, InvalidInput
 from hashgrid.exits import ExitCode, error_line, exit_code_for
-from hashgrid.spec import TaskSpec, load_spec
+from hashgrid.spec import TaskSpec, load_local_spec
 from provider.config import (
     GRID,
     KeyConfig,
@@ -234,7 +234,7 @@ def exec_(spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="task s
     from provider.executor import execute
 
     try:
-        spec = load_spec(spec_path)
+        spec = load_local_spec(spec_path, input_dir)  # inputs by path alone are hashed from local files
         path = config_path or default_config_path()
         config = load_config(path)
         policy = config.policy if path.exists() else _local_policy(spec)
