@@ -124,6 +124,9 @@ def create_app(
             yield
         finally:
             purger.cancel()
+            close = getattr(app.state.rate_limiter, "close", None)
+            if close is not None:
+                await close()
             await run_in_threadpool(app.state.spec_writer.close)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)

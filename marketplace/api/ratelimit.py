@@ -8,10 +8,12 @@ stay on, only per replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,22 +111,27 @@ class RedisRateLimiter:
 
     def __init__(self, url: str, *, fallback: MemoryRateLimiter | None = None) -> None:
         self._url = url
-        self._clients: dict[int, Any] = {}  # per event loop: a redis.asyncio client is bound to its loop
+        # per event loop (a redis.asyncio client is bound to its loop), forgotten with the loop
+        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._fallback = fallback or MemoryRateLimiter()
         self._script_sha: str | None = None
         self._warned = False
 
     def _client(self) -> Any:
-        import asyncio
-
         import redis.asyncio
 
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
         if client is None:
             client = redis.asyncio.Redis.from_url(self._url, socket_timeout=0.5, socket_connect_timeout=0.5)
-            self._clients[loop_id] = client
+            self._clients[loop] = client
         return client
+
+    async def close(self) -> None:
+        """Close this event loop's connection (the app's shutdown)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     async def hit(self, rule: Rule, key: str) -> float:
         from redis.exceptions import NoScriptError, RedisError
@@ -140,7 +147,7 @@ class RedisRateLimiter:
             except NoScriptError:  # Redis restarted and lost its script cache
                 self._script_sha = None
                 waited = await client.eval(_GCRA_LUA, 1, name, *args)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RuntimeError) as exc:  # RuntimeError: a connection of a closed loop
             if not self._warned:
                 log.warning("rate limits: Redis at %s failed (%s); counting in this process", self._url, exc)
                 self._warned = True
