@@ -91,6 +91,7 @@ def test_webapp_journey_in_chromium(voter: LocalAccount, network: Network, contr
     assert errors["rejected_signature"].startswith("you rejected the request in your wallet")
     assert "marketplace runs on chain 31337" in errors["wrong_network"]
     assert errors["balance"].startswith("too little GRID")
+    assert errors["allowance"].startswith("the escrow may spend only 0 GRID of your GRID")
     assert "registry nothing unbonding" in errors["reverted"]
     assert "gpu" in errors["unplaceable"].lower() or "docker" in errors["unplaceable"]  # the matcher's reason
     for page in PAGES:

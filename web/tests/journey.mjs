@@ -6,7 +6,7 @@
 // Env: HG_URL (marketplace), HG_RPC (anvil), HG_KEYS (JSON: customer, poor, dao private keys), HG_OUT (folder
 // for screenshots and the result JSON). Prints one JSON line of what it saw; exits non-zero on a failed check.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -20,6 +20,7 @@ const KEYS = JSON.parse(process.env.HG_KEYS);
 const OUT = process.env.HG_OUT;
 const TASK_TIMEOUT = Number(process.env.HG_TASK_TIMEOUT || 240) * 1000;
 mkdirSync(OUT, { recursive: true });
+rmSync(join(OUT, "failure.png"), { force: true });
 const seen = { steps: [], axe: {}, errors: {} };
 const current = { page: null };  // for a screenshot of the page as it was when a check failed
 
@@ -153,7 +154,12 @@ async function main() {
 
     // Connect: a wallet on the wrong network, switched; a rejected signature; then a sign-in
     await go(page, "/", "Hashgrid");
-    await page.getByRole("button", { name: "Connect wallet" }).click();
+    for (let i = 0; i < 20; i++) {  // by keyboard: Tab to the button, Enter
+      await page.keyboard.press("Tab");
+      if ((await page.evaluate(() => document.activeElement?.textContent)) === "Connect wallet") break;
+    }
+    check((await page.evaluate(() => document.activeElement?.textContent)) === "Connect wallet", "Connect wallet is reachable by Tab");
+    await page.keyboard.press("Enter");
     await page.getByTestId("account").waitFor();
     check((await page.getByTestId("account").textContent()) === wallet.account.address, "the connected account is shown");
     await page.getByText("your wallet is on chain 1, but the marketplace runs on chain 31337").waitFor();
@@ -178,7 +184,11 @@ async function main() {
     check(canRun.startsWith("3 of 3"), `three providers can run the wasm task (${canRun})`);
     seen.providers_can_run = canRun;
     await shoot(page, "post");
-    await page.getByRole("button", { name: "Approve and post" }).click();
+    await page.getByRole("button", { name: "Post task" }).click();
+    seen.errors.allowance = await alertText(page, "the escrow may spend only");
+    await page.getByRole("button", { name: /^Approve / }).click();
+    await page.getByText("now post the task").waitFor();
+    await page.getByRole("button", { name: "Post task" }).click();
     await page.waitForURL(/#\/task\/\d+$/, { timeout: 60_000 });
     const taskId = Number(page.url().split("/").pop());
     seen.task_id = taskId;
@@ -213,7 +223,14 @@ async function main() {
                    command: ["true"], resources: { cpus: 1, memory_mb: 64, disk_mb: 4, timeout_s: 30, gpus: 1 },
                    replicas: 1, quorum: 1, max_price_per_replica: "10000000000000000", deadline_s: 3600 };
     await page.getByLabel("Spec (JSON)", { exact: true }).fill(JSON.stringify(spec, null, 2));
-    await page.getByRole("button", { name: "Approve and post" }).click();
+    await page.getByRole("button", { name: "Post task" }).click();
+    const approveButton = page.getByRole("button", { name: /^Approve / });
+    await Promise.race([page.waitForURL(/#\/task\/\d+$/, { timeout: 60_000 }), approveButton.waitFor({ timeout: 60_000 })]);
+    if (await approveButton.isVisible()) {  // the first approval was exactly the first task's escrow
+      await page.getByRole("button", { name: /^Approve / }).click();
+      await page.getByText("now post the task").waitFor();
+      await page.getByRole("button", { name: "Post task" }).click();
+    }
     await page.waitForURL(/#\/task\/\d+$/, { timeout: 60_000 });
     const gpuTask = Number(page.url().split("/").pop());
     check(gpuTask !== taskId, "a second task was posted");
@@ -233,7 +250,13 @@ async function main() {
     await go(page, "/tasks", "My tasks");
     await page.getByTestId("my-tasks").getByRole("link", { name: `#${gpuTask}` }).waitFor();
     await page.getByTestId("my-tasks").getByRole("link", { name: `#${taskId}` }).waitFor();
+    await page.getByLabel("Status").selectOption("cancelled");
+    check(await page.getByTestId("my-tasks").getByRole("link", { name: `#${taskId}` }).count() === 0, "the filter hides the settled task");
     await shoot(page, "my-tasks");
+    await page.getByRole("button", { name: `Repost task ${gpuTask}` }).click();
+    await page.getByRole("heading", { level: 1, name: "Post a task" }).waitFor();
+    const reposted = JSON.parse(await page.getByLabel("Spec (JSON)", { exact: true }).inputValue());
+    check(reposted.name === "needs a gpu" && reposted.resources.gpus === 1, "repost opens the task's spec");
 
     // Explorer: the settled task and three providers with stake and earnings
     await go(page, "/explorer", "Explorer");
@@ -255,7 +278,7 @@ async function main() {
     await go(page, "/post", "Post a task");
     await page.getByLabel("Start from a template").selectOption("wasm");
     await page.getByText("template wasm word frequencies loaded").waitFor();
-    await page.getByRole("button", { name: "Approve and post" }).click();
+    await page.getByRole("button", { name: "Post task" }).click();
     seen.errors.balance = await alertText(page, "too little GRID");
 
     // DAO: the big holder delegates, proposes a fee change, votes, queues and executes it

@@ -22,6 +22,25 @@ export function PostPage() {
   const [error, setError] = useState<string | null>(null);
   const [status, setStatus] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [shortfall, setShortfall] = useState<bigint | null>(null);  // the escrow to approve before posting
+
+  const approve = async () => {
+    if (!account || shortfall === null) return;
+    setError(null);
+    setBusy(true);
+    setStatus(`approve ${grid(shortfall)} for the escrow in your wallet…`);
+    try {
+      await send(config, account, "GridToken", "approve", [config.addresses.TaskEscrow, shortfall], "approving the escrow");
+      setShortfall(null);
+      setStatus(`approved ${grid(shortfall)}: now post the task`);
+      refresh();
+    } catch (e) {
+      setStatus(null);
+      setError(inWords(e, "approving the escrow"));
+    } finally {
+      setBusy(false);
+    }
+  };
 
   useEffect(() => {
     api<{ data: Template[] }>("GET", "/app/templates.json").then((t) => setTemplates(t.data))
@@ -112,9 +131,10 @@ export function PostPage() {
       }
       const allowance = await read<bigint>(config, account, "GridToken", "allowance", [account, config.addresses.TaskEscrow]);
       if (allowance < escrow) {
-        setStatus(`approve ${grid(escrow)} for the escrow in your wallet…`);
-        await send(config, account, "GridToken", "approve", [config.addresses.TaskEscrow, escrow], "approving the escrow");
+        setShortfall(escrow);
+        throw new AppError(`the escrow may spend only ${grid(allowance)} of your GRID and this task locks ${grid(escrow)}: approve ${grid(escrow)} first`);
       }
+      setShortfall(null);
       const block = await (await import("../lib")).clients(config, account).public.getBlock();
       const replicas = Number(document.replicas ?? 1);
       const terms = {
@@ -186,8 +206,10 @@ export function PostPage() {
       </section>
       <section className="card" aria-labelledby="post-title">
         <h2 id="post-title">3. Pay and post</h2>
-        <p>Your wallet asks you to approve the escrow (when its allowance is too small), then to post.</p>
-        <button onClick={() => void post()} disabled={busy || !specText}>Approve and post</button>
+        <p>The task's escrow is locked from your GRID: approve the escrow to spend it (once, when its allowance is
+          too small), then post from your wallet.</p>
+        {shortfall !== null && <button onClick={() => void approve()} disabled={busy}>Approve {grid(shortfall)}</button>}
+        <button onClick={() => void post()} disabled={busy || !specText}>Post task</button>
       </section>
       <Notice error={error} status={status} />
     </>
