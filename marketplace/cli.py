@@ -54,7 +54,8 @@ def reconcile(
     block: int | None = typer.Option(None, help="compare as of this block (default: the indexer's cursor)"),
 ) -> None:
     """Compare the settlement journal, the database and the chain; print every difference. Exit 1 when
-    there is one (0 when they agree, 2 for a bad configuration)."""
+    there is one (0 when they agree; errors with the table of hashgrid.exits: 2 bad configuration, 4 the chain
+    did not answer)."""
     import json
 
     from hashgrid.errors import HashgridError
@@ -64,8 +65,9 @@ def reconcile(
     try:
         report = reconcile_marketplace(ctx=JobContext.from_settings(), block=block)
     except HashgridError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        from hashgrid.exits import fail
+
+        raise fail(exc) from None
     if json_output:
         typer.echo(json.dumps({"block": report.block, "tasks_checked": report.tasks_checked,
                                "accounts_checked": report.accounts_checked, "ok": report.ok,

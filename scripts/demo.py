@@ -267,8 +267,12 @@ def main(
         console.print("\ninterrupted: anvil stopped, nothing left running")
         raise typer.Exit(130) from None
     except HashgridError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        from rich.markup import escape
+
+        from hashgrid.exits import error_line, exit_code_for
+
+        console.print(f"[red]error:[/] {escape(error_line(exc))}", highlight=False)
+        raise typer.Exit(int(exit_code_for(exc))) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
