@@ -32,6 +32,7 @@ RSS_GROWTH_LIMIT = 50 * (1 << 20)
 IDLE_SOCKETS = 300
 PER_ADDRESS = 256
 HEADER_TIMEOUT_S = 3.0
+BODY_READ_TIMEOUT_S = 2.0
 ZERO = "0" * 64
 ADDRESS = "0x" + "11" * 20
 # every POST and PUT route, path parameters filled in
@@ -80,6 +81,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "HASHGRID_CHAIN_ID": "31337",
         "HASHGRID_MARKETPLACE_URL": f"http://127.0.0.1:{port}",
         "HASHGRID_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "HASHGRID_BODY_READ_TIMEOUT_S": str(BODY_READ_TIMEOUT_S),
         "HASHGRID_MAX_CONNECTIONS_PER_IP": str(PER_ADDRESS),
         "HASHGRID_RATE_LIMIT_IP": "off",
         "HASHGRID_RATE_LIMIT_WALLET": "off",
@@ -154,6 +156,40 @@ def test_declared_length_over_cap_is_refused_unread(served: tuple[str, subproces
         head = sock.recv(65536)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"payload_too_large" in head or b"413" in head
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(HEADER_TIMEOUT_S * 10)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_stalled_body_is_answered_408_and_closed(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """A signed POST /tasks whose body stops arriving: the route is reading it, so the guard's body timeout
+    answers 408 and the connection is closed; the server serves others meanwhile."""
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    head = "".join(f"{name}: {value}\r\n" for name, value in SIGNED_HEADERS.items())
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}"
+                     "Content-Length: 100\r\n\r\n{\"version\": 1".encode())
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        answer = _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer and b"connection: close" in answer.lower()
+
+
+def test_a_request_head_over_the_cap_is_refused(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    pad = "".join(f"X-Pad-{i}: {'a' * 1024}\r\n" for i in range(70))  # 70 KiB of headers, never finished
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: x\r\n{pad}".encode())  # one write, then only reads
+        answer = _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 
 def _idle_socket(port: int, source: str) -> socket.socket:
