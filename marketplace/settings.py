@@ -47,6 +47,9 @@ class MarketplaceSettings(Settings):
     rate_limit_read: str = "3000/10"  # per client address: every other read but /health
     max_streams_per_wallet: int = 8  # open SSE follows and long-polls of one wallet, per server process
     rate_limit_redis_url: str | None = None  # default: redis_url; none: each process counts alone
+    # proxies whose X-Forwarded-For / -Proto name the client (its address for rate and connection limits);
+    # uvicorn's default, loopback only: put the API behind a proxy on this host, or list the proxy's address
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     cors_origins: list[str] = []  # browser origins allowed to call the API (exact, no wildcard)
     heartbeat_ttl_s: int = 90  # a provider is online if its last heartbeat is this recent
     long_poll_max_s: float = 30.0

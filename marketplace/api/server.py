@@ -45,6 +45,8 @@ class GuardedConfig(uvicorn.Config):
         self.max_connections = settings.max_connections
         self.max_connections_per_ip = settings.max_connections_per_ip
         kwargs.setdefault("timeout_keep_alive", settings.keep_alive_s)
+        kwargs.setdefault("server_header", False)  # no software name and version to a stranger
+        kwargs.setdefault("forwarded_allow_ips", settings.forwarded_allow_ips)
         super().__init__(app, http=GuardedProtocol, **kwargs)
 
 

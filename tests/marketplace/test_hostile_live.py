@@ -231,7 +231,9 @@ def test_idle_sockets_do_not_starve_other_clients(served: tuple[str, subprocess.
         assert len(refused) == IDLE_SOCKETS - PER_ADDRESS, {i: answers[i][:20] for i in list(answers)[:5]}
         assert len(timed_out) == PER_ADDRESS
         with httpx.Client(base_url=url, timeout=5) as client:
-            assert client.get("/health").status_code == 200
+            response = client.get("/health")
+            assert response.status_code == 200
+            assert "server" not in response.headers  # no software name and version to strangers
     finally:
         for sock in idle:
             sock.close()
