@@ -92,6 +92,14 @@ export async function api<T>(method: string, path: string, body?: unknown, raw?:
   return parsed as T;
 }
 
+/** Whether this wallet already holds the blob (signed HEAD): an upload of bytes the server already has from
+ * this wallet is answered before the body is read and the connection closed, which a browser reports as a
+ * failed fetch, so the app asks first. */
+export async function haveBlob(sha256: string): Promise<boolean> {
+  const response = await fetch(`/blobs/${sha256}`, { method: "HEAD", headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  return response.ok;
+}
+
 export async function download(path: string): Promise<Uint8Array> {
   const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (!response.ok) throw new AppError(`download failed: ${response.status}`);

@@ -318,6 +318,15 @@ async function main() {
     await page.getByTestId("stats").waitFor();
     await shoot(page, "explorer-phone");
 
+    // Sign out: the token is revoked, so the signed list is gone until the next sign-in
+    await go(page, "/", "Hashgrid");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByText("signing out: done").waitFor();
+    await page.getByRole("button", { name: "Sign in with Ethereum" }).waitFor();
+    await go(page, "/tasks", "My tasks");
+    await page.getByText("Sign in with your wallet").waitFor();
+    seen.steps.push("signed-out");
+
     check(cspErrors.length === 0, `no CSP violation: ${cspErrors.join("; ")}`);
   } catch (error) {
     const alerts = current.page ? await current.page.locator('[role="alert"]').allTextContents().catch(() => []) : [];

@@ -24,7 +24,7 @@ from hashgrid.chain.deployment import Deployment
 from hashgrid.config import REPO_ROOT
 from hashgrid.errors import HashgridError, NotFound
 from hashgrid.spec import load_spec_document, parse_spec
-from marketplace.api.bodies import parse_json
+from marketplace.api.deps import json_object_body
 from marketplace.api.services import explorer as explorer_service
 from marketplace.api.services.providers import is_online, min_stake_or_none
 from marketplace.settings import MarketplaceSettings
@@ -132,7 +132,7 @@ async def estimate(request: Request) -> dict[str, Any]:
     with how many there are and why none would take it."""
     from hashgrid.client import estimate_from_prices
 
-    spec = parse_spec(parse_json(await request.body()))
+    spec = parse_spec(await json_object_body(request))  # strict JSON, 422 otherwise
     state = request.app.state
     settings: MarketplaceSettings = state.settings
 

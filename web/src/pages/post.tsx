@@ -3,7 +3,7 @@
 import { useEffect, useState } from "react";
 import { sha256 } from "viem";
 import { Notice, useSession } from "../main";
-import { AppError, api, grid, inWords, postedTaskId, read, send } from "../lib";
+import { AppError, api, grid, haveBlob, inWords, postedTaskId, read, send } from "../lib";
 
 type Template = { name: string; title: string; spec: Record<string, unknown>; files: Record<string, string> };
 type Estimate = { low: string; high: string; escrow: string; fee_bps: number; providers: number; online: number; notes: string[] };
@@ -119,6 +119,7 @@ export function PostPage() {
       if (!signedIn) throw new AppError("sign in with Ethereum first (Connect page)");
       const document = spec();
       for (const blob of blobs) {
+        if (await haveBlob(blob.sha256)) continue;
         setStatus(`uploading ${blob.name} (${blob.bytes.length} bytes)…`);
         await api("PUT", `/blobs/${blob.sha256}`, undefined, blob.bytes as BodyInit);
       }
