@@ -75,6 +75,8 @@ def test_up_runs_the_network_to_settlement_and_leaves_nothing(tmp_path: Path) ->
         assert not (state / "up.lock").exists()
 
         summary = json.loads((state / "summary.json").read_text())
+        assert summary["webapp"] == summary["marketplace"] + "/app/"  # and it is printed for people
+        assert f"web app at {summary['webapp']}" in " ".join(output.split())
         deployment = Deployment.load(state / "deployment.json")
         contracts = Contracts.load(ChainClient(node.url), deployment)
         escrow, token = contracts.escrow, contracts.token
