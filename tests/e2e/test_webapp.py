@@ -95,6 +95,7 @@ def test_webapp_journey_in_chromium(voter: LocalAccount, network: Network, contr
     assert "registry nothing unbonding" in errors["reverted"]
     assert "gpu" in errors["unplaceable"].lower() or "docker" in errors["unplaceable"]  # the matcher's reason
     assert "signed-out" in seen["steps"]
+    assert seen["typed_data"] == "Permit"  # the second task was posted with an EIP-2612 permit
     for page in PAGES:
         assert (SCREENSHOTS / f"{page}.png").stat().st_size > 5_000, page
         assert page in seen["axe"], page

@@ -13,6 +13,7 @@ import {
   custom,
   formatUnits,
   parseEventLogs,
+  parseSignature,
 } from "viem";
 import { createSiweMessage } from "viem/siwe";
 
@@ -282,6 +283,31 @@ export async function read<T>(config: Config, account: Address, contract: string
   return (await c.public.readContract({
     address: config.addresses[contract], abi: config.abis[contract], functionName, args,
   })) as T;
+}
+
+/** An EIP-2612 permit for `spender` to take `value` GRID until `deadline`, signed in the wallet. */
+export async function signPermit(config: Config, owner: Address, spender: Address, value: bigint, deadline: bigint) {
+  const have = await walletChainId();
+  if (have !== config.chain_id) throw new AppError(wrongNetwork(have, config.chain_id));
+  const token = config.addresses.GridToken;
+  const [, name, version] = await read<readonly [Hex, string, string]>(config, owner, "GridToken", "eip712Domain");
+  const nonce = await read<bigint>(config, owner, "GridToken", "nonces", [owner]);
+  let signature: Hex;
+  try {
+    signature = await clients(config, owner).wallet.signTypedData({
+      account: owner,
+      domain: { name, version, chainId: config.chain_id, verifyingContract: token },
+      types: { Permit: [{ name: "owner", type: "address" }, { name: "spender", type: "address" },
+                        { name: "value", type: "uint256" }, { name: "nonce", type: "uint256" },
+                        { name: "deadline", type: "uint256" }] },
+      primaryType: "Permit",
+      message: { owner, spender, value, nonce, deadline },
+    });
+  } catch (error) {
+    throw new AppError(inWords(error, "signing the permit"));
+  }
+  const { r, s, v, yParity } = parseSignature(signature);
+  return { r, s, v: Number(v ?? BigInt(yParity + 27)) };
 }
 
 export function postedTaskId(config: Config, logs: Parameters<typeof parseEventLogs>[0]["logs"]): bigint {

@@ -66,6 +66,14 @@ async function handle({ method, params = [] }) {
       wallet.chainId = want;
       return { result: null, emit: [["chainChanged", params[0].chainId]] };
     }
+    case "eth_signTypedData_v4": {
+      const [address, json] = params;
+      check(address.toLowerCase() === wallet.account.address.toLowerCase(), "typed data for the connected account");
+      const { domain, types, primaryType, message } = JSON.parse(json);
+      delete types.EIP712Domain;
+      seen.typed_data = primaryType;
+      return { result: await wallet.account.signTypedData({ domain, types, primaryType, message }) };
+    }
     case "personal_sign": {
       const [message, address] = params;
       check(address.toLowerCase() === wallet.account.address.toLowerCase(), "personal_sign for the connected account");
@@ -223,14 +231,7 @@ async function main() {
                    command: ["true"], resources: { cpus: 1, memory_mb: 64, disk_mb: 4, timeout_s: 30, gpus: 1 },
                    replicas: 1, quorum: 1, max_price_per_replica: "10000000000000000", deadline_s: 3600 };
     await page.getByLabel("Spec (JSON)", { exact: true }).fill(JSON.stringify(spec, null, 2));
-    await page.getByRole("button", { name: "Post task" }).click();
-    const approveButton = page.getByRole("button", { name: /^Approve / });
-    await Promise.race([page.waitForURL(/#\/task\/\d+$/, { timeout: 60_000 }), approveButton.waitFor({ timeout: 60_000 })]);
-    if (await approveButton.isVisible()) {  // the first approval was exactly the first task's escrow
-      await page.getByRole("button", { name: /^Approve / }).click();
-      await page.getByText("now post the task").waitFor();
-      await page.getByRole("button", { name: "Post task" }).click();
-    }
+    await page.getByRole("button", { name: "Post with a permit" }).click();  // one signature, one transaction
     await page.waitForURL(/#\/task\/\d+$/, { timeout: 60_000 });
     const gpuTask = Number(page.url().split("/").pop());
     check(gpuTask !== taskId, "a second task was posted");

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "react";
 import { sha256 } from "viem";
 import { Notice, useSession } from "../main";
-import { AppError, api, grid, haveBlob, inWords, postedTaskId, read, send } from "../lib";
+import { AppError, api, clients, grid, haveBlob, signPermit, inWords, postedTaskId, read, send } from "../lib";
 
 type Template = { name: string; title: string; spec: Record<string, unknown>; files: Record<string, string> };
 type Estimate = { low: string; high: string; escrow: string; fee_bps: number; providers: number; online: number; notes: string[] };
@@ -111,7 +111,7 @@ export function PostPage() {
     }
   };
 
-  const post = async () => {
+  const post = async (withPermit = false) => {
     setError(null);
     setBusy(true);
     try {
@@ -130,13 +130,13 @@ export function PostPage() {
       if (balance < escrow) {
         throw new AppError(`too little GRID: the task locks ${grid(escrow)} in escrow and your balance is ${grid(balance)}`);
       }
-      const allowance = await read<bigint>(config, account, "GridToken", "allowance", [account, config.addresses.TaskEscrow]);
+      const allowance = withPermit ? escrow : await read<bigint>(config, account, "GridToken", "allowance", [account, config.addresses.TaskEscrow]);
       if (allowance < escrow) {
         setShortfall(escrow);
         throw new AppError(`the escrow may spend only ${grid(allowance)} of your GRID and this task locks ${grid(escrow)}: approve ${grid(escrow)} first`);
       }
       setShortfall(null);
-      const block = await (await import("../lib")).clients(config, account).public.getBlock();
+      const block = await clients(config, account).public.getBlock();
       const replicas = Number(document.replicas ?? 1);
       const terms = {
         specHash: registered.spec_hash,
@@ -146,8 +146,17 @@ export function PostPage() {
         maxPricePerReplica: BigInt(String(document.max_price_per_replica)),
         deadline: block.timestamp + BigInt(Number(document.deadline_s ?? 3600)),
       };
-      setStatus("post the task from your wallet…");
-      const receipt = await send(config, account, "TaskEscrow", "postTask", [terms], "posting the task");
+      let receipt;
+      if (withPermit) {
+        setStatus(`sign a permit for ${grid(escrow)} in your wallet…`);
+        const permit = await signPermit(config, account, config.addresses.TaskEscrow, escrow, terms.deadline);
+        setStatus("post the task from your wallet…");
+        receipt = await send(config, account, "TaskEscrow", "postTaskWithPermit",
+                             [terms, escrow, terms.deadline, permit.v, permit.r, permit.s], "posting the task");
+      } else {
+        setStatus("post the task from your wallet…");
+        receipt = await send(config, account, "TaskEscrow", "postTask", [terms], "posting the task");
+      }
       const taskId = postedTaskId(config, receipt.logs);
       setStatus(`task ${taskId} posted`);
       refresh();
@@ -211,6 +220,9 @@ export function PostPage() {
           too small), then post from your wallet.</p>
         {shortfall !== null && <button onClick={() => void approve()} disabled={busy}>Approve {grid(shortfall)}</button>}
         <button onClick={() => void post()} disabled={busy || !specText}>Post task</button>
+        <button onClick={() => void post(true)} disabled={busy || !specText}>Post with a permit</button>
+        <p className="muted">With a permit you sign the escrow's allowance (EIP-2612) and send one transaction
+          instead of two.</p>
       </section>
       <Notice error={error} status={status} />
     </>
