@@ -137,13 +137,15 @@ class _Exchange:
     """One request: counts its body, and replaces the app's answer once the guard refused the body."""
 
     __slots__ = (
-        "cap", "limits", "receive", "send", "read", "deadline", "refusal", "started", "headers", "unread"
+        "cap", "limits", "receive", "send", "read", "deadline", "refusal", "started", "headers", "unread",
+        "done",
     )
 
     def __init__(
         self, cap: int, limits: Limits, receive: Receive, send: Send, headers: list[Any], *, has_body: bool
     ) -> None:
         self.unread = has_body  # the body is still (partly) on the wire
+        self.done = False  # the last piece of the body was received
         self.cap = cap
         self.limits = limits
         self.receive = receive
@@ -157,6 +159,8 @@ class _Exchange:
     async def guarded_receive(self) -> Message:
         if self.refusal is not None:
             raise self.refusal
+        if self.done:  # the body is in: what follows is waiting for a disconnect (SSE, long-polls), unbounded
+            return await self.receive()
         now = time.monotonic()
         if not self.deadline:
             self.deadline = now + self.limits.body_timeout_s
@@ -172,9 +176,12 @@ class _Exchange:
                 total_timeout_s=self.limits.body_timeout_s,
             )
             raise self.refusal from None
-        if message["type"] == "http.request":
+        if message["type"] != "http.request":
+            self.done = True
+        else:
             self.read += len(message.get("body", b""))
-            self.unread = bool(message.get("more_body"))
+            self.done = not message.get("more_body")
+            self.unread = not self.done
             if self.read > self.cap:
                 self.refusal = too_large(self.read, self.cap, declared=False)
                 raise self.refusal

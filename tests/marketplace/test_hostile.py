@@ -5,6 +5,7 @@ tokens are distinct per sign-in, carry a key id (rotation) and can be signed out
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from hashgrid.config import DEV_CHAIN_ID
 from hashgrid.signing import siwe_login
 from marketplace.api.app import create_app
 from marketplace.api.chain import StaticFeeOracle, StaticStakeOracle
+from marketplace.api.guard import Guard, Limits
+from marketplace.api.ratelimit import MemoryRateLimiter
 from marketplace.settings import MarketplaceSettings
 from tests.marketplace import conftest_services as services
 from tests.marketplace.conftest import FEE_BPS, Signer, wallet
@@ -293,3 +296,34 @@ def test_a_wallet_holds_only_a_few_long_polls(tmp_path: Path) -> None:
         for thread in held:
             thread.join(timeout=30)
         assert answers == [200, 200] and streams.open(provider.address) == 0
+
+
+def test_body_timeouts_end_with_the_body() -> None:
+    """The guard's body timeouts bound reading the body only: a route that then waits for the client to go
+    (an SSE follow, a long-poll) waits as long as it likes. The client here is simulated (a fake, named as
+    such): it sends the body, then stays past the timeouts before it disconnects."""
+    limits = Limits.from_settings(MarketplaceSettings(body_read_timeout_s=0.05, body_timeout_s=0.1))
+    got: list[str] = []
+
+    async def waits_for_disconnect(scope: Any, receive: Any, send: Any) -> None:
+        got.append((await receive())["type"])
+        got.append((await receive())["type"])  # the SSE/long-poll wait for the client to leave
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def fake_client() -> dict[str, Any]:
+        if not got:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(0.3)  # past both timeouts: elapsed time is what is under test, not a handshake
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    guard = Guard(waits_for_disconnect, limits=limits, limiter=MemoryRateLimiter())
+    scope = {"type": "http", "method": "GET", "path": "/tasks/1/logs", "headers": [], "client": ("10.9", 1)}
+    asyncio.run(guard(scope, fake_client, send))
+    assert got == ["http.request", "http.disconnect"]
+    assert sent[0]["status"] == 200
