@@ -122,6 +122,7 @@ export async function followLogs(taskId: number, onEvent: (kind: string, data: s
       await pause();
       continue;
     }
+    if (response.status === 403) throw new AppError("only the task's customer (and each provider, its own replica's) can read its logs");
     if (!response.ok || !response.body) throw new AppError(`logs: ${apiMessage(response.status, await response.json().catch(() => null))}`);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";

@@ -201,6 +201,8 @@ async function main() {
     const taskId = Number(page.url().split("/").pop());
     seen.task_id = taskId;
     await page.getByTestId("task-status").filter({ hasText: "settled" }).waitFor({ timeout: TASK_TIMEOUT });
+    seen.states = (await page.getByTestId("task-states").textContent()).split(" → ");
+    check(seen.states.length >= 2 && seen.states.at(-1) === "settled", `state changes followed live (${seen.states})`);
     const resultHash = (await page.getByTestId("result-hash").textContent()).trim();
     check(/^0x[0-9a-f]{64}$/.test(resultHash), `an accepted hash is shown (${resultHash})`);
     seen.result_hash = resultHash;
@@ -281,6 +283,14 @@ async function main() {
     await page.getByText("template wasm word frequencies loaded").waitFor();
     await page.getByRole("button", { name: "Post task" }).click();
     seen.errors.balance = await alertText(page, "too little GRID");
+
+    // Another wallet on the customer's task: the chain's evidence, never its logs, replicas' reports or outputs
+    await go(page, `/task/${taskId}`, `Task ${taskId}`);
+    await page.getByTestId("task-status").filter({ hasText: "settled" }).waitFor();
+    await page.getByTestId("logs-note").filter({ hasText: "only the task's customer" }).waitFor();
+    check(await page.getByRole("button", { name: /^Download/ }).count() === 0, "a stranger gets no download");
+    check((await page.getByTestId("events").textContent()).includes("TaskSettled"), "a stranger sees the chain's evidence");
+    seen.steps.push("stranger-view");
 
     // DAO: the big holder delegates, proposes a fee change, votes, queues and executes it
     await signInAs(page, KEYS.dao);

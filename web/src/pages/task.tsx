@@ -16,6 +16,19 @@ type Output = { path: string; sha256: string; size: number };
 type Result = { result_hash: string; agreeing: string[]; outputs: Output[] };
 
 const TERMINAL = ["settled", "failed", "cancelled", "expired"];
+// the state each chain event moves a task into: the task's history, as the chain recorded it
+const STATE_OF: Record<string, string> = {
+  TaskPosted: "posted", TaskAssigned: "assigned", ResultCommitted: "committing", ResultRevealed: "revealing",
+  TaskSettled: "settled", TaskCancelled: "cancelled", TaskExpired: "expired", TaskFailed: "failed",
+};
+
+function history(events: ChainEvent[], live: string[]): string[] {
+  const out: string[] = [];
+  for (const state of events.map((e) => STATE_OF[e.name]).filter(Boolean)) if (out.at(-1) !== state) out.push(state);
+  const now = live.at(-1);  // a state the chain does not show (a provider's `running`), while not final
+  if (now && !out.includes(now) && !TERMINAL.includes(out.at(-1) ?? "")) out.push(now);
+  return out;
+}
 
 function save(name: string, bytes: Uint8Array | string, type = "application/octet-stream") {
   const url = URL.createObjectURL(new Blob([bytes as BlobPart], { type }));
@@ -35,6 +48,8 @@ export function TaskPage({ taskId }: { taskId: number }) {
   const [result, setResult] = useState<Result | null>(null);
   const [verified, setVerified] = useState<Record<string, string>>({});
   const [claimable, setClaimable] = useState<bigint>(0n);
+  const [states, setStates] = useState<string[]>([]);  // live states (polls and the log stream's `status`)
+  const [logNote, setLogNote] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [status, setStatus] = useState<string | null>(null);
   const done = useRef(false);
@@ -45,9 +60,14 @@ export function TaskPage({ taskId }: { taskId: number }) {
       try {
         // the customer's view; null until the indexer has seen the task (404), or for another wallet's task
         const detail = signedIn ? await api<Task>("GET", `/tasks/${taskId}`).catch(() => null) : null;
-        const pub = await api<{ task: Task | null; events: ChainEvent[] }>("GET", `/explorer/tasks/${taskId}`);
+        const pub = await api<{ task: Task | null; events: ChainEvent[] }>("GET", `/explorer/tasks/${taskId}`)
+          .catch(() => ({ task: null, events: [] }));  // not indexed yet: the next poll
+        if (!detail && !pub.task) setStatus("waiting for the chain indexer to see the task…");
+        else setStatus((old) => (old?.startsWith("waiting for the chain") ? null : old));
         if (stop) return;
         setTask(detail ?? pub.task);
+        const now = (detail ?? pub.task)?.status;
+        if (now) setStates((old) => (old[old.length - 1] === now ? old : [...old, now]));
         setEvents(pub.events);
         const state = (detail ?? pub.task)?.status;
         if (state && TERMINAL.includes(state)) {
@@ -69,16 +89,22 @@ export function TaskPage({ taskId }: { taskId: number }) {
     if (!signedIn) return;
     const abort = new AbortController();
     setLogs([]);
+    setLogNote(null);
     followLogs(taskId, (kind, data) => {
+      if (kind === "status") {
+        const now = (JSON.parse(data) as { status?: string }).status;
+        if (now) setStates((old) => (old[old.length - 1] === now ? old : [...old, now]));
+        return;
+      }
       if (kind !== "log") return;
       try {
         const chunk = JSON.parse(data) as { provider?: string; data?: string };
-        setLogs((old) => [...old, `[${short(chunk.provider)}] ${chunk.data ?? ""}`]);
+        setLogs((old) => [...old, `[${short(chunk.provider)}] ${(chunk.data ?? "").replace(/\n$/, "")}`]);
       } catch {
         setLogs((old) => [...old, data]);
       }
     }, abort.signal).catch((e) => {
-      if (!abort.signal.aborted) setError(inWords(e, "following the logs"));
+      if (!abort.signal.aborted) setLogNote(inWords(e, "following the logs"));
     });
     return () => abort.abort();
   }, [taskId, signedIn]);
@@ -128,6 +154,7 @@ export function TaskPage({ taskId }: { taskId: number }) {
           <h2 id="state-title">State</h2>
           <dl className="facts">
             <dt>Status</dt><dd data-testid="task-status">{task.status}</dd>
+            <dt>History</dt><dd data-testid="task-states">{history(events, states).join(" → ")}</dd>
             <dt>Replication</dt><dd>{task.replicas} replicas, quorum {task.quorum} (up to {task.max_replicas})</dd>
             <dt>Escrowed</dt><dd>{grid(task.escrowed)}</dd>
             <dt>Accepted hash</dt><dd className="hash" data-testid="result-hash">{task.result_hash ?? "not yet"}</dd>
@@ -153,7 +180,8 @@ export function TaskPage({ taskId }: { taskId: number }) {
       </section>
       <section className="card" aria-labelledby="logs-title">
         <h2 id="logs-title">Logs</h2>
-        <pre className="logs" data-testid="logs" tabIndex={0} aria-label="task logs">{logs.join("\n") || "no logs yet"}</pre>
+        {logNote ? <p className="notice" data-testid="logs-note">{logNote}</p>
+          : <pre className="logs" data-testid="logs" tabIndex={0} aria-label="task logs">{logs.join("\n") || "no logs yet"}</pre>}
       </section>
       {result && (
         <section className="card" aria-labelledby="result-title">
