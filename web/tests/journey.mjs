@@ -267,6 +267,14 @@ async function main() {
     await row.filter({ hasText: "settled" }).waitFor();
     await page.getByTestId("explorer-providers").getByRole("row").nth(3).waitFor();
     await page.getByTestId("stats").waitFor();
+    const providerRows = () => page.getByTestId("explorer-providers").locator("tbody tr").count();
+    check(await providerRows() === 4, "four registered providers listed");
+    await page.getByLabel("has a GPU").check();
+    check(await providerRows() === 0, "the GPU filter leaves none (no GPU here)");
+    await page.getByLabel("has a GPU").uncheck();
+    await page.getByLabel("online", { exact: true }).check();
+    check(await providerRows() === 3, "the online filter leaves the three daemons");
+    await page.getByLabel("online", { exact: true }).uncheck();
     await shoot(page, "explorer");
 
     // A reverted transaction in words: withdrawing with nothing unbonding (Provider page)
@@ -274,6 +282,12 @@ async function main() {
     await page.getByRole("button", { name: "Withdraw unbonded" }).click();
     seen.errors.reverted = await alertText(page, "the transaction was reverted");
     check(!/0x[0-9a-f]{8}\b/.test(seen.errors.reverted) || seen.errors.reverted.includes("registry"), "a revert in words, not a selector");
+
+    // A provider's own page: its stake and what its daemon registered
+    await page.evaluate((events) => { for (const [e, v] of events) window.__hashgridEmit(e, v); }, useKey(KEYS.provider));
+    await go(page, "/provider", "Provider");
+    await page.getByTestId("stake").filter({ hasText: "1000 GRID" }).waitFor();
+    await page.getByTestId("device").filter({ hasText: "wasm" }).waitFor();
     await shoot(page, "provider");
 
     // Too little balance: a wallet without GRID tries to post
@@ -322,6 +336,14 @@ async function main() {
     await go(page, "/dao", "DAO");
     await page.getByTestId("proposal-state").filter({ hasText: "executed" }).waitFor();
     seen.steps.push("dao-executed");
+    await page.getByLabel("a treasury payment").check();
+    await page.getByLabel("Pay to").fill(privateKeyToAccount(KEYS.poor).address);
+    await page.getByLabel("Amount (GRID)").fill("1");
+    await page.getByLabel("Description").fill("Pay 1 GRID for the web app");
+    await page.getByRole("button", { name: "Propose" }).click();
+    await page.getByText("proposing: done").waitFor();
+    await page.getByRole("heading", { name: "Pay 1 GRID for the web app" }).waitFor();
+    seen.steps.push("dao-treasury-proposal");
 
     // A phone-sized screen: the explorer still reads
     await page.setViewportSize({ width: 390, height: 844 });

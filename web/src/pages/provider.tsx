@@ -5,7 +5,8 @@ import { Notice, useSession } from "../main";
 import { api, grid, inWords, read, send } from "../lib";
 
 type Info = { provider: Record<string, unknown> & { online?: boolean; runtimes?: string[]; total_cpus?: number; total_memory_mb?: number; gpus?: number; prices?: Record<string, string> } };
-type Ledger = { total_rewards: string; total_slashed: string; reputation: number | null };
+type Reputation = { score: number; trusted: boolean; verified: number; dissents: number; caught: number; no_shows: number };
+type Ledger = { total_rewards: string; total_slashed: string; reputation: Reputation | null };
 
 export function ProviderPage() {
   const session = useSession();
@@ -18,6 +19,11 @@ export function ProviderPage() {
   const [amount, setAmount] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [status, setStatus] = useState<string | null>(null);
+
+  useEffect(() => {  // another account: the last one's messages no longer apply
+    setError(null);
+    setStatus(null);
+  }, [account]);
 
   useEffect(() => {
     if (!account) return;
@@ -64,7 +70,7 @@ export function ProviderPage() {
           <dt>Claimable earnings</dt><dd>{grid(claimable)}</dd>
           <dt>Earned in total</dt><dd>{grid(ledger?.total_rewards)}</dd>
           <dt>Slashed in total</dt><dd>{grid(ledger?.total_slashed)}</dd>
-          <dt>Reputation</dt><dd>{typeof ledger?.reputation === "number" ? ledger.reputation.toFixed(2) : "-"}</dd>
+          <dt>Reputation</dt><dd>{ledger?.reputation ? `${ledger.reputation.score.toFixed(2)}${ledger.reputation.trusted ? " (trusted)" : ""}: ${ledger.reputation.verified} verified, ${ledger.reputation.dissents} dissents, ${ledger.reputation.no_shows} no-shows` : "-"}</dd>
         </dl>
         <div className="row">
           <label htmlFor="amount">Amount (GRID)</label>
@@ -82,7 +88,7 @@ export function ProviderPage() {
             <dt>Online</dt><dd>{p.online ? "yes" : "no"}</dd>
             <dt>Runtimes</dt><dd>{(p.runtimes ?? []).join(", ")}</dd>
             <dt>Offer</dt><dd>{p.total_cpus} cores, {p.total_memory_mb} MB, {p.gpus ?? 0} GPU</dd>
-            <dt>Prices (wei)</dt><dd>{Object.entries(p.prices ?? {}).map(([k, v]) => `${k} ${v}`).join(", ")}</dd>
+            <dt>Prices</dt><dd>{Object.entries(p.prices ?? {}).map(([k, v]) => `${k.replace(/_/g, " ")} ${grid(v, 8)}`).join(", ")}</dd>
           </dl>
         ) : <p>No provider daemon has registered this address with the marketplace (`hashgrid provider run`).</p>}
       </section>
