@@ -414,6 +414,7 @@ def init(
 
 ZERO_ADDRESS = "0x" + "0" * 40
 AddressOption = Annotated[str | None, typer.Option("--address", help="provider (default: the key's address)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON (amounts in wei as strings)")]
 
 
 class _Chain:
@@ -476,7 +477,7 @@ def _chain_errors(function: Any) -> Any:
 @app.command()
 @_chain_errors
 def stake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100GRID")],
-          config_path: ConfigOption = None) -> None:
+          config_path: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Stake GRID in the ProviderRegistry (registering this device's capabilities first if needed)."""
     from provider.detect import capabilities_hash, detect
 
@@ -486,19 +487,24 @@ def stake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100GR
         document = detect(chain.config.workdir, volatile=False)
         uri = f"hashgrid://provider/{chain.address.lower()}"  # the daemon re-registers with its served URI
         registry.register(chain.address, capabilities_hash(document), uri, sender=chain.signer())
-        console.print(f"registered {chain.address} (capabilities {to_hex32(capabilities_hash(document))})",
-                      highlight=False)
+        if not json_output:
+            console.print(f"registered {chain.address} (capabilities "
+                          f"{to_hex32(capabilities_hash(document))})", highlight=False)
     wei = _wei(amount)
     token.approve(registry.address, wei, sender=chain.signer())
     registry.stake(wei, sender=chain.signer())
     now = registry.stake_of(chain.address)
+    if json_output:
+        typer.echo(json.dumps({"address": chain.address, "staked": str(wei), "stake": str(now),
+                               "eligible": now >= registry.min_stake()}, indent=2))
+        return
     console.print(f"staked {_grid(wei)}; stake now {_grid(now)}", highlight=False)
 
 
 @app.command()
 @_chain_errors
 def unstake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100GRID")],
-            config_path: ConfigOption = None) -> None:
+            config_path: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Start unbonding stake; `withdraw` releases it after the unbonding delay."""
     chain = _Chain(config_path, need_key=True)
     registry = chain.contracts.registry
@@ -507,9 +513,13 @@ def unstake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100
     from hashgrid.chain.reverts import when
 
     now = chain.contracts.client.timestamp()
-    console.print(f"unbonding {_grid(unbonding)}, withdrawable from {when(release, now)} "
-                  "(`hashgrid provider withdraw` then)", highlight=False)
     left, minimum = registry.stake_of(chain.address), registry.min_stake()
+    if json_output:
+        typer.echo(json.dumps({"address": chain.address, "unbonding": str(unbonding), "release": release,
+                               "stake": str(left), "eligible": left >= minimum}, indent=2))
+    else:
+        console.print(f"unbonding {_grid(unbonding)}, withdrawable from {when(release, now)} "
+                      "(`hashgrid provider withdraw` then)", highlight=False)
     if left < minimum:
         errors.print(f"[yellow]warning[/yellow]: the stake left, {_grid(left)}, is below the minimum "
                      f"{_grid(minimum)}: this provider is no longer eligible and gets no new work until it "
@@ -518,11 +528,14 @@ def unstake(amount: Annotated[str, typer.Argument(help="amount: wei, or e.g. 100
 
 @app.command()
 @_chain_errors
-def withdraw(config_path: ConfigOption = None) -> None:
+def withdraw(config_path: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Withdraw stake whose unbonding delay has passed."""
     chain = _Chain(config_path, need_key=True)
     unbonding, _ = chain.contracts.registry.unbonding_of(chain.address)
     chain.contracts.registry.withdraw(sender=chain.signer())
+    if json_output:
+        typer.echo(json.dumps({"address": chain.address, "withdrew": str(unbonding)}, indent=2))
+        return
     console.print(f"withdrew {_grid(unbonding)}", highlight=False)
 
 
@@ -622,17 +635,24 @@ def earnings(address: AddressOption = None, json_output: Annotated[bool, typer.O
 
 @app.command()
 @_chain_errors
-def claim(config_path: ConfigOption = None) -> None:
+def claim(config_path: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Withdraw this provider's escrow credits (payments for agreeing replicas) to its wallet."""
     chain = _Chain(config_path, need_key=True)
     escrow = chain.contracts.escrow
     owed = escrow.claimable(chain.address)
     if owed == 0:
+        if json_output:
+            typer.echo(json.dumps({"address": chain.address, "claimed": "0"}, indent=2))
+            return
         console.print("nothing to claim", highlight=False)
         return
     receipt = escrow.claim(sender=chain.signer())
     amount = escrow.claimed_amount(receipt)
     balance = chain.contracts.token.balance_of(chain.address)
+    if json_output:
+        typer.echo(json.dumps({"address": chain.address, "claimed": str(amount), "balance": str(balance),
+                               "tx": "0x" + bytes(receipt["transactionHash"]).hex()}, indent=2))
+        return
     console.print(f"claimed {_grid(amount)} (tx 0x{bytes(receipt['transactionHash']).hex()}); "
                   f"wallet now {_grid(balance)}", highlight=False)
 

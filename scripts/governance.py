@@ -385,6 +385,25 @@ def _say(message: str) -> None:
     console.print(f"  {message}", highlight=False)
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (ids and amounts as strings)")]
+
+
+def _say_err(message: str) -> None:
+    from scripts._cli import err_console
+
+    err_console.print(f"  {message}", highlight=False)
+
+
+def _done(contracts: Contracts, proposal_id: int | str, as_json: bool) -> None:
+    """With --json: the proposal's id and state after a step (the steps' lines went to stderr)."""
+    if as_json:
+        import json
+
+        proposal = find_proposal(contracts, proposal_id)
+        state = contracts.governor.state(proposal.proposal_id)
+        typer.echo(json.dumps({"proposal_id": str(proposal.proposal_id), "state": state.name.lower()}))
+
+
 @app.command("propose")
 def propose_cmd(
     description: Annotated[str, typer.Option(help="what the proposal does and why")],
@@ -395,6 +414,7 @@ def propose_cmd(
     deployment: DeploymentOpt = None,
     rpc: RpcOpt = None,
     key: KeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Propose parameter changes (e.g. --set escrow.protocolFeeBps=300) and/or treasury payments."""
     from scripts._cli import console, one_line_errors
@@ -403,7 +423,11 @@ def propose_cmd(
         contracts, signer = _session(deployment, rpc, key)
         actions = [parameter_change(contracts, s) for s in set_ or []]
         actions += [treasury_transfer(contracts, s) for s in spend or []]
-        proposal_id = propose(contracts, actions, description, sender=signer, say=_say)
+        proposal_id = propose(contracts, actions, description, sender=signer,
+                              say=_say_err if as_json else _say)
+        if as_json:
+            _done(contracts, proposal_id, True)
+            return
     console.print(f"proposal [bold]{proposal_id}[/]")
 
 
@@ -415,40 +439,44 @@ def vote_cmd(
     deployment: DeploymentOpt = None,
     rpc: RpcOpt = None,
     key: KeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Vote on a proposal (on anvil, mines past the voting delay first)."""
     from scripts._cli import one_line_errors
 
     with one_line_errors(), _working("voting (on anvil: mining past the voting delay first)"):
         contracts, signer = _session(deployment, rpc, key)
-        vote(contracts, _id(proposal_id), support, sender=signer, reason=reason, say=_say)
+        vote(contracts, _id(proposal_id), support, sender=signer, reason=reason,
+             say=_say_err if as_json else _say)
+        _done(contracts, _id(proposal_id), as_json)
 
 
 @app.command("queue")
 def queue_cmd(
-    proposal_id: IdArg, deployment: DeploymentOpt = None, rpc: RpcOpt = None, key: KeyOpt = None
+    proposal_id: IdArg, deployment: DeploymentOpt = None, rpc: RpcOpt = None, key: KeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Queue a succeeded proposal in the timelock (on anvil, mines past the voting period first)."""
     from scripts._cli import one_line_errors
 
     with one_line_errors(), _working("queueing (on anvil: mining past the voting period first)"):
         contracts, signer = _session(deployment, rpc, key)
-        queue(contracts, _id(proposal_id), sender=signer, say=_say)
+        queue(contracts, _id(proposal_id), sender=signer, say=_say_err if as_json else _say)
+        _done(contracts, _id(proposal_id), as_json)
 
 
 @app.command("execute")
 def execute_cmd(
-    proposal_id: IdArg, deployment: DeploymentOpt = None, rpc: RpcOpt = None, key: KeyOpt = None
+    proposal_id: IdArg, deployment: DeploymentOpt = None, rpc: RpcOpt = None, key: KeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Execute a queued proposal (on anvil, advances time past the timelock delay first)."""
     from scripts._cli import one_line_errors
 
     with one_line_errors(), _working("executing (on anvil: skipping the timelock delay first)"):
         contracts, signer = _session(deployment, rpc, key)
-        execute(contracts, _id(proposal_id), sender=signer, say=_say)
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (ids and amounts as strings)")]
+        execute(contracts, _id(proposal_id), sender=signer, say=_say_err if as_json else _say)
+        _done(contracts, _id(proposal_id), as_json)
 
 
 def _status_json(contracts: Contracts, st: ProposalStatus) -> dict[str, Any]:

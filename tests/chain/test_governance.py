@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hashgrid.chain.contracts import Contracts, ProposalState
+from hashgrid.chain.deployment import Deployment
 from hashgrid.errors import InvalidInput
 from scripts import governance
 from scripts.devnet import GRID, DevAccounts, ReplicaPlan, play_task, spec_hash_of
@@ -93,3 +94,30 @@ def test_cli_without_deployment_fails_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(governance.app, ["status", "1", "--deployment", str(missing)])
     assert result.exit_code == 1
     assert f"no deployment at {missing}: run `hashgrid deploy` first" in " ".join(result.output.split())
+
+
+def test_cli_steps_print_json_for_scripts(contracts: Contracts, deployment: Deployment,
+                                          tmp_path: Path) -> None:
+    """`dao propose|vote|queue|execute|status|list --json`: ids as strings (they pass 2**53), the state after
+    each step; the steps' own lines go to stderr so stdout stays JSON."""
+    import json
+
+    path = str(deployment.save(tmp_path / "deployment.json"))
+    rpc = contracts.client.rpc_url
+    runner = CliRunner()
+
+    def step(*args: str) -> dict[str, object]:
+        result = runner.invoke(governance.app, [*args, "--deployment", path, "--rpc", rpc, "--json"])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    proposed = step("propose", "--set", "escrow.protocolFeeBps=250", "--description", "fee to 2.5%")
+    assert proposed["state"] == "pending" and int(str(proposed["proposal_id"])) > 2**53
+    assert step("vote", "latest")["state"] == "active"
+    assert step("queue", "latest")["state"] == "queued"
+    assert step("execute", "latest") == {"proposal_id": proposed["proposal_id"], "state": "executed"}
+    assert contracts.escrow.param("protocolFeeBps") == 250
+    status = step("status", "latest")
+    assert status["state"] == "executed" and status["description"] == "fee to 2.5%"
+    listed = step("list")
+    assert listed["count"] >= 1 and listed["data"][0]["proposal_id"] == proposed["proposal_id"]

@@ -54,10 +54,12 @@ def test_stake_status_unstake_withdraw(chain: ChainClient, deployment: Deploymen
     assert "UTC" in unstaked.stdout and "warning" not in unstaked.stderr  # 200 GRID left >= the minimum
     minimum = contracts.registry.min_stake()
     if 200 * GRID - minimum > 0:  # leave less than the minimum: the provider is told it is no longer eligible
-        under = _provider("unstake", str(200 * GRID - minimum + 1), chain=chain, deployment=deployment,
-                          tmp_path=tmp_path, key=key)
+        under = _provider("unstake", str(200 * GRID - minimum + 1), "--json", chain=chain,
+                          deployment=deployment, tmp_path=tmp_path, key=key)
         assert under.returncode == 0, under.stderr
         assert "no longer eligible" in " ".join(under.stderr.split())
+        shown = json.loads(under.stdout)
+        assert shown["eligible"] is False and shown["stake"] == str(minimum - 1)
 
     # before the release: a revert in words, a date instead of a unix time, exit 1 (failed) as everywhere
     early = _provider("withdraw", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
@@ -115,6 +117,8 @@ def test_earnings_then_claim_credits(chain: ChainClient, deployment: Deployment,
     assert contracts.escrow.claimable(p1.address) == 0
     again = _provider("claim", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
     assert again.returncode == 0 and "nothing to claim" in again.stdout
+    as_json = _provider("claim", "--json", chain=chain, deployment=deployment, tmp_path=tmp_path, key=key)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["claimed"] == "0"
 
     liar = _provider("earnings", "--json", "--address", p3.address, chain=chain, deployment=deployment,
                      tmp_path=tmp_path)
