@@ -178,6 +178,11 @@ def filtered_out(code: str, t: TaskView, before: Sequence[ProviderView], config:
                           f"{config.reputation_floor:g} (best {best:.2f})", {"below_floor": n})
     if code == "runtime":
         where = f" in class {t.runtime_class}, where its replicas run" if t.runtime_class else ""
+        runs_it = sum(1 for p in before if t.runtime in p.runtimes)
+        if need.gpus and runs_it and not t.runtime_class:
+            # they run the runtime, but in no GPU class: the missing thing is the GPU, say so
+            return Why(code, f"no provider offers a GPU for runtime {t.runtime} ({runs_it} of {n} online "
+                              f"providers run {t.runtime}, none with an attachable GPU)", {"checked": n})
         return Why(code, f"no provider supports runtime {t.runtime}{where} ({n} online providers checked)",
                     {"checked": n})
     if code == "arch":

@@ -68,6 +68,14 @@ def test_gpu_replicas_share_model_and_cuda_major() -> None:
     assert cpu.runtime_class == "runc" and len(cpu.providers) == 4
 
 
+def test_a_gpu_task_among_providers_without_a_gpu_class_is_told_it_lacks_a_gpu() -> None:
+    """They run docker, but in no GPU class: the reason names the GPU, not the runtime."""
+    u = one_unplaced(fleet("runc", "runsc"), task("g", gpus=1))
+    assert u.code == "runtime"
+    assert u.reason.startswith("no provider offers a GPU for runtime docker"), u.reason
+    assert "2 of 2 online providers run docker" in u.reason
+
+
 def test_a_provider_that_names_no_class_is_a_class_of_its_own() -> None:
     ps = [*fleet("runc", "runc"), provider("0x09")]  # 0x09: an old daemon, no classes
     assert one_unplaced(ps, task("t", replicas=3)).code == "class"
