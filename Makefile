@@ -34,8 +34,9 @@ bugs: ## prove each invariant can fail: apply each planted bug and expect forge 
 bench: setup ## run every benchmark: each prints a table; here they also update docs/ (alone, only with --write-docs)
 	@$(PY) -m bench.gas --write-docs && $(PY) -m bench.runtime --write-docs && $(PY) -m bench.matching && $(PY) -m bench.api --write-docs && $(PY) -m bench.verification_sim --write-docs
 
-lint: ## ruff and mypy
+lint: ## ruff and mypy; the web app's TypeScript (tsc --noEmit)
 	@.venv/bin/ruff check . && .venv/bin/mypy hashgrid provider marketplace billing verifier scripts bench
+	@cd web && node_modules/.bin/tsc --noEmit -p .
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	@rm -rf build/forge build/forge-cache build/solc
