@@ -189,7 +189,8 @@ class TaskSpec(_Strict):
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="k: replicas in the first round")
     quorum: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="q: equal result hashes needed")
     max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS,
-                                     description="replicas paid for in escrow (default: replicas)")
+                                     description="replicas paid for in escrow (default: replicas + 1, "
+                                                 "room to replace a dead provider)")
     trust: Literal["standard", "high", "paranoid"] | None = Field(
         default=None, description="adaptive replication instead of a fixed k: one replica first, then the "
                                   "partners or spot check the replication policy plans from the provider's "
@@ -292,10 +293,14 @@ class TaskSpec(_Strict):
 
     @property
     def effective_max_replicas(self) -> int:
-        """Replicas escrowed: max_replicas, or if unset replicas (under a trust level: room for checks)."""
+        """Replicas escrowed: max_replicas, or if unset replicas + 1 (under a trust level: room for checks),
+        so a dead provider's replica can be replaced without waiting for the commit window (issue 14); what
+        no replica earns is refunded at finalize."""
         if self.max_replicas is not None:
             return self.max_replicas
-        return TRUST_MAX_REPLICAS[self.trust] if self.trust is not None else self.replicas
+        if self.trust is not None:
+            return TRUST_MAX_REPLICAS[self.trust]
+        return min(MAX_REPLICAS, self.replicas + 1)
 
     @property
     def image_id(self) -> str | None:

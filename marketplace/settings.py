@@ -51,7 +51,7 @@ class MarketplaceSettings(Settings):
     # uvicorn's default, loopback only: put the API behind a proxy on this host, or list the proxy's address
     forwarded_allow_ips: str = "127.0.0.1,::1"
     cors_origins: list[str] = []  # browser origins allowed to call the API (exact, no wildcard)
-    heartbeat_ttl_s: int = 90  # a provider is online if its last heartbeat is this recent
+    heartbeat_ttl_s: int = 10  # online if its last heartbeat is this recent (daemons beat every 3 s)
     long_poll_max_s: float = 30.0
     poll_interval_s: float = 0.25  # long-poll and SSE follow re-check interval
     # the assignments long-poll's re-check when this process runs the jobs (`run_jobs`, no Redis): its own

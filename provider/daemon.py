@@ -89,7 +89,8 @@ class DaemonOptions:
     grace_period: float = 30.0  # at shutdown, how long running tasks may finish before they are cancelled
     confirmations: int = 0
     capabilities_uri: str | None = None
-    heartbeat_interval: float = 30.0
+    heartbeat_interval: float = 3.0  # the marketplace counts a provider dead after 10 s without one
+    stake_check_interval: float = 30.0
     claim_interval: float | None = None  # seconds between withdrawals of escrow credits (None: never)
     fault: Fault | None = None
 
@@ -154,7 +155,9 @@ class Daemon:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._stop_at: float | None = None
-        self._last_beat = 0.0
+        self._finished = threading.Event()  # the loop ended: the heartbeat thread stops
+        self._last_stake_check = 0.0
+        self._beats: threading.Thread | None = None
         self._eligible = True  # the stake was checked at start; each heartbeat checks it again
         self._last_claim = time.monotonic()
         self._waiting: set[int] = set()  # received tasks that cannot start yet (content not there)
@@ -169,6 +172,7 @@ class Daemon:
         self.journal.bind("provider", self.ops.address)
         for task_id in self.journal.requeue_interrupted():
             log.info("task %d: was running when the daemon stopped; it will run again", task_id)
+        self._sweep_leftovers()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.options.workdir.mkdir(parents=True, exist_ok=True)
         if self.device is None:
@@ -191,6 +195,25 @@ class Daemon:
                  "core(s) / %d MB", self.ops.address, grid(stake), grid(minimum),
                  ", ".join(self.device["runtimes"]), self.max_parallel, self.config.offer.cores,
                  self.config.offer.memory_mb)
+
+    @property
+    def run_prefix(self) -> str:
+        """The start of every run id this provider makes: its containers and scratch dirs carry it, so a
+        restart can tell its own leftovers from other providers' on the same host."""
+        return f"hg-{self.ops.address.lower().removeprefix('0x')[:10]}-"
+
+    def _sweep_leftovers(self) -> None:
+        """Remove the containers, tmpfs mounts and scratch dirs of runs a killed predecessor left (none of
+        this provider's runs is live before the loop starts; their tasks were just requeued)."""
+        from provider.runtimes.leftovers import sweep
+
+        try:
+            removed = sweep(self.run_prefix)
+        except Exception:  # a sweep that fails must not keep the provider down; the next start retries
+            log.exception("could not sweep the runs a previous daemon left")
+            return
+        for item in removed:
+            log.warning("removed a leftover of a previous daemon: %s", item)
 
     # ------------------------------------------------------------------ the loop
     def request_stop(self) -> None:
@@ -223,6 +246,9 @@ class Daemon:
                 break
             self._wake.wait(self.options.poll_interval)
             self._wake.clear()
+        self._finished.set()
+        if self._beats is not None:
+            self._beats.join(timeout=10)
         if self.reporter is not None:
             self.reporter.close()  # a few seconds to deliver; what is left stays in the journal
         log.info("daemon stopped")
@@ -367,7 +393,7 @@ class Daemon:
         if not self.journal.mark_running(task_id):
             return
         runtime = choose_runtime(spec, self.config.policy, self._available(), self.device)
-        run_id = f"hg-t{task_id}-{uuid.uuid4().hex[:10]}"
+        run_id = f"{self.run_prefix}t{task_id}-{uuid.uuid4().hex[:10]}"
         gpus = self._gpus.reserve(run_id, spec.resources.gpus)
         if gpus is None:  # _schedule checked; only this (main) thread reserves, so this is a bug if seen
             self.journal.requeue(task_id, "its GPUs were taken")
@@ -689,18 +715,33 @@ class Daemon:
         log.info("claimed %d wei of escrow credits (tx %s)", amount, tx)
 
     def _heartbeat(self) -> None:
+        """Start the heartbeat thread once; re-check the stake every `stake_check_interval` (a chain read)."""
+        if self._beats is None:
+            self._beats = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+            self._beats.start()
         now = time.monotonic()
-        if now - self._last_beat < self.options.heartbeat_interval:
-            return
-        self._last_beat = now
-        self._check_stake()
+        if now - self._last_stake_check >= self.options.stake_check_interval:
+            self._last_stake_check = now
+            self._check_stake()
+
+    def _beat_loop(self) -> None:
+        """Heartbeats on their own thread, every `heartbeat_interval` until the loop ends: a pass that waits
+        on the chain or a slow spec fetch must not make a live provider look dead (the marketplace replaces
+        the uncommitted replicas of a provider silent for its heartbeat TTL)."""
+        while not self._finished.is_set():
+            try:
+                self._beat()
+            except Exception:  # a bug or host problem: the next beat tries again
+                log.exception("heartbeat failed")
+            self._finished.wait(self.options.heartbeat_interval)
+
+    def _beat(self) -> None:
         free_cpus, free_memory = self._free()
         with self._lock:
             running = sorted(self._running)
         self._heartbeat_hook({"provider": self.ops.address, "running": running, "free_cores": free_cpus,
                               "free_memory_mb": free_memory, "free_gpus": len(self._gpus.free()),
                               "stopping": self.stopping})
-
 
     def _check_stake(self) -> None:
         """Say when the stake falls under the minimum (an unstake, a slash) and when it is back: under it, no

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 LOG_FLUSH_BYTES = 16 * 1024
 LOG_FLUSH_S = 0.5
+HEARTBEAT_TIMEOUT_S = 3.0  # a stuck beat must not delay the next one past the marketplace's TTL
 LOG_PART_CHARS = 200 * 1024  # one POST .../logs body stays well under the route's cap
 
 
@@ -95,7 +96,7 @@ class MarketplaceClient:
 
     def heartbeat(self, *, free_cpus: float, free_memory_mb: int, free_disk_mb: int = 0, free_gpus: int = 0,
                   running: int = 0) -> None:
-        self._request("POST", self._provider("/heartbeat"), json={
+        self._request("POST", self._provider("/heartbeat"), timeout=HEARTBEAT_TIMEOUT_S, json={
             "free_cpus": max(0.0, free_cpus), "free_memory_mb": max(0, free_memory_mb),
             "free_disk_mb": max(0, free_disk_mb), "free_gpus": max(0, free_gpus), "running": running})
 
@@ -176,6 +177,7 @@ class MarketplaceReporter:
         self._logs: dict[int, _LogBuffer] = {}
         self._lock = threading.Lock()
         self._offer: dict[str, Any] = {}
+        self._beat_failing = False
 
     def start(self, *, on_delivered: Callable[[int], None] | None = None) -> None:
         """Start delivering queued reports (those left by an earlier run first)."""
@@ -255,12 +257,22 @@ class MarketplaceReporter:
         raise MarketplaceError("unreachable")  # pragma: no cover
 
     def heartbeat(self, beat: dict[str, Any]) -> None:
-        # the daemon meters cores, memory and GPUs per running task; disk is offered whole. A heartbeat is
-        # news only while fresh: it is not queued, the next one replaces it
-        retrying("heartbeat", lambda: self.client.heartbeat(
-            free_cpus=float(beat.get("free_cores", 0)), free_memory_mb=int(beat.get("free_memory_mb", 0)),
-            free_disk_mb=int(self._offer.get("disk_mb", 0)), free_gpus=int(beat.get("free_gpus", 0)),
-            running=len(beat.get("running", []))), attempts=2)
+        """One beat, not retried and not queued (the next one, `heartbeat_interval` later, replaces it); a
+        failure is logged once per outage. The daemon meters cores, memory and GPUs per running task; disk is
+        offered whole."""
+        try:
+            self.client.heartbeat(
+                free_cpus=float(beat.get("free_cores", 0)), free_memory_mb=int(beat.get("free_memory_mb", 0)),
+                free_disk_mb=int(self._offer.get("disk_mb", 0)), free_gpus=int(beat.get("free_gpus", 0)),
+                running=len(beat.get("running", [])))
+        except MarketplaceError as exc:
+            if not self._beat_failing:
+                log.warning("marketplace: heartbeat failed: %s", exc.message)
+            self._beat_failing = True
+            return
+        if self._beat_failing:
+            log.info("marketplace: heartbeats answered again")
+        self._beat_failing = False
 
     def running(self, task_id: int) -> None:
         self._queue(task_id, ReportKind.STATUS, {"status": "running"})

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class JobSettings(Settings):
     """Knobs of the background jobs (env HASHGRID_*); `heartbeat_ttl_s` is the same variable the API reads."""
 
-    heartbeat_ttl_s: int = 90
+    heartbeat_ttl_s: int = 10
     confirmations: int | None = None  # default: 0 on the dev chain (automine), 12 elsewhere
     index_batch_blocks: int = 2_000
     reorg_depth: int = 64
@@ -40,7 +41,7 @@ class JobSettings(Settings):
     claim_lease_s: float = 120.0  # a crashed matcher's claims (SQLite) are free again after this
     index_interval_s: float = 0.5
     matching_interval_s: float = 2.0
-    heartbeat_interval_s: float = 15.0
+    heartbeat_interval_s: float = 2.0  # expire_heartbeats: a dead provider is noticed within TTL + this
     deadline_interval_s: float = 30.0
     settle_interval_s: float = 1.0
     # the replication policy's knobs; unset: verifier.replication.ReplicationPolicy's defaults (one copy)
@@ -76,6 +77,10 @@ class JobSettings(Settings):
         return 0 if self.chain_id == DEV_CHAIN_ID else 12
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{id(object()):x}"[:64]
 
@@ -90,6 +95,9 @@ class JobContext:
     deployment: Deployment
     matcher_key: str | None = None
     worker_id: str = field(default_factory=_worker_id)
+    # when this process started or last heard no provider at all: heartbeats missed around then are the
+    # marketplace's own outage (API down, restart), not the providers' death (expire_heartbeats)
+    deaf_at: datetime = field(default_factory=_utcnow)
 
     @classmethod
     def from_settings(

@@ -10,10 +10,10 @@ scheduler both call these, and tests call them directly.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import false, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, or_, select
@@ -59,13 +59,19 @@ def expire_heartbeats(
     now = now or utcnow()
     since = now - timedelta(seconds=ctx.settings.heartbeat_ttl_s)
     with Session(ctx.engine) as session:
+        newest = session.exec(select(func.max(Provider.last_heartbeat))).one()
+        if newest is None or _aware(newest) < since:  # nobody is heard: the marketplace's outage, not theirs
+            ctx.deaf_at = max(ctx.deaf_at, now)
         offline = select(Provider.address).where(
             or_(col(Provider.last_heartbeat).is_(None), col(Provider.last_heartbeat) < since))
+        # a provider is dead when it has been silent for the TTL while this process was listening: right
+        # after a start or an outage every live provider gets one TTL to beat again
+        silent = col(Replica.provider).in_(offline) if ctx.deaf_at < since else false()
         dead = session.exec(
             select(Replica.task_id, Replica.provider)
             .join(Task, col(Task.task_id) == col(Replica.task_id))
             .where(col(Task.status).in_(ACTIVE), col(Replica.status).in_(UNCOMMITTED),
-                   or_(col(Replica.provider).in_(offline), col(Replica.status) == ReplicaStatus.REFUSED))
+                   or_(silent, col(Replica.status) == ReplicaStatus.REFUSED))
         ).all()
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         new = 0
@@ -89,6 +95,11 @@ def expire_heartbeats(
     if rematch and open_tasks:
         outcome["matching"] = run_matching_round(ctx=ctx, task_ids=open_tasks, now=now)
     return outcome
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive (they are stored as UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def check_deadlines(*, ctx: JobContext) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
     providers = [_less(provider_view(row), unseen.get(row.address)) for row in rows]
     views: list[TaskView] = []
     by_id: dict[int, Task] = {}
-    unplaced = 0
+    unplaced = behind = 0
     excluded = excluded_providers(session, [t.task_id for t in tasks if t.status == TaskStatus.POSTED])
     for task in tasks:
         record = session.get(SpecRecord, (task.spec_hash, task.customer))
@@ -200,6 +200,13 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
             holders |= excluded.get(task.task_id, frozenset())
         if task.status == TaskStatus.POSTED:
             needed = task.replicas
+            if task.max_replicas > task.replicas and int(chain.task(task.task_id).get("assigned", 0)):
+                # with room for more replicas a second first assign would not revert: it would open round 2
+                # and shut the first round's replicas out. Someone assigned already (another matcher, or
+                # ours before a crash): wait for the indexer. One read per new task with room.
+                log.info("task %d: assigned on chain, not yet indexed; skipped this round", task.task_id)
+                behind += 1
+                continue
         else:
             open_requests = session.exec(select(ReplicaReplacement).where(
                 col(ReplicaReplacement.task_id) == task.task_id,
@@ -241,8 +248,8 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
         if int(a.task_id) in sent and task.runtime_class is None and a.runtime_class is not None:
             task.runtime_class = a.runtime_class
             session.add(task)
-    return {"tasks": len(tasks), "assigned": len(sent), "unplaced": unplaced, "skipped": len(skipped),
-            "assignments": {str(k): v for k, v in sent.items()}}
+    return {"tasks": len(tasks), "assigned": len(sent), "unplaced": unplaced,
+            "skipped": len(skipped) + behind, "assignments": {str(k): v for k, v in sent.items()}}
 
 
 def _match_checked_first(session: Session, providers: list[ProviderView], views: list[TaskView],

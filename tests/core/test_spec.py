@@ -40,7 +40,7 @@ def problems(data: dict[str, Any]) -> str:
 
 def test_valid_specs_parse() -> None:
     spec = parse_spec(docker_spec())
-    assert spec.image_id == IMAGE and spec.effective_max_replicas == 3
+    assert spec.image_id == IMAGE and spec.effective_max_replicas == 4  # k = 3 and a spare
     assert parse_spec(wasm_spec()).artifact_digest == f"sha256:{MODULE}"
     named = parse_spec(docker_spec(image=f"hashgrid/busybox@{IMAGE}"))
     assert named.image_id == IMAGE

@@ -106,11 +106,11 @@ class Network:
         parts = [f"--- {p.name} (alive={p.alive()})\n{p.log()[-4000:]}" for p in (self.server, *self.daemons)]
         return "\n".join(parts)
 
-    def start_daemon(self, account: LocalAccount, *, fault: str | None = None, config: Path | None = None
-                     ) -> Proc:
+    def start_daemon(self, account: LocalAccount, *, fault: str | None = None, config: Path | None = None,
+                     index: int | None = None) -> Proc:
         """A `hashgrid provider run --marketplace` daemon for `account` (with a TEST FAULT if given, and its
-        provider config file if given)."""
-        i = len(self.daemons)
+        provider config file if given); `index` restarts daemon `index` on its state dir (it must be dead)."""
+        i = len(self.daemons) if index is None else index
         state = self.state / f"provider{i}"
         config = config or self.daemon_config
         env = clean_env(HASHGRID_PROVIDER_KEY="0x" + account.key.hex().removeprefix("0x"),
@@ -121,8 +121,12 @@ class Network:
             "--poll-interval", "0.2", "--grace", "10", "--marketplace", self.url,
             *(["--fault", fault] if fault else []), *(["--config", str(config)] if config else [])], env,
             state / "daemon.log")
-        self.daemons.append(daemon)
-        self.providers.append(account)
+        if index is None:
+            self.daemons.append(daemon)
+            self.providers.append(account)
+        else:
+            assert not self.daemons[index].alive() and self.providers[index] == account
+            self.daemons[index] = daemon
         return daemon
 
     def registered(self) -> bool:

@@ -105,7 +105,7 @@ def make_ctx(engine: Engine, chain: ChainClient, deployment: Deployment, tmp_pat
     settings = JobSettings(state_dir=tmp_path, rpc_url=chain.rpc_url, confirmations=0,
                            heartbeat_ttl_s=60, **overrides)
     return JobContext(settings=settings, engine=engine, client=chain, deployment=deployment,
-                      matcher_key=ANVIL_DEV_KEYS[0])
+                      matcher_key=ANVIL_DEV_KEYS[0], deaf_at=utcnow() - timedelta(days=1))  # long listening
 
 
 @pytest.fixture

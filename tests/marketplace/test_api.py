@@ -103,7 +103,8 @@ def test_signed_request_creates_task(client: TestClient, customer: Account, engi
     body = response.json()
     assert body["customer"] == customer.address.lower()
     assert body["spec_hash"].startswith("0x") and len(body["spec_hash"]) == 66
-    base = 3 * 10**15
+    base = 4 * 10**15  # k = 3 and the default spare replica (max_replicas k + 1), at 10**15 each
+    assert body["max_replicas"] == 4
     assert body["escrow"] == str(base + base * FEE_BPS // 10_000) and body["fee_bps"] == FEE_BPS
     again = Signer(client, customer).post("/tasks", spec())
     assert again.status_code == 200 and again.json()["created"] is False

@@ -6,6 +6,7 @@ LOCKED)."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from marketplace.jobs.scheduler import (
     HeadWatch,
     Periodic,
 )
-from marketplace.models import ChainEvent, Replica, Task, TaskStatus
+from marketplace.models import ChainEvent, Replica, Task, TaskStatus, utcnow
 from scripts.devnet import DevAccounts
 from tests.marketplace import conftest_services as services
 from tests.marketplace.conftest_services import (
@@ -145,6 +146,33 @@ def test_heartbeat_expiry_assigns_a_replacement(ctx: JobContext, contracts: Cont
     # running it again does not add replicas: the request is fulfilled
     assert expire_heartbeats(ctx=ctx)["new"] == 0
     assert len(_assigned_on_chain(contracts, task_id)) == 3
+
+
+def test_heartbeats_missed_during_the_marketplaces_own_outage_replace_nobody(
+        ctx: JobContext, contracts: Contracts, dev_accounts: DevAccounts) -> None:
+    """Right after the jobs start, or while no provider at all is heard (the API was down), a stale heartbeat
+    is the marketplace's deafness, not a death: every provider gets one TTL to beat again."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    task_id = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        make_spec("outage", replicas=2, quorum=2, max_replicas=3))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    first = _assigned_on_chain(contracts, task_id)
+    by_address = {p.address.lower(): p for p in dev_accounts.providers}
+    set_heartbeat(ctx.engine, by_address[first[0]], stale(ctx.settings.heartbeat_ttl_s))
+    ctx.deaf_at = utcnow()  # a process that just started
+    assert expire_heartbeats(ctx=ctx)["new"] == 0
+    for provider in dev_accounts.providers:  # nobody heard for a while: the API was down
+        set_heartbeat(ctx.engine, provider, stale(ctx.settings.heartbeat_ttl_s))
+    ctx.deaf_at = utcnow() - timedelta(days=1)
+    assert expire_heartbeats(ctx=ctx)["new"] == 0
+    assert utcnow() - ctx.deaf_at < timedelta(seconds=5)  # it noticed its own deafness
+    later = utcnow() + timedelta(seconds=ctx.settings.heartbeat_ttl_s + 1)  # a TTL on, one still silent
+    for provider in dev_accounts.providers:
+        if provider.address.lower() != first[0]:
+            set_heartbeat(ctx.engine, provider, later)
+    assert expire_heartbeats(ctx=ctx, now=later, rematch=False)["new"] == 1
+    assert len(_assigned_on_chain(contracts, task_id)) == 2  # rematch off: only the request was recorded
 
 
 def test_deadlines_expire_tasks_on_chain(ctx: JobContext, contracts: Contracts, chain: ChainClient,
