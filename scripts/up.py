@@ -48,6 +48,9 @@ CUSTOMER_FUNDS = 100_000 * GRID
 CANARY_WALLETS = 4  # the marketplace's canary customers (dev canary key, DEV-ONLY), funded like a customer
 EXAMPLES = REPO_ROOT / "examples"
 GRACE_S = 15.0
+RESTART_FIRST_S = 1.0  # a provider that dies is restarted after this, doubling while it keeps dying
+RESTART_MAX_S = 60.0
+RESTART_STABLE_S = 60.0  # a restart that lived this long resets the back-off
 STAGES = ("posted", "assigned", "running", "revealing", "settled")
 TERMINAL = {"settled", "failed", "cancelled", "expired"}
 EXIT_RUNNING = 2
@@ -177,23 +180,65 @@ class Proc:
 
 
 @dataclass
+class Restart:
+    """How to bring back a process that may die without taking the network down (a provider daemon)."""
+
+    command: list[str]
+    env: dict[str, str]
+    started: float = field(default_factory=time.monotonic)
+    delay: float = RESTART_FIRST_S  # the back-off before the next restart
+    due: float | None = None  # when the dead process is restarted (None: not seen dead yet)
+    restarts: int = 0
+
+
+@dataclass
 class Supervisor:
-    """Starts subprocesses in their own sessions (a pid file and a log each); stops them all, newest first."""
+    """Starts subprocesses in their own sessions (a pid file and a log each); stops them all, newest first.
+    A process spawned with `restart=True` that dies is restarted with back-off (1 s, doubling up to 60 s
+    while it keeps dying within a minute); any other death fails the run."""
 
     state: StateDir
     procs: list[Proc] = field(default_factory=list)
+    restartable: dict[str, Restart] = field(default_factory=dict)
+    healed: list[dict[str, Any]] = field(default_factory=list)  # each restart: name, status, delay
 
-    def spawn(self, name: str, command: list[str], env: dict[str, str]) -> Proc:
+    def spawn(self, name: str, command: list[str], env: dict[str, str], *, restart: bool = False,
+              append: bool = False) -> Proc:
         self.state.logs.mkdir(parents=True, exist_ok=True)
         self.state.pids.mkdir(parents=True, exist_ok=True)
         log = self.state.logs / f"{name}.log"
-        with log.open("wb") as sink:
+        with log.open("ab" if append else "wb") as sink:
             process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         (self.state.pids / f"{name}.pid").write_text(f"{process.pid}\n")
         proc = Proc(name, process, log)
         self.procs.append(proc)
+        if restart:
+            self.restartable[name] = Restart(list(command), dict(env))
         return proc
+
+    def forget(self, name: str) -> None:
+        """Stop restarting `name` (it is being stopped on purpose)."""
+        self.restartable.pop(name, None)
+
+    def _heal(self, proc: Proc, plan: Restart) -> None:
+        """Restart a dead restartable process once its back-off has passed (its log is appended to)."""
+        now = time.monotonic()
+        if plan.due is None:
+            if now - plan.started >= RESTART_STABLE_S:
+                plan.delay = RESTART_FIRST_S  # it ran well for a while: this death is a new story
+            plan.due = now + plan.delay
+            console.print(f"[yellow]{proc.name} exited (status {proc.process.returncode}); restarting it in "
+                          f"{plan.delay:.0f} s[/]", highlight=False)
+            self.healed.append({"name": proc.name, "status": proc.process.returncode, "delay_s": plan.delay})
+            return
+        if now < plan.due:
+            return
+        self.procs.remove(proc)
+        plan.restarts += 1
+        plan.started, plan.due, plan.delay = now, None, min(RESTART_MAX_S, plan.delay * 2)
+        self.spawn(proc.name, plan.command, plan.env, append=True)
+        console.print(f"{proc.name} restarted (restart {plan.restarts})", highlight=False)
 
     def adopt(self, name: str, pid: int, log: Path) -> None:
         """Record a process started elsewhere (anvil) so `hashgrid down` finds it too."""
@@ -202,10 +247,15 @@ class Supervisor:
         _ = log
 
     def check(self) -> None:
-        for proc in self.procs:
-            if not proc.alive():
+        """Fail the run when a process that must not die has died; restart restartable ones with back-off."""
+        for proc in list(self.procs):
+            if proc.alive():
+                continue
+            plan = self.restartable.get(proc.name)
+            if plan is None:
                 raise UpFailed(f"{proc.name} exited unexpectedly (status {proc.process.returncode})",
                                proc.log)
+            self._heal(proc, plan)
 
     def stop_all(self) -> None:
         """Terminate every group at once, wait out the grace, then kill what is left."""
@@ -476,7 +526,7 @@ def run_up(options: Options, state: StateDir, supervisor: Supervisor) -> dict[st
         honest_commands[provider.address] = (name, list(command), daemon_env)
         if provider.address in cheaters:
             command += ["--fault", "dishonest"]
-        supervisor.spawn(name, command, daemon_env)
+        supervisor.spawn(name, command, daemon_env, restart=True)  # a dead provider heals; the network stays
 
     def registered() -> bool:
         for provider in accounts.providers:
@@ -693,6 +743,7 @@ def reform_cheaters(contracts: Any, accounts: Any, cheaters: Iterable[str],
     reformed = []
     for address in sorted(cheaters):
         name, command, env = commands[address]
+        supervisor.forget(name)
         for proc in [p for p in supervisor.procs if p.name == name]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.process.pid, signal.SIGTERM)
@@ -711,7 +762,7 @@ def reform_cheaters(contracts: Any, accounts: Any, cheaters: Iterable[str],
             contracts.token.transfer(address, missing, sender=accounts.customer)  # not the deployer: the
             contracts.token.approve(contracts.registry.address, missing, sender=provider)  # marketplace signs
             contracts.registry.stake(missing, sender=provider)  # with that key while the network runs
-        supervisor.spawn(f"{name}-honest", command, env)
+        supervisor.spawn(f"{name}-honest", command, env, restart=True)
         console.print(f"[bold]{name}[/] played the dishonest provider for the demo; for your own tasks it "
                       f"now runs honest and its stake is topped up from {tokens(before)} to "
                       f"{tokens(PROVIDER_STAKE)}, so every provider stays eligible", highlight=False)
@@ -732,7 +783,8 @@ def write_env_file(state: StateDir, summary: dict[str, Any]) -> Path:
 
 
 def serve_until_interrupted(state: StateDir, supervisor: Supervisor) -> None:
-    """--keep: the network stays up for the user's own tasks until Ctrl-C (or a process of it dies)."""
+    """--keep: the network stays up for the user's own tasks until Ctrl-C, or until the chain or the
+    marketplace dies; a provider daemon that dies is restarted with back-off (Supervisor.check)."""
     console.print(Rule("the network stays up (Ctrl-C stops it)"))
     summary = json.loads(state.summary.read_text()) if state.summary.exists() else {}
     if summary.get("webapp"):
