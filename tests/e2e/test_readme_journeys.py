@@ -185,7 +185,8 @@ def test_the_readme_journeys_work_as_written(tmp_path: Path) -> None:
             accepted = replay.contracts().escrow.result_of(task_id)
             assert accepted is not None and result_hash == "0x" + accepted.hex(), out
             shown = [line for line in err.splitlines() if line.startswith(f"task {task_id}: ")]
-            assert len(shown) >= 2 and shown[-1] == f"task {task_id}: settled", err  # the states it passed
+            # the states a poll saw (a fast task may be settled at the first look), the last one settled
+            assert shown and shown[-1] == f"task {task_id}: settled", err
             facts["result_hash"] = result_hash
         elif command == ("task", "result"):
             assert str(facts["result_hash"]) in out, out
