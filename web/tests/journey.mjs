@@ -183,8 +183,28 @@ async function main() {
     await page.getByRole("button", { name: "Sign out" }).waitFor();
     await shoot(page, "connect");
 
-    // Post a task from the template: price range and providers, approve + post, follow it to settlement
+    // Upload a spec and its files: the page's sha256 of each file is Node's
     await go(page, "/post", "Post a task");
+    const sha = (bytes) => createHash("sha256").update(bytes).digest("hex");
+    const data = readFileSync(new URL("../../examples/wasm/data.txt", import.meta.url));
+    const module = readFileSync(new URL("../../examples/wasm/wordfreq.wasm", import.meta.url));
+    const uploaded = { version: 1, name: "uploaded wordfreq", runtime: "wasm", module: sha(module),
+                       command: ["wordfreq.wasm", "/in/data.txt"], outputs: ["result.txt"],
+                       inputs: [{ path: "data.txt", sha256: sha(data), size: data.length }],
+                       resources: { cpus: 1, memory_mb: 64, disk_mb: 4, timeout_s: 30 },
+                       replicas: 3, quorum: 2, max_price_per_replica: "10000000000000000", deadline_s: 3600 };
+    await page.getByLabel("or upload a spec (JSON)").setInputFiles(
+      { name: "spec.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(uploaded)) });
+    await page.getByLabel("Input files and module").setInputFiles([
+      { name: "data.txt", mimeType: "text/plain", buffer: data },
+      { name: "wordfreq.wasm", mimeType: "application/wasm", buffer: module }]);
+    for (const digest of [sha(data), sha(module)]) await page.getByRole("cell", { name: digest }).waitFor();
+    check(JSON.parse(await page.getByLabel("Spec (JSON)", { exact: true }).inputValue()).name === "uploaded wordfreq", "the uploaded spec is shown");
+    await page.getByRole("button", { name: "Check price and providers" }).click();
+    await page.getByTestId("providers-can-run").filter({ hasText: "3 of 3" }).waitFor();
+    seen.steps.push("uploaded-spec-hashed");
+
+    // Post a task from the template: price range and providers, approve + post, follow it to settlement
     await page.getByLabel("Start from a template").selectOption("wasm");
     await page.getByText("template wasm word frequencies loaded").waitFor();
     await page.getByRole("button", { name: "Check price and providers" }).click();

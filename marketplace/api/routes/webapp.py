@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ ABI_CONTRACTS = ("GridToken", "ProviderRegistry", "TaskEscrow", "GridGovernor", 
 _ASSET_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".map": "application/json",
           ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json"}
+ONLINE_CACHE_S = 2.0  # how stale the estimate's provider list may be
 MAX_EXAMPLE = 16 * 1024 * 1024
 
 
@@ -142,7 +144,13 @@ async def estimate(request: Request) -> dict[str, Any]:
         minimum = min_stake_or_none(state.stake_oracle)
         return [r for r in rows if is_online(r, ttl_s=settings.heartbeat_ttl_s, min_stake=minimum)]
 
-    online = await run_in_threadpool(online_providers)
+    # one read of the provider table per ONLINE_CACHE_S however many estimates arrive (a POST anyone may send)
+    cached = getattr(state, "webapp_online", None)
+    if cached is not None and time.monotonic() - cached[0] < ONLINE_CACHE_S:
+        online = cached[1]
+    else:
+        online = await run_in_threadpool(online_providers)
+        state.webapp_online = (time.monotonic(), online)
     runtimes = [r for r in online if spec.runtime in (r.runtimes or [])]
     try:
         fee_bps = await run_in_threadpool(state.fee_oracle.fee_bps)
