@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { isHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { stringify as stringifyYaml } from "yaml";
 
 const require = createRequire(import.meta.url);
 const URL_ = process.env.HG_URL;
@@ -193,8 +194,8 @@ async function main() {
                        inputs: [{ path: "data.txt", sha256: sha(data), size: data.length }],
                        resources: { cpus: 1, memory_mb: 64, disk_mb: 4, timeout_s: 30 },
                        replicas: 3, quorum: 2, max_price_per_replica: "10000000000000000", deadline_s: 3600 };
-    await page.getByLabel("or upload a spec (JSON)").setInputFiles(
-      { name: "spec.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(uploaded)) });
+    await page.getByLabel("or upload a spec").setInputFiles(  // YAML, as `hashgrid task init` writes it
+      { name: "spec.yaml", mimeType: "application/yaml", buffer: Buffer.from(stringifyYaml(uploaded)) });
     await page.getByLabel("Input files and module").setInputFiles([
       { name: "data.txt", mimeType: "text/plain", buffer: data },
       { name: "wordfreq.wasm", mimeType: "application/wasm", buffer: module }]);

@@ -2,6 +2,7 @@
 // and how many providers can run it, then approve and post from the wallet and follow it.
 import { useEffect, useState } from "react";
 import { sha256 } from "viem";
+import { parse as parseYaml } from "yaml";
 import { Notice, useSession } from "../main";
 import { AppError, api, clients, grid, haveBlob, signPermit, inWords, postedTaskId, read, send } from "../lib";
 
@@ -84,8 +85,16 @@ export function PostPage() {
 
   const onSpecFile = async (file: File | undefined) => {
     if (!file) return;
-    setSpecText(new TextDecoder().decode(await fileBytes(file)));
+    setError(null);
     setEstimate(null);
+    const text = new TextDecoder().decode(await fileBytes(file));
+    try {
+      // YAML (what `hashgrid task init` and examples/*.yaml use) or JSON, shown as JSON; aliases are capped
+      const document = /\.ya?ml$/i.test(file.name) ? parseYaml(text, { maxAliasCount: 50 }) : JSON.parse(text);
+      setSpecText(JSON.stringify(document, null, 2));
+    } catch (e) {
+      setError(`${file.name} is not a spec in ${/\.ya?ml$/i.test(file.name) ? "YAML" : "JSON"}: ${(e as Error).message}`);
+    }
   };
 
   const onInputs = async (files: FileList | null) => {
@@ -183,8 +192,8 @@ export function PostPage() {
           </select>
         </div>
         <div className="row">
-          <label htmlFor="spec-file">or upload a spec (JSON)</label>
-          <input id="spec-file" type="file" accept=".json,application/json" onChange={(e) => void onSpecFile(e.target.files?.[0])} />
+          <label htmlFor="spec-file">or upload a spec (YAML or JSON)</label>
+          <input id="spec-file" type="file" accept=".yaml,.yml,.json,application/json" onChange={(e) => void onSpecFile(e.target.files?.[0])} />
         </div>
         <label htmlFor="spec">Spec (JSON)</label>
         <textarea id="spec" rows={14} value={specText} onChange={(e) => { setSpecText(e.target.value); setEstimate(null); }} spellCheck={false} />
