@@ -33,6 +33,7 @@ MAX_REPLICAS = 16
 MAX_UINT96 = 2**96 - 1
 MAX_INPUTS = 1024
 MAX_OUTPUTS = 256
+MAX_PROVIDER_LIST = 256  # addresses a spec may allow or exclude
 MAX_INPUT_BYTES = 64 * 1024**3  # one input blob
 MAX_PATH_LEN = 1024
 _IMAGE_RE = re.compile(r"^(?:(?P<name>[a-z0-9][a-z0-9._/:-]{0,254})@)?sha256:(?P<hex>[0-9a-f]{64})$")
@@ -137,6 +138,29 @@ class Requirements(_Strict):
     min_gpu_memory_mb: int | None = Field(default=None, ge=0)
     min_memory_mb: int | None = Field(default=None, ge=0)
     min_cpus: int | None = Field(default=None, ge=0)
+    providers: list[str] | None = Field(
+        default=None, max_length=MAX_PROVIDER_LIST,
+        description="only these provider addresses may run it (the matcher says when none of them can)")
+    exclude_providers: list[str] | None = Field(
+        default=None, max_length=MAX_PROVIDER_LIST, description="these provider addresses never run it")
+
+    @field_validator("providers", "exclude_providers")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for address in value:
+            if not _ADDRESS_RE.fullmatch(address):
+                raise ValueError(f"{address!r} is not a 0x address of 40 hex digits")
+        return sorted({address.lower() for address in value})  # order and case carry no meaning
+
+    @model_validator(mode="after")
+    def _lists_apart(self) -> Requirements:
+        both = set(self.providers or ()) & set(self.exclude_providers or ())
+        if both:
+            raise ValueError(f"{sorted(both)[0]} is both allowed (providers) and excluded "
+                             "(exclude_providers)")
+        return self
 
 
 class ArtifactSignature(_Strict):
@@ -277,6 +301,10 @@ class TaskSpec(_Strict):
             raise ValueError(f"inputs {clash[0]!r} and {clash[1]!r} overlap")
         if self.quorum > self.replicas:
             raise ValueError(f"quorum ({self.quorum}) must be at most replicas ({self.replicas})")
+        allowed = self.requirements.providers
+        if allowed is not None and len(allowed) < self.replicas:
+            raise ValueError(f"requirements.providers allows {len(allowed)} provider(s); replicas is "
+                             f"{self.replicas} and each replica needs a provider of its own")
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be at least replicas "
                              f"({self.replicas})")

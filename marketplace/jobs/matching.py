@@ -115,6 +115,25 @@ def task_view(task: Task, spec: TaskSpec, *, replicas: int, assigned: frozenset[
     )
 
 
+def _customer_choice(spec: TaskSpec, holders: frozenset[str], providers: Sequence[ProviderView]
+                     ) -> tuple[frozenset[str], str]:
+    """The spec's own choice of providers (requirements.providers / exclude_providers) as providers the
+    engine must pass over, like those already holding a replica; and the note its unplaced reason gets."""
+    req = spec.requirements
+    if req.providers is None and not req.exclude_providers:
+        return holders, ""
+    barred = set(req.exclude_providers or ())
+    if req.providers is not None:
+        allowed = set(req.providers)
+        barred |= {p.address for p in providers if p.address not in allowed}
+        online = sorted(allowed & {p.address for p in providers})
+        note = (f"; the spec allows only {len(allowed)} provider(s), {len(online)} of them online and "
+                f"eligible now" + (f" ({', '.join(online[:5])})" if online else ""))
+    else:
+        note = f"; the spec excludes {len(barred)} provider(s)"
+    return holders | frozenset(barred), note
+
+
 def _candidates(session: Session, *, limit: int, task_ids: Sequence[int] | None) -> list[int]:
     """Posted tasks, and running ones with an open replacement request, best priority first."""
     posted = select(Task.task_id).where(col(Task.status) == TaskStatus.POSTED)
@@ -185,6 +204,7 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
     views: list[TaskView] = []
     by_id: dict[int, Task] = {}
     unplaced = behind = 0
+    notes: dict[int, str] = {}  # why a task's own provider list narrows its candidates (for its reason)
     excluded = excluded_providers(session, [t.task_id for t in tasks if t.status == TaskStatus.POSTED])
     for task in tasks:
         record = session.get(SpecRecord, (task.spec_hash, task.customer))
@@ -232,13 +252,16 @@ def _round(session: Session, ctx: JobContext, chain: ChainOps, tasks: list[Task]
             if task.runtime_class is None:  # placed before classes were recorded, or by another path
                 task.runtime_class = _class_of_holders(session, spec, holders)
                 session.add(task)
+        holders, note = _customer_choice(spec, holders, providers)
+        if note:
+            notes[task.task_id] = note
         views.append(task_view(task, spec, replicas=needed, assigned=holders))
         by_id[task.task_id] = task
     posted = {t.task_id for t in tasks if t.status == TaskStatus.POSTED}
     result = _match_checked_first(session, providers, views, config, now.timestamp(), posted=posted)
     for why in result.unplaced:
         task = by_id[int(why.task_id)]
-        task.unplaced_reason = why.reason
+        task.unplaced_reason = why.reason + notes.get(task.task_id, "")
         session.add(task)
         unplaced += 1
     plan = {int(a.task_id): list(a.providers) for a in result.assignments}

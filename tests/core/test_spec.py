@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hashgrid.errors import SpecInvalid
-from hashgrid.spec import canonical_spec, load_spec, parse_spec, spec_hash, spec_json_schema
+from hashgrid.spec import canonical_spec, load_spec, parse_spec, spec_document, spec_hash, spec_json_schema
 
 IMAGE = "sha256:" + "ab" * 32
 MODULE = "cd" * 32
@@ -126,3 +126,16 @@ def test_schema_is_exported_and_in_sync() -> None:
     assert set(schema["required"]) == {"version", "name", "runtime"}
     committed = Path(__file__).resolve().parents[2] / "examples" / "spec.schema.json"
     assert json.loads(committed.read_text()) == schema, "run scripts/make_examples.py to refresh the schema"
+
+
+def test_a_spec_may_allow_or_exclude_providers_without_changing_other_hashes() -> None:
+    a, b, c = ("0x" + d * 40 for d in "abc")
+    plain = parse_spec(docker_spec())
+    chosen = parse_spec(docker_spec(requirements={"providers": [c.upper().replace("0X", "0x"), a, b],
+                                                  "exclude_providers": ["0x" + "d" * 40]}))
+    assert chosen.requirements.providers == [a, b, c]  # normalised: lower case, sorted
+    assert "providers" not in spec_document(plain)["requirements"]  # unset lists leave hashes as they were
+    assert "allows 2 provider(s); replicas is 3" in problems(docker_spec(requirements={"providers": [a, b]}))
+    assert "both allowed" in problems(docker_spec(requirements={"providers": [a, b, c],
+                                                                "exclude_providers": [b]}))
+    assert "not a 0x address" in problems(docker_spec(requirements={"exclude_providers": ["bob"]}))

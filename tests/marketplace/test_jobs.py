@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from hashgrid.chain.client import ChainClient
 from hashgrid.chain.contracts import Contracts, TaskState
 from hashgrid.chain.deployment import Deployment
+from hashgrid.spec import TaskSpec, spec_document
 from marketplace.indexer.tables import ReplicaReplacement
 from marketplace.jobs import (
     InProcessScheduler,
@@ -173,6 +174,36 @@ def test_heartbeats_missed_during_the_marketplaces_own_outage_replace_nobody(
             set_heartbeat(ctx.engine, provider, later)
     assert expire_heartbeats(ctx=ctx, now=later, rematch=False)["new"] == 1
     assert len(_assigned_on_chain(contracts, task_id)) == 2  # rematch off: only the request was recorded
+
+
+def test_a_spec_chooses_where_it_runs(ctx: JobContext, contracts: Contracts,
+                                      dev_accounts: DevAccounts) -> None:
+    """requirements.providers / exclude_providers are honoured by the live matching round, and a task whose
+    chosen providers cannot take it says so in its reason."""
+    add_providers(ctx.engine, dev_accounts.providers)
+    p = [a.address.lower() for a in dev_accounts.providers]
+
+    def chosen(name: str, **requirements: list[str]) -> TaskSpec:
+        document = spec_document(make_spec(name, replicas=2, quorum=2))
+        document["requirements"] = requirements
+        return TaskSpec.model_validate(document)
+
+    allowed = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                        chosen("allowed", providers=[p[3], p[1]]))
+    excluded = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                         chosen("excluded", exclude_providers=[p[0], p[1]]))
+    gone = "0x" + "ab" * 20  # allowed but not a provider here
+    stuck = post_spec(contracts, ctx.engine, dev_accounts.customer,
+                      chosen("stuck", providers=[p[2].upper().replace("0X", "0x"), gone]))
+    index_chain(ctx=ctx)
+    run_matching_round(ctx=ctx)
+    assert sorted(_assigned_on_chain(contracts, allowed)) == sorted([p[1], p[3]])
+    assert sorted(_assigned_on_chain(contracts, excluded)) == sorted([p[2], p[3]])
+    assert _assigned_on_chain(contracts, stuck) == []
+    with Session(ctx.engine) as session:
+        reason = session.get(Task, stuck).unplaced_reason  # type: ignore[union-attr]
+    assert reason and "the spec allows only 2 provider(s), 1 of them online and eligible now" in reason
+    assert p[2] in reason
 
 
 def test_deadlines_expire_tasks_on_chain(ctx: JobContext, contracts: Contracts, chain: ChainClient,
