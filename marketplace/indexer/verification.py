@@ -3,8 +3,9 @@
 `TaskCheck` is what only the marketplace knows (which task is a canary and its answer, which run was spot
 checked): it is never on chain, so a provider cannot read it. `ProviderReputation` is a projection: folded
 from the stored ReplicaFinalized events in chain order (outcomes of checked tasks counted as passed or
-failed checks), so it is exact after any replay, rewind or rebuild, like ProviderTotals; the score is also
-copied to Provider.reputation, which the matcher weighs and the explorer shows.
+failed checks; agreements on tasks whose customer allow-listed its providers not counted), so it is exact
+after any replay, rewind or rebuild, like ProviderTotals; the score is also copied to Provider.reputation,
+which the matcher weighs and the explorer shows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import BigInteger
 from sqlmodel import Field, Session, col, select
 
 from marketplace.indexer.tables import JobsBase
-from marketplace.models import ChainEvent, Provider, utcnow
+from marketplace.models import ChainEvent, Provider, SpecRecord, Task, utcnow
 from verifier.checks import outcome_of
 from verifier.reputation import ProviderRecord, ReputationParams, is_trusted, may_run_alone, score, update
 
@@ -62,6 +63,21 @@ def checks_of(session: Session, task_ids: Iterable[int]) -> dict[int, TaskCheck]
     return {c.task_id: c for c in session.exec(select(TaskCheck).where(col(TaskCheck.task_id).in_(ids)))}
 
 
+def chosen_by_customer(session: Session, task_ids: Iterable[int]) -> set[int]:
+    """Tasks whose spec names the only providers that may run them (requirements.providers): a customer
+    with sybil providers could otherwise farm them a reputation by allow-listing them on its own tasks."""
+    ids = list(set(task_ids))
+    if not ids:
+        return set()
+    rows = session.exec(
+        select(Task.task_id, SpecRecord.spec)
+        .join(SpecRecord, (col(SpecRecord.spec_hash) == col(Task.spec_hash))
+              & (col(SpecRecord.customer) == col(Task.customer)))
+        .where(col(Task.task_id).in_(ids))).all()
+    return {int(task_id) for task_id, spec in rows
+            if isinstance(spec, dict) and (spec.get("requirements") or {}).get("providers")}
+
+
 def record_of(session: Session, address: str, params: ReputationParams = PARAMS
               ) -> tuple[ProviderRecord, int]:
     """Fold the provider's finalized replicas in chain order into its record; also the no-shows counted."""
@@ -70,9 +86,13 @@ def record_of(session: Session, address: str, params: ReputationParams = PARAMS
         .where(col(ChainEvent.name) == "ReplicaFinalized", col(ChainEvent.account) == address)
         .order_by(col(ChainEvent.block_number), col(ChainEvent.log_index))).all()
     kinds = {task_id: c.kind for task_id, c in checks_of(session, (t for t, _ in events if t)).items()}
+    chosen = chosen_by_customer(session, (t for t, _ in events if t))
     record, no_shows = ProviderRecord(), 0
     for task_id, args in events:
-        outcome = outcome_of(_STATUS.get(int(args.get("outcome", 0)), ""), kinds.get(task_id or 0))
+        status = _STATUS.get(int(args.get("outcome", 0)), "")
+        if status == "agreed" and task_id in chosen:
+            continue  # a customer's own choice of providers vouches for nobody: it could be its sybils
+        outcome = outcome_of(status, kinds.get(task_id or 0))
         if outcome is None:
             continue
         no_shows += outcome == "no_show"

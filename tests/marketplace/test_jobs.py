@@ -18,6 +18,7 @@ from hashgrid.chain.contracts import Contracts, TaskState
 from hashgrid.chain.deployment import Deployment
 from hashgrid.spec import TaskSpec, spec_document
 from marketplace.indexer.tables import ReplicaReplacement
+from marketplace.indexer.verification import record_of
 from marketplace.jobs import (
     InProcessScheduler,
     JobContext,
@@ -204,6 +205,22 @@ def test_a_spec_chooses_where_it_runs(ctx: JobContext, contracts: Contracts,
         reason = session.get(Task, stuck).unplaced_reason  # type: ignore[union-attr]
     assert reason and "the spec allows only 2 provider(s), 1 of them online and eligible now" in reason
     assert p[2] in reason
+
+    # an allow-list vouches for nobody: agreeing on such a task earns no reputation (a customer could
+    # allow-list its own sybils), while a dissent there still counts. ReplicaFinalized rows as the indexer
+    # stores them, written directly here: settling both tasks for real takes minutes
+    with Session(ctx.engine) as session:
+        for i, (task_id, provider, outcome) in enumerate(((allowed, p[3], 4), (excluded, p[3], 4),
+                                                         (allowed, p[1], 5))):
+            session.add(ChainEvent(block_number=10_000 + i, block_hash="0x" + "00" * 32,
+                                   tx_hash=f"0x{i:064x}", log_index=0, contract="escrow",
+                                   name="ReplicaFinalized", task_id=task_id, account=provider,
+                                   args={"provider": provider, "outcome": outcome}))
+        session.commit()
+        vouched, _ = record_of(session, p[3])
+        dissenter, _ = record_of(session, p[1])
+    assert vouched.verified == 1  # the task without an allow-list only
+    assert dissenter.dissents == 1
 
 
 def test_deadlines_expire_tasks_on_chain(ctx: JobContext, contracts: Contracts, chain: ChainClient,
