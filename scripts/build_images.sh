@@ -4,7 +4,8 @@
 # is kept; the debootstrap rootfs is cached as a tarball under build/ so a rebuild after `docker rmi` is fast.
 #
 # Image ids are reproducible: a fixed-time config and a sorted, time-stamped-at-0 layer loaded with `docker load`.
-#   hashgrid/busybox:1       busybox-static + applet symlinks + nobody in /etc/passwd, /etc/group
+#   hashgrid/busybox:1       busybox-static + applet symlinks + nobody in /etc/passwd, /etc/group (+ a wget
+#                            wrapper: busybox 1.35's wget crashes on -T N)
 #   hashgrid/python-numpy:1  debootstrap --variant=minbase --include=python3,python3-numpy bookworm
 #   hashgrid/pytorch-gpu:1   python-numpy + PyTorch from PyPI; only with --only pytorch-gpu (GPU providers)
 #
@@ -16,6 +17,7 @@ BUILD="$ROOT/build"
 mkdir -p "$BUILD/images"
 
 BUSYBOX_TAG="hashgrid/busybox:1"
+BUSYBOX_REV=2  # bump when the image's contents change: an older build of the tag is replaced (label org.hashgrid.rev)
 NUMPY_TAG="hashgrid/python-numpy:1"
 GPU_TAG="hashgrid/pytorch-gpu:1"  # built only with --only pytorch-gpu (GPU providers)
 ONLY="${2:-}"
@@ -52,13 +54,14 @@ load_image() {
     python3 - "$@" <<'PY' | docker load >/dev/null
 import hashlib, io, json, sys, tarfile
 layer, tag, cmd, env = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+labels = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
 h = hashlib.sha256()
 with open(layer, "rb") as fh:
     for block in iter(lambda: fh.read(1 << 20), b""):
         h.update(block)
 config = json.dumps({
     "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-    "config": {"Cmd": cmd, "Env": env, "User": "65534:65534", "WorkingDir": "/"},
+    "config": {"Cmd": cmd, "Env": env, "User": "65534:65534", "WorkingDir": "/", **({"Labels": labels} if labels else {})},
     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + h.hexdigest()]},
     "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "scripts/build_images.sh"}],
 }, sort_keys=True, separators=(",", ":")).encode()
@@ -87,9 +90,15 @@ write_etc() {
 }
 
 build_busybox() {
-    local id
+    local id rev
     id="$(image_id "$BUSYBOX_TAG")"
-    if [[ -n "$id" ]]; then log "$BUSYBOX_TAG exists ($id)"; return; fi
+    rev="$(docker image inspect --format '{{index .Config.Labels "org.hashgrid.rev"}}' "$BUSYBOX_TAG" 2>/dev/null \
+        || true)"
+    if [[ -n "$id" && "$rev" == "$BUSYBOX_REV" ]]; then log "$BUSYBOX_TAG exists ($id)"; return; fi
+    if [[ -n "$id" ]]; then
+        log "$BUSYBOX_TAG is revision ${rev:-1}, rebuilding as $BUSYBOX_REV"
+        docker rmi "$BUSYBOX_TAG" >/dev/null 2>&1 || true
+    fi
     local bb; bb="$(command -v busybox || echo /bin/busybox)"
     file -L "$bb" 2>/dev/null | grep -q 'statically linked' || log "warning: $bb may not be static"
     local rootfs; rootfs="$(mktemp -d "$BUILD/images/busybox.XXXXXX")"
@@ -103,11 +112,31 @@ build_busybox() {
         [[ "$applet" == "bin/busybox" || -e "$rootfs/$applet" ]] && continue
         ln -s /bin/busybox "$rootfs/$applet"
     done < <("$bb" --list-full)
+    # Debian's busybox 1.35 wget crashes (SIGSEGV) on `-T N`; `--timeout=N` is the same option and works.
+    # The applet link becomes a script that rewrites the one form into the other.
+    rm -f "$rootfs/usr/bin/wget"
+    cat >"$rootfs/usr/bin/wget" <<'SH'
+#!/bin/sh
+# busybox 1.35's wget segfaults on -T N (scripts/build_images.sh): pass it as --timeout=N
+prev=
+for arg do
+    shift
+    if [ "$prev" = "-T" ]; then set -- "$@" "--timeout=$arg"; prev=; continue; fi
+    case "$arg" in
+        -T) prev=-T ;;
+        -T*) set -- "$@" "--timeout=${arg#-T}" ;;
+        *) set -- "$@" "$arg" ;;
+    esac
+done
+exec /bin/busybox wget "$@"
+SH
+    chmod 755 "$rootfs/usr/bin/wget"
     write_etc "$rootfs"
     chmod 755 "$rootfs"
     reproducible_tar "$rootfs" "$rootfs.tar"
     SCRATCH+=("$rootfs.tar")
-    load_image "$rootfs.tar" "$BUSYBOX_TAG" '["/bin/sh"]' '["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]'
+    load_image "$rootfs.tar" "$BUSYBOX_TAG" '["/bin/sh"]' '["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]' \
+        "{\"org.hashgrid.rev\": \"$BUSYBOX_REV\"}"
     log "built $BUSYBOX_TAG"
 }
 
