@@ -105,9 +105,9 @@ def test_no_network(backend: Runtime, task_dirs: TaskDirs, busybox_image: str) -
 
 def test_busybox_wget_fails_cleanly_without_network(backend: Runtime, task_dirs: TaskDirs,
                                                     busybox_image: str) -> None:
-    """The sample image's wget, refused by the missing network, exits 1 and never by a signal. Debian's busybox
-    1.35 wget crashes on `-T N`: run as a command, the image's wrapper passes it as --timeout=N; inside `sh`
-    (which runs applets directly) the long form is the one that works (docs/task-spec.md)."""
+    """The sample image's wget, refused by the missing network, exits 1 and never by a signal. Debian's
+    busybox 1.35 wget crashes on `-T N`: run as a command, the image's wrapper passes it as --timeout=N;
+    inside `sh` (which runs applets directly) the long form is the one that works (docs/task-spec.md)."""
     direct = task_dirs.request(backend.name, image=busybox_image,
                                command=("wget", "-q", "-T", "2", "-O", "/tmp/x", "http://127.0.0.1:1/"))
     assert (backend.wait(backend.start(direct)).exit_code) == 1
