@@ -15,7 +15,7 @@ const PARAMETERS: [string, string, string][] = [  // [label, contract, setter]
 ];
 
 type Proposal = { id: bigint; description: string; targets: Address[]; values: bigint[]; calldatas: Hex[];
-                  state: string; votes: [bigint, bigint, bigint]; quorum: bigint; snapshot: bigint; voted: boolean };
+                  state: string; votes: [bigint, bigint, bigint]; quorum: bigint | null; snapshot: bigint; voted: boolean };
 
 export function DaoPage() {
   const session = useSession();
@@ -48,8 +48,8 @@ export function DaoPage() {
           c.readContract({ ...governor, functionName: "hasVoted", args: [a.proposalId, account] }) as Promise<boolean>,
         ]);
         const now = await c.getBlockNumber();
-        const quorum = snapshot < now
-          ? await c.readContract({ ...governor, functionName: "quorum", args: [snapshot] }) as bigint : 0n;
+        const quorum = snapshot < now  // the quorum is a share of the supply at the snapshot: known after it
+          ? await c.readContract({ ...governor, functionName: "quorum", args: [snapshot] }) as bigint : null;
         found.push({ id: a.proposalId, description: a.description, targets: a.targets, values: a.values, calldatas: a.calldatas,
                      state: STATES[state] ?? String(state), votes, quorum, snapshot, voted });
       }
@@ -128,7 +128,7 @@ export function DaoPage() {
         <ul className="proposals" data-testid="proposals">{proposals.map((p) => (
           <li key={p.id.toString()} className="card">
             <h3>{p.description}</h3>
-            <p>State: <strong data-testid="proposal-state">{p.state}</strong> · for {grid(p.votes[1])}, against {grid(p.votes[0])}, abstain {grid(p.votes[2])} · quorum {grid(p.quorum)}</p>
+            <p>State: <strong data-testid="proposal-state">{p.state}</strong> · for {grid(p.votes[1])}, against {grid(p.votes[0])}, abstain {grid(p.votes[2])} · quorum {p.quorum === null ? `set at block ${p.snapshot}` : grid(p.quorum)}</p>
             <p className="muted">id {short(p.id.toString())}, snapshot block {p.snapshot.toString()}</p>
             {p.state === "active" && !p.voted && (
               <div className="row">
