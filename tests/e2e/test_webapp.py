@@ -22,6 +22,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from billing.invoice import invoice_from_events
 from hashgrid.chain.contracts import Contracts, ProposalState, TaskState
 from hashgrid.config import ANVIL_DEV_KEYS
 from scripts.devnet import GRID, DevAccounts
@@ -84,6 +85,11 @@ def test_webapp_journey_in_chromium(voter: LocalAccount, network: Network, contr
     result = contracts.escrow.result_of(task_id)
     assert result is not None and seen["result_hash"] == "0x" + result.hex()
     assert contracts.escrow.claimable(dev_accounts.customer.address) == 0  # the refund was claimed
+    bill = invoice_from_events(task_id, contracts.escrow.events(0, "latest", first_indexed=task_id))
+    assert bill is not None
+    expected = {k: v for k, v in bill.to_dict().items() if k != "usage_billed"}
+    expected["lines"] = [{k: v for k, v in line.items() if k != "quote"} for line in expected["lines"]]
+    assert seen["invoice"] == expected  # the page's invoice is billing's, from the same chain events
     assert contracts.escrow.param("protocolFeeBps") == 300 != fee_before  # the proposal executed
     assert contracts.token.balance_of(POOR.address) == 0
 

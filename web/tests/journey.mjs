@@ -243,7 +243,10 @@ async function main() {
     const [invoice] = await Promise.all([page.waitForEvent("download"),
       page.getByRole("button", { name: "Download invoice" }).click()]);
     const invoiceDoc = JSON.parse(readFileSync(await invoice.path(), "utf8"));
-    check(invoiceDoc.events.some((e) => e.name === "TaskSettled"), "the invoice lists the settlement");
+    check(invoiceDoc.state === "settled" && BigInt(invoiceDoc.escrowed) === BigInt(invoiceDoc.paid) + BigInt(invoiceDoc.fee) + BigInt(invoiceDoc.refund),
+          `the invoice adds up (${JSON.stringify(invoiceDoc)})`);
+    await page.getByTestId("invoice").waitFor();
+    seen.invoice = invoiceDoc;
     await shoot(page, "task");
 
     // A task no provider can place (a GPU): the reason, then cancel it and claim the refund

@@ -30,6 +30,33 @@ function history(events: ChainEvent[], live: string[]): string[] {
   return out;
 }
 
+const CLOSING: Record<string, string> = { TaskSettled: "settled", TaskFailed: "failed", TaskExpired: "expired", TaskCancelled: "cancelled" };
+const OUTCOMES = ["none", "assigned", "committed", "revealed", "agreed", "dissented", "noshow", "released"];
+
+type Invoice = { task_id: number; state: string; customer: string | null; escrowed: string; paid: string; fee: string;
+                 refund: string; result_hash: string | null; lines: { provider: string; outcome: string; payment: string }[] };
+
+/** The task's bill as the chain recorded it: billing.invoice.invoice_from_events, over the same events. */
+export function invoiceOf(taskId: number, events: ChainEvent[]): Invoice | null {
+  const closing = events.find((e) => e.name in CLOSING);
+  if (!closing) return null;
+  const posted = events.find((e) => e.name === "TaskPosted");
+  const amount = (v: unknown) => BigInt(String(v ?? 0));
+  const paid = amount(closing.args.paid);
+  const fee = amount(closing.args.fee);
+  const refund = amount(closing.args.refunded);
+  const lines = events.filter((e) => e.name === "ReplicaFinalized")
+    .map((e) => ({ provider: String(e.args.provider).toLowerCase(), outcome: OUTCOMES[Number(e.args.outcome)] ?? String(e.args.outcome),
+                   payment: amount(e.args.paid).toString() }))
+    .sort((a, b) => (BigInt(a.provider) < BigInt(b.provider) ? -1 : 1));
+  return {
+    task_id: taskId, state: CLOSING[closing.name], customer: posted ? String(posted.args.customer).toLowerCase() : null,
+    escrowed: (posted ? amount(posted.args.escrowed) : paid + fee + refund).toString(),
+    paid: paid.toString(), fee: fee.toString(), refund: refund.toString(),
+    result_hash: closing.name === "TaskSettled" ? String(closing.args.resultHash).toLowerCase() : null, lines,
+  };
+}
+
 function save(name: string, bytes: Uint8Array | string, type = "application/octet-stream") {
   const url = URL.createObjectURL(new Blob([bytes as BlobPart], { type }));
   const a = document.createElement("a");
@@ -122,12 +149,9 @@ export function TaskPage({ taskId }: { taskId: number }) {
     }
   };
 
+  const bill = invoiceOf(taskId, events);
   const invoice = () => {
-    const lines = events.filter((e) => ["TaskPosted", "ProviderPaid", "TaskSettled", "TaskRefunded", "Slashed",
-                                         "TaskCancelled", "TaskExpired", "TaskFailed"].includes(e.name));
-    const document = { task_id: taskId, customer: task?.customer, escrowed: task?.escrowed, result_hash: task?.result_hash,
-                       events: lines.map((e) => ({ name: e.name, block: e.block_number, tx: e.tx_hash, args: e.args })) };
-    save(`task-${taskId}-invoice.json`, JSON.stringify(document, null, 2), "application/json");
+    if (bill) save(`task-${taskId}-invoice.json`, JSON.stringify(bill, null, 2), "application/json");
   };
 
   const act = (doing: string, fn: string, args: unknown[]) => async () => {
@@ -192,7 +216,19 @@ export function TaskPage({ taskId }: { taskId: number }) {
               <button onClick={() => void getOutput(o)}>Download {o.path}</button> {o.size} bytes
               {verified[o.path] && <span data-testid={`verified-${o.path}`}> · sha256 checked: {verified[o.path]}</span>}
             </li>))}</ul>
-          <button onClick={invoice}>Download invoice</button>
+          {bill && (
+            <table data-testid="invoice">
+              <caption>Invoice (from the task's chain events)</caption>
+              <tbody>
+                <tr><th scope="row">escrowed</th><td>{grid(bill.escrowed)}</td></tr>
+                {bill.lines.map((l) => <tr key={l.provider}><th scope="row">{short(l.provider)} ({l.outcome})</th><td>{grid(l.payment)}</td></tr>)}
+                <tr><th scope="row">paid</th><td>{grid(bill.paid)}</td></tr>
+                <tr><th scope="row">protocol fee</th><td>{grid(bill.fee)}</td></tr>
+                <tr><th scope="row">refund</th><td>{grid(bill.refund)}</td></tr>
+              </tbody>
+            </table>
+          )}
+          <button onClick={invoice} disabled={!bill}>Download invoice</button>
         </section>
       )}
       {claimable > 0n && (
