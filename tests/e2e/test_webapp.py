@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -73,8 +74,14 @@ def test_webapp_journey_in_chromium(voter: LocalAccount, network: Network, contr
             "provider": ANVIL_DEV_KEYS[2]}
     env = dict(os.environ, HG_URL=network.url, HG_RPC=network.rpc_url, HG_KEYS=json.dumps(keys),
                HG_OUT=str(SCREENSHOTS))
-    done = subprocess.run(["node", str(JOURNEY)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    journey = subprocess.Popen(["node", str(JOURNEY)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = journey.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(journey.pid, signal.SIGKILL)  # node and the Chromium it started: nothing left running
+        stdout, stderr = journey.communicate()
+    done = subprocess.CompletedProcess(journey.args, journey.returncode, stdout, stderr)
     (SCREENSHOTS / "journey.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, f"{done.stderr[-4000:]}\n{done.stdout[-2000:]}\n{network.diagnose()}"
     seen = json.loads(done.stdout.strip().splitlines()[-1])
