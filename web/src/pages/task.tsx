@@ -220,11 +220,11 @@ export function TaskPage({ taskId }: { taskId: number }) {
             <table data-testid="invoice">
               <caption>Invoice (from the task's chain events)</caption>
               <tbody>
-                <tr><th scope="row">escrowed</th><td>{grid(bill.escrowed)}</td></tr>
-                {bill.lines.map((l) => <tr key={l.provider}><th scope="row">{short(l.provider)} ({l.outcome})</th><td>{grid(l.payment)}</td></tr>)}
-                <tr><th scope="row">paid</th><td>{grid(bill.paid)}</td></tr>
-                <tr><th scope="row">protocol fee</th><td>{grid(bill.fee)}</td></tr>
-                <tr><th scope="row">refund</th><td>{grid(bill.refund)}</td></tr>
+                <tr><th scope="row">escrowed</th><td>{grid(bill.escrowed, 8)}</td></tr>
+                {bill.lines.map((l) => <tr key={l.provider}><th scope="row">{short(l.provider)} ({l.outcome})</th><td>{grid(l.payment, 8)}</td></tr>)}
+                <tr><th scope="row">paid</th><td>{grid(bill.paid, 8)}</td></tr>
+                <tr><th scope="row">protocol fee</th><td>{grid(bill.fee, 8)}</td></tr>
+                <tr><th scope="row">refund</th><td>{grid(bill.refund, 8)}</td></tr>
               </tbody>
             </table>
           )}
