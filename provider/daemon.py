@@ -44,6 +44,7 @@ from provider.feed import AssignmentFeed
 from provider.gpu import GpuPool
 from provider.journal import Entry, Journal, Phase
 from provider.marketplace_client import MarketplaceReporter
+from provider.outbox import ReportKind
 from provider.policy import check, choose_runtime
 
 log = logging.getLogger(__name__)
@@ -598,6 +599,8 @@ class Daemon:
             return None
         if self._reports_pending(task_id, seconds_left=task.commit_deadline - now):
             return None
+        if self._outputs_refused(task_id):
+            return None
         assert entry.result_hash is not None
         return CommitItem(task_id, entry.result_hash, entry.salt)
 
@@ -616,6 +619,22 @@ class Daemon:
             return False
         self.journal.note(task_id, f"waiting for the marketplace to acknowledge {pending} report(s) "
                                    "before committing")
+        return True
+
+    def _outputs_refused(self, task_id: int) -> bool:
+        """The marketplace refused this replica's outputs for good (a blob over its cap, a manifest it cannot
+        take): the customer could never get them, so no result is committed and nothing is paid for it. The
+        replica is reported refused, with the marketplace's words, so the task is reassigned or refunded."""
+        if self.reporter is None:
+            return False
+        refused = [r for r in self.reporter.outbox.rejected(task_id)
+                   if r.kind in (ReportKind.BLOB, ReportKind.OUTPUTS)]
+        if not refused:
+            return False
+        reason = (f"the marketplace refused this replica's outputs ({refused[0].kind}: {refused[0].error}); "
+                  "no result is committed for outputs the customer cannot get")
+        self._fail(task_id, reason)
+        self.reporter.refused(task_id, reason)
         return True
 
     def _reveal_ready(self) -> None:
