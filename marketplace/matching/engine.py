@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -31,6 +32,7 @@ from marketplace.matching.models import (
 from marketplace.matching.queue import TaskQueue
 
 _Key = tuple[Any, ...]
+_FREE = ("cpus", "mem", "disk", "gpus")  # a slot's free capacity, in `Free` order
 _NO_RUNNING = 2**63  # `_Slot.low` of a provider with nothing running: no priority is above it
 
 
@@ -40,9 +42,9 @@ class _Slot:
     __slots__ = ("view", "rank", "address", "operator", "cpus", "mem", "disk", "gpus", "total_cpus",
                  "total_gpus", "key", "orders", "special", "base", "per_cpu", "per_gb", "per_gpu",
                  "reputation", "cached", "running", "net", "total_mem", "low", "images", "cap", "total",
-                 "held", "classes")
+                 "held", "classes", "kinds")
 
-    def __init__(self, view: ProviderView, rank: int) -> None:
+    def __init__(self, view: ProviderView, rank: int, kinds: list[tuple[str, str, bool]]) -> None:
         self.view = view
         self.rank = rank
         self.address = view.address
@@ -70,7 +72,8 @@ class _Slot:
         self.running: list[RunningReplica] = list(view.running)
         self.low = min((r.priority for r in self.running), default=_NO_RUNNING)  # what it may evict: below
         self.held = self._held()
-        self.classes = frozenset(c for c, _, _ in filters.slot_classes(view))
+        self.kinds = kinds  # (class, runtime, for GPU work) of each class it runs: what the round buckets by
+        self.classes = frozenset(c for c, _, _ in kinds)
 
     def _held(self) -> tuple[float, int]:
         """Cpus and memory its running replicas hold: the most an eviction could free."""
@@ -183,7 +186,12 @@ class _Round:
             steps.append((code, len(eligible)))
         self.steps = tuple(steps)
         self.eligible = eligible
-        self.slots = {p.address: _Slot(p, rank) for rank, p in enumerate(eligible)}
+        kinds: dict[tuple[frozenset[str], frozenset[str]], list[tuple[str, str, bool]]] = {}
+        for p in eligible:  # few distinct (runtimes, classes) in a fleet: worked out once each
+            if (p.runtimes, p.classes) not in kinds:
+                kinds[(p.runtimes, p.classes)] = filters.slot_classes(p)
+        self.slots = {p.address: _Slot(p, rank, kinds[(p.runtimes, p.classes)])
+                      for rank, p in enumerate(eligible)}
         self.buckets: dict[tuple[str, str], list[_Bucket]] = {}  # (runtime class, arch) -> price tiers
         self.arches: dict[str, list[str]] = {}  # runtime class -> arches
         self.classes: dict[tuple[str, bool], list[str]] = {}  # (runtime, GPU work) -> runtime classes
@@ -193,7 +201,7 @@ class _Round:
         tier_of = _price_tiers(list(self.slots.values()))
         for s in self.slots.values():
             s.key = self.key(s)
-            for cls, runtime, gpu in filters.slot_classes(s.view):
+            for cls, runtime, gpu in s.kinds:
                 known = self.classes.setdefault((runtime, gpu), [])
                 if cls not in known:
                     known.append(cls)
@@ -230,7 +238,8 @@ class _Round:
                 self.by_image.setdefault(image, []).append(s)
         self.lowest_running = min((r.priority for s in self.slots.values() for r in s.running), default=0)
         by_rank = list(self.slots.values())
-        self.funnel = Funnel(eligible, config, self.steps, lambda rank: by_rank[rank].free_dims())
+        self.funnel = Funnel(eligible, config, self.steps, lambda rank: by_rank[rank].free_dims(),
+                             free_column=lambda dim: list(map(attrgetter(_FREE[dim]), by_rank)))
         self.preemptions: list[Preemption] = []
 
     # ------------------------------------------------------------------ the round
@@ -417,6 +426,7 @@ class _Round:
         budget, timeout, k = t.budget, t.timeout_s, t.replicas
         net, min_mem, assigned, image = t.network, t.min_memory_mb, t.assigned, t.image_digest
         best_fit, spread = self.config.strategy == "best_fit", self.config.strategy == "spread"
+        check_fit = not best_fit  # best fit's key already holds cpus and memory at or above the need
         n = len(order)
         found = len(out)
         i = bisect_left(order, (need_g, need_c) if best_fit else (need_g,))
@@ -434,7 +444,12 @@ class _Round:
                 continue
             i += 1
             s: _Slot = e[-1]
-            if s.cpus < need_c or s.mem < need_m or s.disk < need_d:
+            if s.disk < need_d or (check_fit and (s.cpus < need_c or s.mem < need_m)):
+                continue
+            # the budget rules out most of those skipped: ask first (Prices.ask's arithmetic)
+            rate = int(need_c * s.per_cpu) + need_m * s.per_gb // 1024
+            ask = s.base + timeout * (rate + need_g * s.per_gpu if need_g else rate)
+            if ask > budget or (taken and s.operator in taken):
                 continue
             if ((net and not s.net) or (min_mem and s.total_mem < min_mem)
                     or (assigned and s.address in assigned)):
@@ -445,10 +460,6 @@ class _Round:
             elif s.special and ((s.images is not None and image not in s.images) or not need.fits_in(s.total)
                                 or (s.cap is not None and not need.fits_in(s.cap))):
                 continue  # what `_static_ok` checks that is not checked above, for a task without GPUs
-            rate = int(need_c * s.per_cpu) + need_g * s.per_gpu + need_m * s.per_gb // 1024
-            ask = s.base + timeout * rate
-            if ask > budget or (taken and s.operator in taken):
-                continue
             out.append((s, ask))
             ops.add(s.operator)
             found += 1

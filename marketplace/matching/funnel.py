@@ -9,13 +9,15 @@ operators are counted with one addition (an operator's providers are adjacent bi
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from marketplace.matching import filters
 from marketplace.matching.models import MatchConfig, ProviderView, Resources, TaskView, Unplaced
 
 Free = tuple[float, int, int, int]  # what a provider has free now: cpus, memory_mb, disk_mb, gpus
 _CHECKPOINTS = 4096  # prefix masks kept for the price index at most (memory: this × providers / 8 bytes)
+_Column = tuple[list[float], list[int], list[float], dict[float, int]]
+_UNCAPPED = float("inf")  # the per-task cap of a provider whose policy sets none
 _OFFSETS = tuple(tuple(i for i in range(8) if byte >> i & 1) for byte in range(256))
 
 
@@ -26,17 +28,19 @@ class Funnel:
     `free_of(rank)` reads a provider's free capacity now; call `moved` whenever it changes.
     """
 
-    __slots__ = ("providers", "config", "steps", "free_of", "bit", "at", "all", "guards", "blocks",
-                 "by_address", "checkpoints", "_masks", "_thresholds", "_prices",
+    __slots__ = ("providers", "config", "steps", "free_of", "free_column", "bit", "at", "all", "guards",
+                 "blocks", "by_address", "checkpoints", "_masks", "_columns", "_thresholds", "_prices",
                  "_by_image", "_classes")
 
     def __init__(self, providers: Sequence[ProviderView], config: MatchConfig,
                  steps: tuple[tuple[str, int], ...], free_of: Callable[[int], Free],
-                 checkpoints: int = _CHECKPOINTS) -> None:
+                 checkpoints: int = _CHECKPOINTS,
+                 free_column: Callable[[int], list[float]] | None = None) -> None:
         self.providers = providers
         self.config = config
         self.steps = steps
         self.free_of = free_of
+        self.free_column = free_column  # optional: one free dimension of every provider by rank, read at once
         self.checkpoints = checkpoints  # most prefix masks the price index keeps
         self.bit: list[int] = [0] * len(providers)  # rank -> bit
         self.at: dict[int, int] = {}  # bit -> rank
@@ -56,6 +60,8 @@ class Funnel:
         self.all = ((1 << pos) - 1) & ~guards
         self.by_address = {p.address: rank for rank, p in enumerate(providers)}
         self._masks: dict[tuple[object, ...], int] = {}
+        # per (attribute, dimension): its values negated and bits, largest value first; values asked; masks
+        self._columns: dict[tuple[object, ...], _Column] = {}
         # per free dimension: the thresholds asked so far (sorted) and, for each, who has at least that much
         self._thresholds: tuple[tuple[list[float], dict[float, int]], ...] = tuple(([], {}) for _ in range(4))
         self._by_image: dict[str, list[int]] | None = None
@@ -72,13 +78,41 @@ class Funnel:
         return known
 
     def _build(self, pred: Callable[[ProviderView], bool]) -> int:
+        return self._bits(b for b, p in zip(self.bit, self.providers, strict=True) if pred(p))
+
+    def _bits(self, bits: Iterable[int]) -> int:
+        """The mask of `bits`, set a byte at a time (an OR of big integers per bit would be quadratic)."""
         out = bytearray(self.all.bit_length() // 8 + 1)
-        bit = self.bit
-        for rank, p in enumerate(self.providers):
-            if pred(p):
-                b = bit[rank]
-                out[b >> 3] |= 1 << (b & 7)
+        for b in bits:
+            out[b >> 3] |= 1 << (b & 7)
         return int.from_bytes(out, "little")
+
+    def _at_least(self, key: tuple[object, ...], column: Callable[[], list[float]], value: float) -> int:
+        """The providers whose entry in `column` (a value per rank, read once per `key`) is at least `value`.
+
+        Built from the mask of the nearest larger value already asked, adding the providers in between, so
+        that a column's masks together cost one pass over its providers rather than one pass each.
+        """
+        known = self._masks.get((key, value))
+        if known is not None:
+            return known
+        col = self._columns.get(key)
+        if col is None:
+            bits = self.bit
+            pairs = sorted(((v, bits[rank]) for rank, v in enumerate(column())), key=lambda x: -x[0])
+            col = self._columns[key] = ([-v for v, _ in pairs], [b for _, b in pairs], [], {})
+        neg_values, ordered, asked, masks = col
+        end = bisect_right(neg_values, -value)  # providers with at least `value`: a prefix
+        j = bisect_right(asked, -value)  # the nearest larger value asked so far, if any
+        if j:
+            start = bisect_right(neg_values, asked[j - 1])
+            mask = masks[asked[j - 1]] | self._bits(ordered[start:end])
+        else:
+            mask = self._bits(ordered[:end])
+        insort(asked, -value)
+        masks[-value] = mask
+        self._masks[(key, value)] = mask
+        return mask
 
     def _ranks(self, mask: int) -> list[int]:
         """The providers of `mask`, by rank."""
@@ -101,17 +135,13 @@ class Funnel:
         values, masks = self._thresholds[dim]
         known = masks.get(value)
         if known is None:
-            free_of = self.free_of
-            known = masks[value] = self._build_ranks(lambda rank: free_of(rank)[dim] >= value)
+            if self.free_column is not None:
+                column = self.free_column(dim)
+            else:
+                column = [self.free_of(rank)[dim] for rank in range(len(self.bit))]
+            known = masks[value] = self._bits(b for b, v in zip(self.bit, column, strict=True) if v >= value)
             insort(values, value)
         return known
-
-    def _build_ranks(self, pred: Callable[[int], bool]) -> int:
-        out = bytearray(self.all.bit_length() // 8 + 1)
-        for rank, b in enumerate(self.bit):
-            if pred(rank):
-                out[b >> 3] |= 1 << (b & 7)
-        return int.from_bytes(out, "little")
 
     def moved(self, rank: int, old: Free, new: Free) -> None:
         """Provider `rank`'s free capacity went from `old` to `new`: flip it in the thresholds between."""
@@ -228,11 +258,11 @@ class Funnel:
         return self._by_image
 
     def _total(self, dim: int, value: float) -> int:
-        return self._mask(("total", dim, value), lambda p: _dims(p.total)[dim] >= value)
+        return self._at_least(("total", dim), lambda: [_dims(p.total)[dim] for p in self.providers], value)
 
     def _cap(self, dim: int, value: float) -> int:
-        return self._mask(("cap", dim, value),
-                          lambda p: p.max_task is None or _dims(p.max_task)[dim] >= value)
+        return self._at_least(("cap", dim), lambda: [_UNCAPPED if (c := p.max_task) is None else _dims(c)[dim]
+                                                     for p in self.providers], value)
 
     def _class_masks(self, t: TaskView) -> list[tuple[str, int]]:
         """The classes `t` could run in (only its recorded one, once it has one), each with its providers."""
