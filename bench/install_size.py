@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,7 @@ def main() -> None:
             shown = "-" if extra is None else f"hashgrid[{extra}]" if extra else "hashgrid"
             table.add_row(role, shown, f"{size / 2**20:.0f}", f"{size / bare:.1f}", largest(site))
     console.print(table)
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)  # setuptools' in-tree build of the installs
 
 
 if __name__ == "__main__":

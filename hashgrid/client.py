@@ -26,11 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
-from hashgrid.chain.client import ChainClient
-from hashgrid.chain.contracts import Contracts, TaskTerms
 from hashgrid.chain.deployment import Deployment
 from hashgrid.errors import (
     ContentMissing,
@@ -48,7 +44,10 @@ from hashgrid.errors import (
 from hashgrid.spec import TaskSpec, load_local_spec, parse_spec, spec_hash
 
 if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
     from billing.invoice import Invoice
+    from hashgrid.chain.contracts import Contracts
 
 SpecLike = TaskSpec | dict[str, Any] | str | Path
 TERMINAL = frozenset({"settled", "failed", "cancelled", "expired"})
@@ -212,19 +211,23 @@ class HashgridClient:
         if not isinstance(deployment, Deployment):
             deployment = Deployment.load(Path(deployment))
         self.deployment = deployment
+        from hashgrid.signing import HashgridAuth, KeySigner
+
+        # requests are signed by `signer` (coincurve); the eth-account LocalAccount that sends chain
+        # transactions, and web3 with it, is built on first use: reading a task's status needs neither
         try:
-            self.account: LocalAccount = key if isinstance(key, LocalAccount) else Account.from_key(key)
+            self.signer = KeySigner(key) if isinstance(key, str) else key
         except (ValueError, TypeError):
             raise InvalidInput("not a valid private key") from None
+        self._key = key
+        self._account: LocalAccount | None = None if isinstance(key, str) else key
         self.marketplace_url = marketplace_url.rstrip("/")
         self.rpc_url = rpc_url or self.deployment.rpc_url
         self.chain_id = self.deployment.chain_id
         self._tx_timeout = tx_timeout
         self._contracts: Contracts | None = None
-        from hashgrid.signing import HashgridAuth
-
         self.http = httpx.Client(base_url=self.marketplace_url, timeout=timeout,
-                                 auth=HashgridAuth(self.account, chain_id=self.chain_id))
+                                 auth=HashgridAuth(self.signer, chain_id=self.chain_id))
 
     @classmethod
     def from_settings(cls, key: LocalAccount | str | None = None) -> HashgridClient:
@@ -239,12 +242,24 @@ class HashgridClient:
     # ------------------------------------------------------------------ plumbing
     @property
     def address(self) -> str:
-        return str(self.account.address)
+        return str(self.signer.address)
+
+    @property
+    def account(self) -> LocalAccount:
+        """The eth-account wallet that sends this customer's chain transactions (built on first use)."""
+        if self._account is None:
+            from eth_account import Account
+
+            self._account = Account.from_key(self._key)
+        return self._account
 
     @property
     def contracts(self) -> Contracts:
         """The deployment's contracts over `rpc_url` (connected on first use; the chain id is checked)."""
         if self._contracts is None:
+            from hashgrid.chain.client import ChainClient
+            from hashgrid.chain.contracts import Contracts
+
             chain = ChainClient(self.rpc_url, tx_timeout=self._tx_timeout)
             if chain.chain_id != self.chain_id:
                 raise InvalidInput(f"the RPC serves chain {chain.chain_id} but the deployment is for chain "
@@ -355,6 +370,8 @@ class HashgridClient:
         if spec.deadline_s <= windows + 60:
             raise InvalidInput(f"deadline_s ({spec.deadline_s}) must exceed the escrow's commit and reveal "
                                f"windows ({windows} s) by more than a minute")
+        from hashgrid.chain.contracts import TaskTerms
+
         terms = TaskTerms(spec_hash=bytes.fromhex(str(registration["spec_hash"]).removeprefix("0x")),
                           replicas=spec.replicas, quorum=spec.quorum,
                           max_replicas=spec.effective_max_replicas,
@@ -542,6 +559,8 @@ def _default_wallet_key(state_dir: Path) -> str:
     if password is None:
         raise InvalidInput(f"the wallet {path} needs its password in HASHGRID_KEYSTORE_PASSWORD")
     try:
+        from eth_account import Account
+
         return "0x" + bytes(Account.decrypt(json.loads(path.read_text()), password)).hex()
     except ValueError:
         raise InvalidInput(f"wrong password for {path} (HASHGRID_KEYSTORE_PASSWORD)") from None

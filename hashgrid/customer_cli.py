@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from eth_account import Account
-from eth_utils import is_address, to_checksum_address
 
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID, Settings
 from hashgrid.errors import ConfigError, HashgridError, InvalidInput
 from hashgrid.exits import cli_errors, interrupted
+from hashgrid.signing import KeySigner, checksum_address
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")  # and, when mixed-case, a valid EIP-55 checksum
 
 GRID = 10**18
 PASSWORD_ENV = "HASHGRID_KEYSTORE_PASSWORD"
@@ -73,7 +75,7 @@ def _default_keystore() -> Path:
 
 def resolve_key(keystore: Path | None, key_env: str | None, chain_id: int) -> str:
     """The signing key: --keystore, --key-env, HASHGRID_PRIVATE_KEY, else the default wallet."""
-    from provider.keystore import load_keystore
+    from hashgrid.keystore import load_keystore
 
     if keystore is not None:
         if not keystore.is_file():
@@ -97,22 +99,23 @@ def resolve_key(keystore: Path | None, key_env: str | None, chain_id: int) -> st
 
 def resolve_address(address: str | None, keystore: Path | None, key_env: str | None) -> str:
     """An address given, else the one of the key the other commands would use (keystores stay encrypted)."""
-    from provider.keystore import keystore_address
+    from hashgrid.keystore import keystore_address
 
     if address is not None:
-        if not is_address(address):
+        if not _ADDRESS.fullmatch(address) or (address[2:] not in (address[2:].lower(), address[2:].upper())
+                                               and checksum_address(address) != address):
             raise InvalidInput(f"not an address: {address}")
-        return to_checksum_address(address)
+        return checksum_address(address)
     if keystore is None and key_env is None and not os.environ.get("HASHGRID_PRIVATE_KEY") \
             and _default_keystore().is_file():
         keystore = _default_keystore()
     if keystore is not None:
         if not keystore.is_file():
             raise InvalidInput(f"no keystore at {keystore}")
-        return to_checksum_address(keystore_address(keystore))
+        return checksum_address(keystore_address(keystore))
     key = resolve_key(None, key_env, DEV_CHAIN_ID)
     try:
-        return str(Account.from_key(key).address)
+        return KeySigner(key).address
     except (ValueError, TypeError):
         raise InvalidInput("not a valid private key") from None
 
@@ -471,19 +474,19 @@ def _wallet_path(name: str) -> Path:
 @wallet_app.command("new")
 def wallet_new(name: NameOpt = "default") -> None:
     """Make a new key in an encrypted keystore (password from HASHGRID_KEYSTORE_PASSWORD or a prompt)."""
-    from provider.keystore import create_keystore
+    from hashgrid.keystore import create_keystore
 
     with cli_errors():
         path = _wallet_path(name)
         address = create_keystore(path, _password(confirm=True))
-        typer.echo(to_checksum_address(address))
+        typer.echo(checksum_address(address))
         typer.echo(f"keystore {path}", err=True)
 
 
 @wallet_app.command("import")
 def wallet_import(name: NameOpt = "default", key_env: KeyEnvOpt = None) -> None:
     """Encrypt an existing private key (from --key-env VAR or a prompt) into a keystore."""
-    from provider.keystore import import_keystore
+    from hashgrid.keystore import import_keystore
 
     with cli_errors():
         path = _wallet_path(name)
@@ -496,7 +499,7 @@ def wallet_import(name: NameOpt = "default", key_env: KeyEnvOpt = None) -> None:
         else:
             raise InvalidInput("pass --key-env VAR (no terminal to prompt for the key)")
         address = import_keystore(path, key, _password(confirm=True))
-        typer.echo(to_checksum_address(address))
+        typer.echo(checksum_address(address))
         typer.echo(f"keystore {path}", err=True)
 
 
@@ -559,6 +562,8 @@ def faucet(
         if chain_id != DEV_CHAIN_ID:
             raise InvalidInput(f"the faucet runs on the dev chain ({DEV_CHAIN_ID}) only, not chain "
                                f"{chain_id}")
+        from eth_account import Account
+
         deployer = Account.from_key(ANVIL_DEV_KEYS[0])  # DEV-ONLY key, dev chain checked above
         grid_wei, eth_wei = int(amount * GRID), int(eth * GRID)
         if grid_wei:

@@ -17,13 +17,15 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import coincurve
 import httpx
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_typing import Hash32
 from sha3 import keccak_256
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 
 def keccak(data: bytes) -> bytes:
@@ -134,12 +136,43 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def _account(key: LocalAccount | str) -> LocalAccount:
-    return key if isinstance(key, LocalAccount) else Account.from_key(key)
+class KeySigner:
+    """A raw private key that signs digests with libsecp256k1 (coincurve): the same 65-byte r‖s‖v signatures
+    as eth-account's `unsafe_sign_hash` (RFC 6979, low s), without importing eth-account and web3 (half a
+    second of a command's start)."""
+
+    def __init__(self, private_key: str | bytes) -> None:
+        raw = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
+        if len(raw) != 32:
+            raise ValueError("a private key is 32 bytes")
+        self._key = coincurve.PrivateKey(raw)  # raises ValueError for 0 or a value past the curve order
+        public = self._key.public_key.format(compressed=False)[1:]
+        self.address = checksum_address(keccak(public)[-20:].hex())
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        signature = self._key.sign_recoverable(digest, hasher=None)
+        return signature[:64] + bytes([signature[64] + 27])
+
+
+def checksum_address(hex40: str) -> str:
+    """EIP-55 mixed-case address from 40 hex characters."""
+    lower = hex40.lower().removeprefix("0x")
+    hashed = keccak(lower.encode()).hex()
+    return "0x" + "".join(c.upper() if int(hashed[i], 16) >= 8 else c for i, c in enumerate(lower))
+
+
+def _account(key: LocalAccount | KeySigner | str) -> LocalAccount | KeySigner:
+    return KeySigner(key) if isinstance(key, str) else key
+
+
+def _sign_digest(account: LocalAccount | KeySigner, digest: bytes) -> bytes:
+    if isinstance(account, KeySigner):
+        return account.sign_digest(digest)
+    return bytes(account.unsafe_sign_hash(digest).signature)  # type: ignore[arg-type]
 
 
 def sign_request(
-    key: LocalAccount | str,
+    key: LocalAccount | KeySigner | str,
     *,
     method: str,
     url: str | httpx.URL,
@@ -164,10 +197,10 @@ def sign_request(
         nonce=nonce,
         expiry=expiry,
     )
-    signature = account.unsafe_sign_hash(Hash32(digest)).signature.hex()
+    signature = _sign_digest(account, digest).hex()
     return {
         HEADER_ADDRESS: account.address,
-        HEADER_SIGNATURE: signature if signature.startswith("0x") else "0x" + signature,
+        HEADER_SIGNATURE: "0x" + signature,
         HEADER_NONCE: nonce,
         HEADER_EXPIRY: str(expiry),
         HEADER_CHAIN_ID: str(chain_id),
@@ -183,7 +216,8 @@ class HashgridAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, key: LocalAccount | str, *, chain_id: int, ttl_s: int = DEFAULT_TTL_S) -> None:
+    def __init__(self, key: LocalAccount | KeySigner | str, *, chain_id: int,
+                 ttl_s: int = DEFAULT_TTL_S) -> None:
         self.account = _account(key)
         self.chain_id = chain_id
         self.ttl_s = ttl_s
@@ -256,9 +290,10 @@ def sign_siwe(
     key: LocalAccount | str, *, domain: str, uri: str, chain_id: int, nonce: str, ttl_s: int = 600
 ) -> SiweLogin:
     """A signed SIWE login for `key` (EIP-191 personal_sign over the message text)."""
+    from eth_account import Account
     from eth_account.messages import encode_defunct
 
-    account = _account(key)
+    account = Account.from_key(key) if isinstance(key, str) else key
     text = siwe_message(
         address=account.address, domain=domain, uri=uri, chain_id=chain_id, nonce=nonce, ttl_s=ttl_s
     )

@@ -329,8 +329,8 @@ def init(
     """Create or import a key, choose the offer and prices, and write a commented config file."""
     from eth_account import Account
 
+    from hashgrid.keystore import PASSWORD_ENV, create_keystore, import_keystore, load_keystore
     from provider.detect import detect
-    from provider.keystore import PASSWORD_ENV, create_keystore, import_keystore, load_keystore
 
     path = config_path or default_config_path()
     if path.exists() and not force:
@@ -425,7 +425,7 @@ class _Chain:
         from hashgrid.chain.contracts import Contracts
         from hashgrid.chain.deployment import Deployment
         from hashgrid.config import get_settings
-        from provider.keystore import PASSWORD_ENV, resolve_private_key
+        from hashgrid.keystore import PASSWORD_ENV, resolve_private_key
 
         settings = get_settings()
         self.config = load_config(config_path)

@@ -13,9 +13,9 @@ from eth_account import Account
 
 from hashgrid.canonical import canonical_json
 from hashgrid.errors import ConfigError
+from hashgrid.keystore import create_keystore, import_keystore, load_keystore, resolve_private_key
 from provider.config import ProviderConfig, load_config, render_config
 from provider.detect import capabilities_hash, detect
-from provider.keystore import create_keystore, import_keystore, load_keystore, resolve_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
 

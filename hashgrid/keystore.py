@@ -1,4 +1,6 @@
-"""The provider's signing key: an eth-account encrypted keystore (scrypt), or a raw key from the environment.
+"""A wallet's signing key (a provider's or a customer's): an eth-account encrypted keystore (scrypt), or a raw
+key from the environment. In the core, as both the provider daemon and the customer CLI read keys with it;
+eth-account is imported only by the functions that need it (a raw key never pays for it).
 
 A key in HASHGRID_PROVIDER_KEY is for automation (CI, the local network); people use a keystore whose password
 comes from a prompt or HASHGRID_KEYSTORE_PASSWORD. Anvil's public dev keys are refused off the dev chain.
@@ -10,10 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from eth_account import Account
-
 from hashgrid.config import ANVIL_DEV_KEYS, DEV_CHAIN_ID
 from hashgrid.errors import ConfigError
+from hashgrid.signing import KeySigner
 
 KEY_ENV = "HASHGRID_PROVIDER_KEY"
 PASSWORD_ENV = "HASHGRID_KEYSTORE_PASSWORD"
@@ -26,13 +27,15 @@ def _normalise(private_key: str) -> str:
     if len(key) != 66:
         raise ConfigError("a private key is 32 bytes: 0x followed by 64 hex characters")
     try:
-        Account.from_key(key)
-    except Exception as exc:  # eth-account raises ValueError or its own types for bad keys
+        KeySigner(key)
+    except ValueError as exc:  # not hex, or 0 / past the curve order
         raise ConfigError(f"not a valid private key: {exc}") from None
     return key.lower()
 
 
 def _write(path: Path, private_key: str, password: str) -> str:
+    from eth_account import Account
+
     if not password:
         raise ConfigError("a keystore needs a non-empty password")
     if path.exists():
@@ -47,6 +50,8 @@ def _write(path: Path, private_key: str, password: str) -> str:
 
 def create_keystore(path: Path, password: str) -> str:
     """Make a new key, write it encrypted to `path` (mode 0600), return its address."""
+    from eth_account import Account
+
     account = Account.create()
     return _write(Path(path), account.key.hex(), password)
 
@@ -70,6 +75,8 @@ def keystore_address(path: Path) -> str:
 
 def load_keystore(path: Path, password: str) -> str:
     """Decrypt a keystore and return its private key (0x hex)."""
+    from eth_account import Account
+
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
