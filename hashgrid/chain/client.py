@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import requests.adapters
@@ -30,6 +30,14 @@ RPC_POOL_SIZE = 32  # keep-alive connections per client: more than the threads o
 Signer = LocalAccount | str  # an account or its private key
 
 _CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
+
+
+class NonceLane(Protocol):
+    """Where a client takes its nonces: this process's NonceManager, or a lane shared through Redis."""
+
+    def reserve(self, address: str) -> AbstractContextManager[int]: ...
+
+    def reset(self, address: str | None = None) -> None: ...
 
 
 class NonceManager:
@@ -114,7 +122,7 @@ class ChainClient:
             cache_allowed_requests=True, cacheable_requests={"eth_chainId"},
         ))
         self.decoder = decoder or RevertDecoder()
-        self.nonces = NonceManager(self._pending_nonce)
+        self.nonces: NonceLane = NonceManager(self._pending_nonce)
         self._chain_id: int | None = None
 
     # ------------------------------------------------------------------ basics
@@ -132,6 +140,13 @@ class ChainClient:
         if self._chain_id is None:
             self._chain_id = int(self._guarded(lambda: self.w3.eth.chain_id))
         return self._chain_id
+
+    def share_nonces(self, redis_url: str) -> None:
+        """Take nonces from the one lane every process signing with the same keys shares (a Redis lock and
+        counter, hashgrid/chain/nonce_lane.py), so Celery workers and the API never race for a nonce."""
+        from hashgrid.chain.nonce_lane import RedisNonceLane
+
+        self.nonces = RedisNonceLane(redis_url, self._pending_nonce, chain_id=self.chain_id)
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """A raw JSON-RPC call (anvil's evm_* / anvil_* methods); errors become ChainError."""

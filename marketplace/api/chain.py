@@ -83,6 +83,8 @@ class _LazyContracts:
                         f"no deployment file at {path}: the chain is not deployed yet", path=str(path)
                     )
                 client = ChainClient(self._settings.rpc_url, tx_timeout=self._settings.tx_timeout_seconds)
+                if self._settings.redis_url:  # the same nonce lane as the Celery workers
+                    client.share_nonces(self._settings.redis_url)
                 self._contracts = Contracts.load(client, Deployment.load(path))
             return self._contracts
 

@@ -113,6 +113,8 @@ class JobContext:
             init_db(engine)
         deployment = Deployment.load(settings.deployment_path)
         client = ChainClient(settings.rpc_url, tx_timeout=settings.tx_timeout_seconds)
+        if settings.redis_url:  # several processes sign with the matcher key: one nonce lane for all
+            client.share_nonces(settings.redis_url)
         return cls(settings=settings, engine=engine, client=client, deployment=deployment,
                    matcher_key=matcher_key(settings, deployment))
 
