@@ -161,11 +161,16 @@ def _show_status(task_id: int, last: dict[str, Any] | None = None) -> Any:
     """The --wait progress line: each status, and why the task is not placed yet, on stderr; `last` keeps
     the latest status seen (for the Ctrl-C message)."""
 
+    shown: list[str] = []
+
     def show(task: dict[str, Any]) -> None:
         if last is not None:
             last["status"] = task["status"]
         reason = f" (not placed: {task['unplaced_reason']})" if task.get("unplaced_reason") else ""
-        typer.echo(f"task {task_id}: {task['status']}{reason}", err=True)
+        line = f"task {task_id}: {task['status']}{reason}"
+        if shown[-1:] != [line]:  # the posted line printed at submit is not repeated by the first poll
+            shown.append(line)
+            typer.echo(line, err=True)
 
     return show
 
@@ -175,9 +180,11 @@ def _follow(client: Any, task_id: int, *, timeout: float, place_timeout: float, 
     """Follow a task to its end (the shared part of `submit --wait` and `task wait`); print its result hash,
     or fail with why. Ctrl-C leaves the task as it is and says how to resume or cancel."""
     last: dict[str, Any] = {}
+    show = _show_status(task_id, last)
+    if submitted:
+        show({"status": "posted"})  # its receipt is in: shown even if it settles before the first poll
     try:
-        task = client.wait(task_id, timeout=timeout, on_status=_show_status(task_id, last),
-                           place_timeout=place_timeout or None)
+        task = client.wait(task_id, timeout=timeout, on_status=show, place_timeout=place_timeout or None)
     except KeyboardInterrupt:
         state = last.get("status", "not indexed yet")
         raise interrupted(f"task {task_id} goes on ({state}; its escrow stays locked until it ends): "
