@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marketplace.matching import (
+    NATIVE,
     MatchConfig,
     Prices,
     ProviderView,
@@ -224,7 +225,8 @@ def main() -> None:
     rows = run(cases, repeats, sample, console, runsc_share=args.runsc_share)
     load_after = os.getloadavg()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = Table(title=f"Matching: decisions/s, one core, median of {repeats}")
+    engine = "compiled by mypyc" if NATIVE else "Python (HASHGRID_MATCHING_NATIVE=0 or no build)"
+    table = Table(title=f"Matching: decisions/s, one core, median of {repeats}; engine {engine}")
     for col in ("providers", "tasks", "round (s)", "decisions/s", "per CPU-s", "placed", "unplaced",
                 "preempted", f"naive/s ({sample:,} tasks)", "speed-up", "peak MB"):
         table.add_column(col, justify="right")

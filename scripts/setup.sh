@@ -29,6 +29,7 @@ APT_PACKAGES=(
     busybox-static debootstrap # building job images without a registry
     chromium                   # headless browser tests (playwright-core)
     python3-venv python3-pip git ca-certificates procps iproute2 psmisc
+    gcc python3-dev            # the matching engine compiled by mypyc (scripts/build_matching_native.py)
 )
 PY=python3.11
 VENV="$ROOT/.venv"
@@ -162,6 +163,8 @@ LOG="$ROOT/build/setup-wasm.log"; : >"$LOG"
 PYTHON="$VENV/bin/python" bash "$ROOT/scripts/build_wasm.sh" >>"$LOG" 2>&1
 ok "wasm modules"
 LOG=""
+step "matching engine (scripts/build_matching_native.py: mypyc into build/native-matching)"
+"$VENV/bin/python" "$ROOT/scripts/build_matching_native.py"
 step "examples (scripts/make_examples.py)"
 LOG="$ROOT/build/setup-examples.log"; : >"$LOG"
 "$VENV/bin/python" -m scripts.make_examples >>"$LOG" 2>&1

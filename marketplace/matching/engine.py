@@ -14,6 +14,8 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from marketplace.matching import filters
 from marketplace.matching.failures import Failures
 from marketplace.matching.funnel import Free, Funnel
@@ -169,6 +171,7 @@ def match(providers: Sequence[ProviderView], tasks: Iterable[TaskView], config: 
     return _Round(providers, config, now).run(tasks)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the reference engine and tests subclass it
 class _Round:
     """The state of one round; `run` is the only entry point."""
 

@@ -442,12 +442,12 @@ def test_remembered_failures_never_change_a_placement(providers: list[ProviderVi
 
     tasks = [replace(t, assigned=frozenset()) for t in tasks]  # only failures of new tasks are remembered
     with_memory = match(providers, tasks, config, NOW)
-    dominated = engine._Round._dominated
-    engine._Round._dominated = lambda self, t: None  # type: ignore[method-assign]
-    try:
-        without = match(providers, tasks, config, NOW)
-    finally:
-        engine._Round._dominated = dominated  # type: ignore[method-assign]
+
+    class Forgetful(engine._Round):  # the same round without the memory
+        def _dominated(self, t: TaskView) -> None:
+            return None
+
+    without = Forgetful(providers, config, NOW).run(tasks)
     assert with_memory.assignments == without.assignments
     assert with_memory.preemptions == without.preemptions
     assert [u.task_id for u in with_memory.unplaced] == [u.task_id for u in without.unplaced]

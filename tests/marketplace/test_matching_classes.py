@@ -184,11 +184,11 @@ def test_failures_remembered_per_class_never_change_a_placement(
     config = MatchConfig(preemption=preemption, candidate_window=2)
     tasks = [replace(t, assigned=frozenset()) for t in tasks]
     with_memory = match(providers, tasks, config, NOW)
-    dominated = engine._Round._dominated
-    engine._Round._dominated = lambda self, t: None  # type: ignore[method-assign]
-    try:
-        without = match(providers, tasks, config, NOW)
-    finally:
-        engine._Round._dominated = dominated  # type: ignore[method-assign]
+
+    class Forgetful(engine._Round):  # the same round without the memory
+        def _dominated(self, t: TaskView) -> None:
+            return None
+
+    without = Forgetful(providers, config, NOW).run(tasks)
     assert with_memory.assignments == without.assignments
     assert with_memory.preemptions == without.preemptions
