@@ -67,6 +67,11 @@ def expire_heartbeats(
         # a provider is dead when it has been silent for the TTL while this process was listening: right
         # after a start or an outage every live provider gets one TTL to beat again
         silent = col(Replica.provider).in_(offline) if ctx.deaf_at < since else false()
+        active = session.exec(select(Task.task_id).where(col(Task.status).in_(ACTIVE)).limit(1)).first()
+        pending = session.exec(select(ReplicaReplacement.task_id)
+                               .where(col(ReplicaReplacement.replaced_at).is_(None)).limit(1)).first()
+        if active is None and pending is None:  # at rest: no replica to replace, no request to close
+            return {"offline_replicas": 0, "new": 0, "open_tasks": []}
         dead = session.exec(
             select(Replica.task_id, Replica.provider)
             .join(Task, col(Task.task_id) == col(Replica.task_id))

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 HEAD_POLL_S = 0.05  # while the chain is busy the assign lane asks for its head this often (eth_blockNumber)
 IDLE_HEAD_POLL_S = 1.0  # ... and this often at rest (decision 14: a network at rest costs almost nothing)
 BUSY_WINDOW_S = 10.0  # busy: a new block, or a post announced by the API, within this many seconds
-REST_INDEX_S = 5.0  # an unchanged head is re-indexed this often anyway (a failed run is retried)
 IDLE_BACKOFF_S = 8.0  # matching and settlement passes that find nothing to do back off (doubling) to this
 ASSIGN, JOBS = "assign", "jobs"
 
@@ -66,6 +65,7 @@ class HeadWatch:
         self.head: int | None = None  # the head when the last index run began
         self.seen: int | None = None
         self.ran_at = float("-inf")
+        self.failed = False  # the last index run raised: the same head is indexed again after interval_s
         self.polled_at = float("-inf")
         self.busy_until = float("-inf")
         self.polls = 0  # RPCs made (tests and bench.idle read it)
@@ -90,11 +90,12 @@ class HeadWatch:
         if self.seen is not None and self.seen != self.head:
             self.busy_until = now + BUSY_WINDOW_S
             return True
-        rest = self.interval_s if self.seen is None else max(self.interval_s, REST_INDEX_S)
-        return now - self.ran_at >= rest
+        # the same head: nothing new unless the last run failed; an unreachable chain is left to
+        # index_chain to report
+        return (self.seen is None or self.failed) and now - self.ran_at >= self.interval_s
 
-    def ran(self) -> None:
-        self.head, self.ran_at = self.seen, self.clock()
+    def ran(self, *, failed: bool = False) -> None:
+        self.head, self.ran_at, self.failed = self.seen, self.clock(), failed
 
 
 def _assigned(outcome: dict[str, Any] | None) -> bool:
@@ -123,7 +124,11 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
         if not watch.due():
             return {"skipped": "no new block"}
         watch.ran()
-        report = index_chain(ctx=ctx, head=watch.seen)  # the head it just read: not asked for twice
+        try:
+            report = index_chain(ctx=ctx, head=watch.seen)  # the head it just read: not asked for twice
+        except Exception:
+            watch.ran(failed=True)  # the same head is indexed again after the index interval
+            raise
         if report.get("events"):  # new posts: match now rather than at the next matching tick
             matched(run_matching_round(ctx=ctx))
             matching.wake()

@@ -31,7 +31,6 @@ from marketplace.jobs.scheduler import (
     ASSIGN,
     BUSY_WINDOW_S,
     IDLE_HEAD_POLL_S,
-    REST_INDEX_S,
     HeadWatch,
     Periodic,
 )
@@ -299,8 +298,7 @@ def test_head_watch_polls_once_a_second_at_rest_and_fast_when_a_post_is_announce
     assert watch.due()
     watch.ran()
     now[0] += BUSY_WINDOW_S + 1  # no new block for a while: at rest
-    assert watch.due()  # an unchanged head is still re-indexed now and then
-    watch.ran()
+    assert not watch.due()  # an unchanged head, indexed without error: nothing to do
     polls = watch.polls
     now[0] += 0.06
     assert not watch.due() and watch.polls == polls  # at rest: no RPC 60 ms later
@@ -310,9 +308,12 @@ def test_head_watch_polls_once_a_second_at_rest_and_fast_when_a_post_is_announce
     now[0] += 0.06
     ctx.client.rpc("evm_mine")
     assert watch.due() and watch.polls == polls + 2  # fast while busy: the new block is seen in 60 ms
+    watch.ran(failed=True)  # that index run raised
+    now[0] += IDLE_HEAD_POLL_S
+    assert watch.due()  # the same head again, after the index interval
     watch.ran()
     now[0] += BUSY_WINDOW_S + IDLE_HEAD_POLL_S
-    assert watch.due() is (BUSY_WINDOW_S + IDLE_HEAD_POLL_S >= REST_INDEX_S)
+    assert not watch.due()
 
 
 def test_idle_passes_back_off_and_new_events_wake_them() -> None:
