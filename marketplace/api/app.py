@@ -30,6 +30,7 @@ from marketplace.api.openapi import install_openapi
 from marketplace.api.routes import auth, blobs, explorer, health, providers, tasks, webapp
 from marketplace.api.security import purge_expired_nonces
 from marketplace.db import API_THREADS, engine_from_settings, init_db
+from marketplace.jobs.scheduler import Nudge
 from marketplace.models import utcnow
 from marketplace.settings import MarketplaceSettings
 
@@ -143,7 +144,7 @@ def create_app(
     app.state.store = ContentStore(settings.content_path)
     app.state.stake_oracle = stake_oracle or ChainStakeOracle(settings)
     app.state.fee_oracle = fee_oracle or ChainFeeOracle(settings)
-    app.state.expect_post = threading.Event()  # set on every registered spec: its postTask is coming
+    app.state.expect_post = Nudge()  # set on every registered spec: its postTask is coming
     app.state.spec_writer = SpecWriter(engine, app.state.fee_oracle, on_written=app.state.expect_post.set)
     app.state.assignment_bell = Bell()
     app.state.limits = Limits.from_settings(settings)

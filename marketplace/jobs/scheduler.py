@@ -37,6 +37,7 @@ class Periodic:
     lane: str = JOBS
     idle_max_s: float | None = None  # set: a pass that found nothing to do doubles the interval up to this
     base_s: float = field(init=False)
+    waker: threading.Event | None = None  # its lane's sleep (set by the scheduler that runs it)
 
     def __post_init__(self) -> None:
         self.base_s = self.interval_s
@@ -47,8 +48,24 @@ class Periodic:
             self.interval_s = self.base_s if busy else min(self.interval_s * 2, self.idle_max_s)
 
     def wake(self) -> None:
-        """Run at the lane's next tick with the base interval (the chain showed new events)."""
+        """Run now, with the base interval (the chain showed new events, or a post is coming)."""
         self.interval_s, self.next_at = self.base_s, 0.0
+        if self.waker is not None:
+            self.waker.set()
+
+
+class Nudge(threading.Event):
+    """The API's word that a post is coming (set when a spec is registered): an Event the head watch reads,
+    which also wakes the assign lane at once, so that lane can sleep through a quiet second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Callable[[], object]] = []
+
+    def set(self) -> None:
+        super().set()
+        for listener in list(self.listeners):
+            listener()
 
 
 class HeadWatch:
@@ -121,7 +138,10 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
         return outcome
 
     def index_then_match() -> Any:
-        if not watch.due():
+        due = watch.due()
+        # at rest the lane sleeps between polls (a Nudge or a new block makes it busy again)
+        indexing.interval_s = HEAD_POLL_S if watch.busy(watch.clock()) else IDLE_HEAD_POLL_S
+        if not due:
             return {"skipped": "no new block"}
         watch.ran()
         try:
@@ -148,8 +168,11 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
     matching = Periodic("run_matching_round", s.matching_interval_s, match_round, lane=ASSIGN,
                         idle_max_s=IDLE_BACKOFF_S)
     settling = Periodic("settle_tasks", s.settle_interval_s, settle_round, idle_max_s=IDLE_BACKOFF_S)
+    indexing = Periodic("index_chain", HEAD_POLL_S, index_then_match, lane=ASSIGN)
+    if isinstance(expect_post, Nudge):
+        expect_post.listeners.append(indexing.wake)
     return [
-        Periodic("index_chain", HEAD_POLL_S, index_then_match, lane=ASSIGN),
+        indexing,
         matching,
         Periodic("expire_heartbeats", s.heartbeat_interval_s, lambda: matched(expire_heartbeats(ctx=ctx))),
         Periodic("check_deadlines", s.deadline_interval_s, lambda: check_deadlines(ctx=ctx)),
@@ -164,7 +187,7 @@ def periodic_jobs(ctx: JobContext, *, on_assigned: Callable[[], Any] | None = No
 class InProcessScheduler:
     """A daemon thread per lane that runs the lane's due jobs one after another."""
 
-    def __init__(self, ctx: JobContext, jobs: list[Periodic] | None = None, *, tick_s: float = 0.2,
+    def __init__(self, ctx: JobContext, jobs: list[Periodic] | None = None, *, tick_s: float = 1.0,
                  on_assigned: Callable[[], Any] | None = None,
                  expect_post: threading.Event | None = None) -> None:
         self.ctx = ctx
@@ -175,6 +198,9 @@ class InProcessScheduler:
         self.errors: dict[str, int] = {job.name: 0 for job in self.jobs}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._wakers = {lane: threading.Event() for lane in {job.lane for job in self.jobs}}
+        for job in self.jobs:
+            job.waker = self._wakers[job.lane]
 
     def start(self) -> InProcessScheduler:
         if not self._threads:
@@ -188,6 +214,8 @@ class InProcessScheduler:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        for waker in self._wakers.values():
+            waker.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
@@ -217,10 +245,13 @@ class InProcessScheduler:
                 log.exception("job %s failed; it runs again in %.1fs", job.name, job.interval_s)
 
     def _loop(self, lane: str) -> None:
+        waker = self._wakers[lane]
         while not self._stop.is_set():
             self.run_due(lane)
             due = min(job.next_at for job in self.jobs if job.lane == lane)
-            self._stop.wait(min(self.tick_s, max(0.0, due - time.monotonic())))
+            # sleeps until the next job is due, a tick at most, or until a job of the lane is woken
+            if waker.wait(min(self.tick_s, max(0.0, due - time.monotonic()))):
+                waker.clear()
 
 
 def start_background(settings: JobSettings | None = None, *, ctx: JobContext | None = None

@@ -32,6 +32,7 @@ from marketplace.jobs.scheduler import (
     BUSY_WINDOW_S,
     IDLE_HEAD_POLL_S,
     HeadWatch,
+    Nudge,
     Periodic,
 )
 from marketplace.models import ChainEvent, Replica, Task, TaskStatus, utcnow
@@ -314,6 +315,20 @@ def test_head_watch_polls_once_a_second_at_rest_and_fast_when_a_post_is_announce
     watch.ran()
     now[0] += BUSY_WINDOW_S + IDLE_HEAD_POLL_S
     assert not watch.due()
+
+
+def test_a_nudge_wakes_the_sleeping_assign_lane(ctx: JobContext) -> None:
+    """At rest the lane sleeps as long as its next job allows; the nudge of a registered spec wakes it."""
+    ran, runs = threading.Event(), []
+    job = Periodic("index_chain", 3600, lambda: (runs.append(1), ran.set()), lane=ASSIGN)
+    nudge = Nudge()
+    nudge.listeners.append(job.wake)
+    with InProcessScheduler(ctx, [job], tick_s=3600):
+        assert ran.wait(30)  # the first run, at start
+        ran.clear()
+        nudge.set()
+        assert ran.wait(30), "the nudge did not wake the lane"
+    assert len(runs) == 2 and nudge.is_set()  # the head watch, not the scheduler, clears the nudge
 
 
 def test_idle_passes_back_off_and_new_events_wake_them() -> None:
