@@ -54,6 +54,9 @@ def _utc_seconds(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+HEARTBEAT_S = 3.0  # the daemon's heartbeat interval (the marketplace's TTL is 10 s)
+
+
 class Poller(threading.Thread):
     """One provider's long-poll loop (what the daemon's assignment feed does): record, then ack."""
 
@@ -63,9 +66,13 @@ class Poller(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        beat = time.monotonic()
         try:
             while not self.stop.is_set():
-                for item in self.client.assignments(wait=2.0):
+                if time.monotonic() - beat >= HEARTBEAT_S:  # as the daemon does: online within the TTL
+                    self.client.heartbeat(free_cpus=4096, free_memory_mb=1 << 30, free_disk_mb=1 << 30)
+                    beat = time.monotonic()
+                for item in self.client.assignments(wait=1.0):
                     key = (int(item["task_id"]), self.client.address)
                     self.seen.setdefault(key, (time.time(), str(item["assigned_at"])))
                     self.client.ack(int(item["task_id"]))
