@@ -190,5 +190,38 @@ def network(anvil: Anvil, deployment: Deployment, dev_accounts: DevAccounts, tmp
         yield network
 
 
+
+def busybox() -> str:
+    """The sample busybox image's id (the Docker engine started and the image built when missing)."""
+    import json
+
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException:
+        subprocess.run(["bash", str(ROOT / "scripts/docker_engine.sh")], check=True, cwd=ROOT)
+    listing = ROOT / "build/images.json"
+    tags = json.loads(listing.read_text()) if listing.exists() else {}
+    image = tags.get("hashgrid/busybox:1")
+    try:
+        if image and docker.from_env().api.inspect_image(image):
+            return str(image)
+    except docker.errors.ImageNotFound:
+        pass
+    subprocess.run(["bash", str(ROOT / "scripts/build_images.sh"), "--only", "busybox"], check=True, cwd=ROOT)
+    return str(json.loads((ROOT / "build/images.json").read_text())["hashgrid/busybox:1"])
+
+
+def docker_daemon_config(tmp_path: Path, image: str) -> Path:
+    """A provider config for docker tasks of `image` only, on 2 cores (the e2e tests' daemons)."""
+    from provider.config import Offer, ProviderConfig, write_config
+    from provider.policy import Policy
+
+    config = tmp_path / "provider.toml"
+    write_config(ProviderConfig(offer=Offer(cores=2), policy=Policy(runtimes=["docker"],
+                                                                   allowed_images=[image])), config)
+    return config
+
 def signed_client(url: str, account: LocalAccount) -> httpx.Client:
     return httpx.Client(base_url=url, auth=HashgridAuth(account, chain_id=DEV_CHAIN_ID), timeout=30)

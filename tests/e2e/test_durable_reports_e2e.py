@@ -9,47 +9,31 @@ Synchronisation is polling under deadlines; the one fixed wait is the outage its
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import docker
 from sqlmodel import Session
 
 from hashgrid.chain.contracts import Contracts, TaskState
 from marketplace.db import make_engine
 from marketplace.jobs.settle import plan_for
-from provider.config import Offer, ProviderConfig, write_config
-from provider.policy import Policy
 from scripts.devnet import GRID, DevAccounts, post
 from scripts.localnet import Anvil
-from tests.e2e.conftest import ROOT, Network, marketplace_network, signed_client, wait_for
+from tests.e2e.conftest import (
+    Network,
+    busybox,
+    docker_daemon_config,
+    marketplace_network,
+    signed_client,
+    wait_for,
+)
 from tests.e2e.test_marketplace_e2e import register_spec
 
 OUTAGE_S = 30.0
 LINES = 48  # a line every 0.25 s: the runs go on for ~12 s, most of it while the marketplace is down
 MAX_PRICE = GRID // 100
-
-
-def busybox() -> str:
-    """The sample busybox image id, with the engine started and the image built when missing."""
-    try:
-        docker.from_env().ping()
-    except docker.errors.DockerException:
-        subprocess.run(["bash", str(ROOT / "scripts/docker_engine.sh")], check=True, cwd=ROOT)
-    listing = ROOT / "build/images.json"
-    tags = json.loads(listing.read_text()) if listing.exists() else {}
-    image = tags.get("hashgrid/busybox:1")
-    try:
-        if image and docker.from_env().api.inspect_image(image):
-            return str(image)
-    except docker.errors.ImageNotFound:
-        pass
-    subprocess.run(["bash", str(ROOT / "scripts/build_images.sh"), "--only", "busybox"], check=True, cwd=ROOT)
-    return str(json.loads((ROOT / "build/images.json").read_text())["hashgrid/busybox:1"])
 
 
 def journal_rows(network: Network, index: int, sql: str) -> list[sqlite3.Row]:
@@ -65,9 +49,7 @@ def journal_rows(network: Network, index: int, sql: str) -> list[sqlite3.Row]:
 def test_reports_survive_a_30s_marketplace_outage(anvil: Anvil, deployment: Any, contracts: Contracts,
                                                   dev_accounts: DevAccounts, tmp_path: Path) -> None:
     image = busybox()
-    config = tmp_path / "provider.toml"
-    write_config(ProviderConfig(offer=Offer(cores=2), policy=Policy(runtimes=["docker"],
-                                                                   allowed_images=[image])), config)
+    config = docker_daemon_config(tmp_path, image)
     providers = list(dev_accounts.providers[:2])
     with marketplace_network(anvil, deployment, tmp_path, [(p, None) for p in providers],
                              daemon_config=config) as network:

@@ -18,14 +18,11 @@ from sqlmodel import Session, select
 from hashgrid.chain.contracts import Contracts, ReplicaState, TaskState
 from marketplace.db import make_engine
 from marketplace.indexer.tables import ReplicaReplacement
-from provider.config import Offer, ProviderConfig, write_config
-from provider.policy import Policy
 from provider.runtimes._scratch import SCRATCH_PREFIX, scratch_root
 from provider.runtimes.docker import RUN_LABEL
 from scripts.devnet import GRID, DevAccounts, post
 from scripts.localnet import Anvil
-from tests.e2e.conftest import marketplace_network, signed_client, wait_for
-from tests.e2e.test_durable_reports_e2e import busybox
+from tests.e2e.conftest import busybox, docker_daemon_config, marketplace_network, signed_client, wait_for
 from tests.e2e.test_marketplace_e2e import register_spec
 
 MAX_PRICE = GRID // 100
@@ -48,9 +45,7 @@ def test_a_killed_daemon_is_replaced_and_its_task_settles_elsewhere(
         anvil: Anvil, deployment: Any, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path
 ) -> None:
     image = busybox()
-    config = tmp_path / "provider.toml"
-    write_config(ProviderConfig(offer=Offer(cores=2), policy=Policy(runtimes=["docker"],
-                                                                   allowed_images=[image])), config)
+    config = docker_daemon_config(tmp_path, image)
     providers = list(dev_accounts.providers[:3])
     with marketplace_network(anvil, deployment, tmp_path, [(p, None) for p in providers],
                              daemon_config=config) as network:

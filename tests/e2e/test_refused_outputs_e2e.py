@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from hashgrid.chain.contracts import Contracts, ReplicaState
-from provider.config import Offer, ProviderConfig, write_config
-from provider.policy import Policy
 from scripts.devnet import GRID, DevAccounts, post
 from scripts.localnet import Anvil
-from tests.e2e.conftest import Network, marketplace_network, signed_client, wait_for
-from tests.e2e.test_durable_reports_e2e import busybox
+from tests.e2e.conftest import (
+    Network,
+    busybox,
+    docker_daemon_config,
+    marketplace_network,
+    signed_client,
+    wait_for,
+)
 from tests.e2e.test_marketplace_e2e import register_spec
 
 MAX_PRICE = GRID // 100
@@ -39,9 +43,7 @@ def test_a_replica_whose_outputs_are_refused_commits_nothing_and_is_reassigned(
         anvil: Anvil, deployment: Any, contracts: Contracts, dev_accounts: DevAccounts, tmp_path: Path
 ) -> None:
     image = busybox()
-    config = tmp_path / "provider.toml"
-    write_config(ProviderConfig(offer=Offer(cores=2), policy=Policy(runtimes=["docker"],
-                                                                   allowed_images=[image])), config)
+    config = docker_daemon_config(tmp_path, image)
     providers = list(dev_accounts.providers[:2])
     with marketplace_network(anvil, deployment, tmp_path, [(p, None) for p in providers],
                              daemon_config=config) as network:
