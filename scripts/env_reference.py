@@ -26,6 +26,8 @@ OTHER: tuple[tuple[str, str, str], ...] = (
     ("HASHGRID_PROVIDER_KEY", "provider",
      "the daemon's private key instead of its keystore (`init --env-key`)"),
     ("HASHGRID_SCRATCH_DIR", "provider", "where run directories live (default /dev/shm, else the temp dir)"),
+    ("HASHGRID_MATCHING_NATIVE", "marketplace (matching)",
+     "0: run the matching engine as plain Python even when its mypyc build is current"),
     ("HASHGRID_TEST_FAULT", "provider (tests)", "TEST FAULT INJECTION ONLY: a fault the daemon plays"),
     ("HASHGRID_SKIP_APT", "make setup", "1: do not install apt packages"),
     ("HASHGRID_SKIP_DOCKER", "make setup", "1: do not start the Docker engine nor build the sample images"),
