@@ -98,7 +98,8 @@ def result_document(*, exit_code: int, output_dir: Path, declared: Iterable[str]
     the device's speed; the limit that stopped it is the one thing honest replicas share.
     """
     if killed in LIMIT_KILLS:
-        return {"version": RESULT_VERSION, "killed": killed}
+        # fuel and the wall clock are one budget, the task's time: which runs out first depends on the device
+        return {"version": RESULT_VERSION, "killed": "timeout" if killed == "fuel" else killed}
     document: dict[str, Any] = {
         "version": RESULT_VERSION,
         "exit_code": int(exit_code),

@@ -57,7 +57,10 @@ from provider.runtimes.errors import InvalidRunRequest, UnknownRun
 
 log = logging.getLogger(__name__)
 
-FUEL_PER_SECOND = 10_000_000_000  # above what a tight cranelift loop burns per second here (~5e9)
+# Fuel is a backstop behind the wall-clock timeout (epoch interruption), so it must outlast a second of the
+# fastest loop: a tight cranelift loop burned ~5e9 a second on a loaded 2-core box and 13.6e9 on a quiet one
+# (2026-12-04), where 1e10 ran out before a 1 s timeout. A run stopped by either hashes alike (results.py).
+FUEL_PER_SECOND = 40_000_000_000
 LOG_CAP = 16 * 1024 * 1024  # stdout + stderr bytes kept per run (as docker's json-file log)
 LOG_POLL_S = 0.05  # how often logs() looks for new bytes in a running task's log files
 _LONG_LINE = 64 * 1024

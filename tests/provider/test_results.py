@@ -132,3 +132,12 @@ def test_a_limit_kill_hashes_the_same_whatever_the_backend_left(tmp_path: Path) 
     other = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"], killed="memory")
     itself = compute_result_hash(exit_code=137, output_dir=tmp_path / "runc", declared=["a"])
     assert len({runc.digest, other.digest, itself.digest}) == 3  # the reason counts; a kill is not an exit
+
+
+def test_fuel_and_the_wall_clock_are_one_time_budget(tmp_path: Path) -> None:
+    """A wasm loop runs out of fuel first on a fast device and of wall-clock time on a slow one: honest
+    replicas of one task must agree, so both hash as a timeout."""
+    _build(tmp_path / "fast", {"a": b"partial"})
+    fast = compute_result_hash(exit_code=137, output_dir=tmp_path / "fast", declared=["a"], killed="fuel")
+    slow = compute_result_hash(exit_code=137, output_dir=tmp_path / "fast", declared=["a"], killed="timeout")
+    assert fast.digest == slow.digest
