@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.assignment import _utc_seconds, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_REPLACEMENT_S = 30.0
 PRICE = 10**16
 TASK_S = 5  # each run logs for about this long: long enough to be killed mid-task
 SCRIPT = (f"i=0; while [ $i -lt {TASK_S * 4} ]; do echo line $i; i=$((i+1)); sleep 0.25; done; "
           "echo ok > /out/r.txt")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def _utc_seconds(text: str) -> float:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _wait(condition: Any, timeout: float, what: str) -> Any:
